@@ -1,0 +1,450 @@
+"""The ``careflow`` command.
+
+Exit codes: 0 ok, 1 invalid input or a failed check, 2 usage error. Every command accepts
+``--json`` for one JSON document on stdout, and ``--now`` to set the clock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from engine.clock import FixedClock, OffsetClock, parse_instant
+from engine.errors import DefinitionInvalid, EngineError, SubmissionInvalid
+
+EXIT_INVALID = 1
+
+
+class State:
+    def __init__(self, now: str | None, as_json: bool, database: str | None):
+        self.now = now or os.environ.get("CAREFLOW_NOW")
+        self.as_json = as_json
+        self.database = database
+        self._engine: Any = None
+
+    def clock(self, running: bool = False) -> Any:
+        if not self.now:
+            return None
+        instant = parse_instant(self.now)
+        return OffsetClock(instant) if running else FixedClock(instant)
+
+    def engine(self, running: bool = False) -> Any:
+        if self._engine is None:
+            from engine.core import Careflow
+            from engine.store.db import database_url
+
+            url = self.database or database_url()
+            self._engine = Careflow(url, clock=self.clock(running))
+        return self._engine
+
+    def emit(self, data: Any, text: Callable[[Any], str] | str | None = None) -> None:
+        if self.as_json:
+            click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+        elif callable(text):
+            click.echo(text(data))
+        elif text is not None:
+            click.echo(text)
+        else:
+            click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+
+
+def fail(state: State, error: Exception) -> NoReturn:
+    """Report an engine error the user can act on, never a traceback."""
+    if isinstance(error, DefinitionInvalid):
+        problems = error.problems
+        if state.as_json:
+            click.echo(json.dumps({"ok": False, "problems": [p.as_dict() for p in problems]}, ensure_ascii=False, indent=2))
+        else:
+            for p in problems:
+                click.echo(str(p), err=True)
+    elif isinstance(error, SubmissionInvalid):
+        body = {"ok": False, "error": {"code": error.code, "message": "the form has errors",
+                                       "details": [e.as_dict() for e in error.errors]}}
+        if state.as_json:
+            click.echo(json.dumps(body, ensure_ascii=False, indent=2))
+        else:
+            for e in error.errors:
+                click.echo(f"{e.field or '(form)'}: {e.message}", err=True)
+    else:
+        code = getattr(error, "code", "error")
+        if state.as_json:
+            click.echo(json.dumps({"ok": False, "error": {"code": code, "message": str(error)}}, ensure_ascii=False))
+        else:
+            click.echo(f"error: {error}", err=True)
+    sys.exit(EXIT_INVALID)
+
+
+def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn engine errors into a message and exit code 1."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        state = click.get_current_context().find_object(State)
+        try:
+            return fn(*args, **kwargs)
+        except (EngineError, LookupError, ValueError) as exc:
+            fail(state, exc)
+
+    return wrapper
+
+
+def parse_json(text: str | None, what: str) -> Any:
+    if text is None:
+        return {}
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+
+
+@click.group()
+@click.option("--now", metavar="ISO-8601", help="Set the clock, e.g. 2026-11-24T09:00+08:00.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option("--database", envvar="CAREFLOW_DATABASE_URL", help="Database URL (default: SQLite careflow.db).")
+@click.pass_context
+def main(ctx: click.Context, now: str | None, as_json: bool, database: str | None) -> None:
+    """Careflow: customer-care flows, forms and tasks."""
+    if now:
+        try:
+            parse_instant(now)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--now") from exc
+    ctx.obj = State(now, as_json, database)
+    ctx.call_on_close(lambda: ctx.obj._engine.close() if ctx.obj._engine else None)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.pass_obj
+def validate(state: State, paths: tuple[str, ...]) -> None:
+    """Check flows (*.yaml) and forms (*.schema.json); print path:line:col: message per problem."""
+    from engine.validation import validate_paths
+
+    problems, checked = validate_paths(paths)
+    if state.as_json:
+        click.echo(json.dumps({"ok": not problems, "checked": checked, "problems": [p.as_dict() for p in problems]},
+                              ensure_ascii=False, indent=2))
+    else:
+        for p in problems:
+            click.echo(str(p))
+        if not problems:
+            click.echo(f"ok: {len(checked)} file(s) checked")
+    if problems:
+        sys.exit(EXIT_INVALID)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--by", default=None, help="Who deploys (recorded on the version).")
+@click.pass_obj
+@guarded
+def deploy(state: State, paths: tuple[str, ...], by: str | None) -> None:
+    """Validate and deploy flows and forms as new versions (nothing is deployed if any is invalid)."""
+    results = state.engine().deploy(paths, by=by)
+    data = [r.__dict__ for r in results]
+    state.emit(data, lambda d: "\n".join(
+        f"{r['kind']} {r['id']} v{r['version']} {'deployed' if r['changed'] else 'unchanged'}" for r in d))
+
+
+@main.command()
+@click.argument("flow")
+@click.option("--customer", "customer_id", type=int, help="Customer id.")
+@click.option("--data", "data", help="Initial variables as JSON.")
+@click.option("--user", default=None)
+@click.pass_obj
+@guarded
+def start(state: State, flow: str, customer_id: int | None, data: str | None, user: str | None) -> None:
+    """Start an instance of FLOW; prints its id."""
+    iid = state.engine().start(flow, customer_id=customer_id, data=parse_json(data, "--data"), started_by=user)
+    state.emit({"instance_id": iid}, str(iid))
+
+
+@main.command()
+@click.argument("instance_id", type=int)
+@click.pass_obj
+@guarded
+def show(state: State, instance_id: int) -> None:
+    """Status, current steps, variables, tasks and history of an instance."""
+    info = state.engine().describe(instance_id)
+
+    def text(d: dict[str, Any]) -> str:
+        lines = [
+            f"instance {d['id']}  flow {d['flow']} v{d['version']}  customer {d['customer_id']}",
+            f"status   {d['status']}" + (f" ({d['outcome']})" if d["outcome"] else ""),
+            f"at       {', '.join(d['current_steps']) or '-'}",
+            f"vars     {json.dumps(d['variables'], ensure_ascii=False, default=str)}",
+        ]
+        for t in d["tasks"]:
+            lines.append(f"task {t['id']:>5} {t['status']:<9} {t['step']:<20} role={t['role']} assignee={t['assignee']} due={t['due_at']}")
+        for i in d["incidents"]:
+            lines.append(f"incident {i['id']} [{i['status']}] {i['step']}: {i['message']}")
+        for h in d["history"]:
+            steps = [e.get("step") for e in h["entries"] if e["type"] == "step_completed"]
+            lines.append(f"  {h['at']}  {h['event']:<12} {' → '.join(s for s in steps if s)}")
+        return "\n".join(lines)
+
+    state.emit(info, text)
+
+
+@main.command()
+@click.option("--role", default=None)
+@click.option("--user", default=None)
+@click.option("--instance", "instance_id", type=int, default=None)
+@click.pass_obj
+@guarded
+def tasks(state: State, role: str | None, user: str | None, instance_id: int | None) -> None:
+    """Open tasks of a user (theirs and their roles' unclaimed ones), of a role, or all."""
+    rows = state.engine().tasks(user=user, role=role, instance_id=instance_id)
+    state.emit(rows, lambda d: "\n".join(
+        f"{t['id']:>5}  {t['step']:<22} instance={t['instance_id']} role={t['role']} assignee={t['assignee']} due={t['due_at']}"
+        for t in d) or "no open tasks")
+
+
+@main.command()
+@click.argument("task_id", type=int)
+@click.option("--data", "data", required=True, help="Form answers as JSON.")
+@click.option("--user", required=True, help="Who completes the task.")
+@click.option("--lang", default="zh", type=click.Choice(["zh", "en"]))
+@click.pass_obj
+@guarded
+def complete(state: State, task_id: int, data: str, user: str, lang: str) -> None:
+    """Complete a task with form data; field errors are listed and nothing changes."""
+    task = state.engine().complete(task_id, parse_json(data, "--data"), user, locale=lang)
+    state.emit(task, f"task {task_id} completed")
+
+
+@main.command()
+@click.argument("task_id", type=int)
+@click.option("--user", required=True)
+@click.pass_obj
+@guarded
+def claim(state: State, task_id: int, user: str) -> None:
+    """Claim an unassigned task of one of your roles."""
+    state.emit(state.engine().claim(task_id, user), f"task {task_id} claimed by {user}")
+
+
+@main.command("hand-over")
+@click.argument("task_id", type=int)
+@click.option("--user", required=True)
+@click.option("--to", "to_user", required=True)
+@click.option("--comment", default="")
+@click.pass_obj
+@guarded
+def hand_over(state: State, task_id: int, user: str, to_user: str, comment: str) -> None:
+    """Hand a task over to another user."""
+    state.emit(state.engine().hand_over(task_id, user, to_user, comment), f"task {task_id} handed over to {to_user}")
+
+
+@main.command("send-back")
+@click.argument("task_id", type=int)
+@click.option("--user", required=True)
+@click.option("--to", "to_step", required=True, help="An earlier step the flow allows.")
+@click.option("--comment", required=True)
+@click.pass_obj
+@guarded
+def send_back(state: State, task_id: int, user: str, to_step: str, comment: str) -> None:
+    """Send a task back to an earlier step with a comment."""
+    state.emit(state.engine().send_back(task_id, user, to_step, comment), f"task {task_id} sent back to {to_step}")
+
+
+@main.command()
+@click.argument("instance_id", type=int)
+@click.argument("name")
+@click.option("--data", "data", help="Event data as JSON.")
+@click.pass_obj
+@guarded
+def message(state: State, instance_id: int, name: str, data: str | None) -> None:
+    """Deliver a named event (e.g. customer_replied) to an instance."""
+    state.engine().message(instance_id, name, parse_json(data, "--data"))
+    state.emit({"ok": True}, f"event {name} delivered to instance {instance_id}")
+
+
+@main.command()
+@click.argument("instance_id", type=int)
+@click.option("--reason", default="cancelled")
+@click.pass_obj
+@guarded
+def cancel(state: State, instance_id: int, reason: str) -> None:
+    """Cancel an instance: its open tasks and timers are cancelled too."""
+    state.engine().cancel(instance_id, reason)
+    state.emit({"ok": True}, f"instance {instance_id} cancelled")
+
+
+@main.command()
+@click.argument("form_id")
+@click.option("--data", "data", required=True, help="Form answers as JSON.")
+@click.option("--user", default=None)
+@click.option("--lang", default="zh", type=click.Choice(["zh", "en"]))
+@click.pass_obj
+@guarded
+def submit(state: State, form_id: str, data: str, user: str | None, lang: str) -> None:
+    """Submit a form; starts every flow the form triggers."""
+    result = state.engine().submit_form(form_id, parse_json(data, "--data"), user=user, locale=lang)
+    state.emit(result, lambda d: f"instances started: {', '.join(map(str, d['instances'])) or 'none'}")
+
+
+@main.group()
+def incidents() -> None:
+    """Failed steps and deliveries."""
+
+
+@incidents.command("list")
+@click.pass_obj
+@guarded
+def incidents_list(state: State) -> None:
+    from sqlalchemy import select
+
+    from engine.store.models import Incident
+
+    with state.engine().session() as s:
+        rows = [
+            {"id": i.id, "instance_id": i.instance_id, "step": i.step_id, "kind": i.kind, "message": i.message, "status": i.status}
+            for i in s.scalars(select(Incident).where(Incident.status == "open").order_by(Incident.id))
+        ]
+    state.emit(rows, lambda d: "\n".join(f"{i['id']:>5} instance={i['instance_id']} {i['step']} {i['kind']}: {i['message']}" for i in d) or "no open incidents")
+
+
+@incidents.command("retry")
+@click.argument("incident_id", type=int)
+@click.option("--user", default=None)
+@click.pass_obj
+@guarded
+def incidents_retry(state: State, incident_id: int, user: str | None) -> None:
+    state.engine().resolve_incident(incident_id, "retry", user)
+    state.emit({"ok": True}, f"incident {incident_id}: retrying")
+
+
+@incidents.command("skip")
+@click.argument("incident_id", type=int)
+@click.option("--user", default=None)
+@click.pass_obj
+@guarded
+def incidents_skip(state: State, incident_id: int, user: str | None) -> None:
+    state.engine().resolve_incident(incident_id, "skip", user)
+    state.emit({"ok": True}, f"incident {incident_id}: skipped")
+
+
+@main.group()
+def customers() -> None:
+    """The customer store."""
+
+
+@customers.command("create")
+@click.option("--data", "data", required=True, help="Profile as JSON.")
+@click.pass_obj
+@guarded
+def customers_create(state: State, data: str) -> None:
+    cid = state.engine().create_customer(parse_json(data, "--data"))
+    state.emit({"customer_id": cid}, str(cid))
+
+
+@customers.command("update")
+@click.argument("customer_id", type=int)
+@click.option("--data", "data", required=True, help="Changed fields as JSON.")
+@click.pass_obj
+@guarded
+def customers_update(state: State, customer_id: int, data: str) -> None:
+    changed = state.engine().update_customer(customer_id, parse_json(data, "--data"))
+    state.emit({"changed": changed}, f"changed: {', '.join(changed) or 'nothing'}")
+
+
+@customers.command("show")
+@click.argument("customer_id", type=int)
+@click.pass_obj
+@guarded
+def customers_show(state: State, customer_id: int) -> None:
+    from sqlalchemy import select
+
+    from engine.store.customers import customer_dict, get_customer
+    from engine.store.models import TimelineEntry
+
+    with state.engine().session() as s:
+        c = customer_dict(get_customer(s, customer_id))
+        c["timeline"] = [
+            {"at": t.at.isoformat(), "kind": t.kind, "title": t.title, "instance_id": t.instance_id}
+            for t in s.scalars(select(TimelineEntry).where(TimelineEntry.customer_id == customer_id).order_by(TimelineEntry.id))
+        ]
+    state.emit(c)
+
+
+@main.command()
+@click.pass_obj
+@guarded
+def tick(state: State) -> None:
+    """Process everything due now (timers, triggers, outbox) once, and exit."""
+    report = state.engine().tick()
+    state.emit(report, lambda r: (
+        f"timers fired {r['timers_fired']}, triggers fired {r['occurrences_fired']} (missed {r['occurrences_missed']}), "
+        f"instances started {r['instances_started']}, messages sent {r['outbox']['sent']}, failed {r['outbox']['failed']}"
+    ))
+
+
+@main.command()
+@click.argument("what", type=click.Choice(["flow"]), default="flow")
+def schema(what: str) -> None:
+    """Print the flow DSL's JSON Schema (for editors: yaml-language-server)."""
+    from importlib import resources
+
+    click.echo(resources.files("engine").joinpath("schemas/flow.schema.json").read_text("utf-8"))
+
+
+@main.command()
+@click.option("--customers", "count", default=50, show_default=True, help="Demo customers to create.")
+@click.pass_obj
+@guarded
+def demo(state: State, count: int) -> None:
+    """Deploy the built-in flows and forms and seed demo users and customers (idempotent)."""
+    from engine.demo import seed
+
+    engine = state.engine()
+    engine.deploy_builtins()
+    result = seed(engine, customers=count)
+    def text(r: dict[str, Any]) -> str:
+        from engine.demo import DEMO_PASSWORD, DEMO_USERS
+
+        lines = [f"demo ready: {r['users_created']} users, {r['customers_created']} customers created",
+                 f"demo logins (password {DEMO_PASSWORD}):"]
+        lines += [f"  {username:<6} {', '.join(roles)}" for username, _n, roles, _r, _t in DEMO_USERS]
+        return "\n".join(lines)
+
+    state.emit(result, text)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--tick-seconds", default=1.0, show_default=True, type=float)
+@click.pass_obj
+def run(state: State, host: str, port: int, tick_seconds: float) -> None:
+    """Serve the web pages and REST API, tick every second, deliver the outbox."""
+    from engine.app import create_app
+    from engine.ticker import start_ticker
+
+    engine = state.engine(running=True)
+    engine.deploy_builtins()
+    app = create_app(engine=engine)
+    scheduler = start_ticker(engine, tick_seconds)
+    click.echo(f"Careflow is running on http://{host}:{port}/")
+    try:
+        app.run(host=host, port=port, use_reloader=False, threaded=True)
+    finally:
+        scheduler.shutdown(wait=False)
+
+
+@main.command()
+def worker() -> None:
+    """A Celery worker (scale-out mode; needs CAREFLOW_BROKER_URL)."""
+    if not os.environ.get("CAREFLOW_BROKER_URL"):
+        raise click.UsageError("set CAREFLOW_BROKER_URL (redis://... or amqp://...) to run workers")
+    raise click.UsageError("Celery workers are not available in this release; run `careflow run` (embedded mode)")
+
+
+if __name__ == "__main__":
+    main()

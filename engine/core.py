@@ -1,0 +1,316 @@
+"""``Careflow``: the engine as one object, each method one transaction.
+
+The CLI, the REST API and tests use this facade; the functions it calls in ``engine.store``,
+``engine.outbox`` and ``engine.schedule`` take a session and leave committing to it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from connectors.registry import Registry
+from engine import forms
+from engine.calendar import BusinessCalendar
+from engine.clock import Clock, SystemClock
+from engine.errors import NotFound
+from engine.outbox import DispatchReport, dispatch_due, retry_message
+from engine.runtime import events as ev
+from engine.schedule import TickReport, fire_due_timers, fire_triggers
+from engine.store import customers as cust
+from engine.store import definitions as defs
+from engine.store import tasks as task_store
+from engine.store.db import make_engine, make_sessionmaker, migrate
+from engine.store.instances import NotEnrolled, Runtime, deliver, get_instance, start_instance
+from engine.store.models import Customer, FlowVersion, Incident, Instance, Task
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+BUILTIN_FLOWS = PROJECT_ROOT / "workflows"
+BUILTIN_FORMS = PROJECT_ROOT / "forms"
+
+
+class Careflow:
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        clock: Clock | None = None,
+        calendar: BusinessCalendar | None = None,
+        registry: Registry | None = None,
+        connector_settings: Mapping[str, Mapping[str, Any]] | None = None,
+        migrate_schema: bool = True,
+    ):
+        self.url = database_url
+        self.db = make_engine(database_url)
+        if migrate_schema:
+            migrate(self.db)
+        self.sessions = make_sessionmaker(self.db)
+        self.clock: Clock = clock or SystemClock()
+        self.calendar = calendar or BusinessCalendar()
+        self.registry = registry or Registry()
+        self.connector_settings = dict(connector_settings or {})
+
+    def close(self) -> None:
+        self.db.dispose()
+
+    def runtime(self) -> Runtime:
+        return Runtime(now=self.clock.now(), calendar=self.calendar)
+
+    def session(self) -> Session:
+        return self.sessions()
+
+    # ----- definitions ------------------------------------------------------------------
+
+    def deploy(self, paths: Iterable[str | Path], by: str | None = None) -> list[defs.Deployed]:
+        with self.sessions.begin() as s:
+            return defs.deploy_paths(s, paths, self.clock.now(), self.registry.names(), by)
+
+    def deploy_builtins(self) -> list[defs.Deployed]:
+        return self.deploy([BUILTIN_FORMS, BUILTIN_FLOWS], by="system")
+
+    def deploy_flow_text(self, text: str | bytes, source: str, by: str | None = None) -> defs.Deployed:
+        with self.sessions.begin() as s:
+            cat = defs.catalog(s, self.registry.names())
+            return defs.deploy_flow(s, text, source, self.clock.now(), cat, by)
+
+    # ----- instances ----------------------------------------------------------------------
+
+    def start(
+        self, flow_id: str, *, customer_id: int | None = None, data: Mapping[str, Any] | None = None,
+        started_by: str | None = None,
+    ) -> int:
+        with self.sessions.begin() as s:
+            instance = start_instance(s, self.runtime(), flow_id, customer_id=customer_id, data=data,
+                                      trigger={"type": "manual"}, started_by=started_by)
+            return instance.id
+
+    def send_event(self, instance_id: int, event: ev.Event) -> None:
+        with self.sessions.begin() as s:
+            deliver(s, self.runtime(), get_instance(s, instance_id), event)
+
+    def message(self, instance_id: int, name: str, data: Mapping[str, Any] | None = None) -> None:
+        """Deliver a named event (``customer_replied``...) to a waiting instance."""
+        self.send_event(instance_id, ev.Message(name, dict(data or {})))
+
+    def cancel(self, instance_id: int, reason: str = "cancelled") -> None:
+        self.send_event(instance_id, ev.Cancel(reason))
+
+    def resolve_incident(self, incident_id: int, action: str, by: str | None = None) -> None:
+        """``retry`` or ``skip`` the step behind an incident (a failed delivery is re-sent on retry)."""
+        with self.sessions.begin() as s:
+            incident = s.get(Incident, incident_id)
+            if incident is None:
+                raise NotFound(incident_id, f"No incident by the id {incident_id!r} was found")
+            rt = self.runtime()
+            if incident.outbox_id is not None and action == "retry":
+                retry_message(s, rt, incident.outbox_id, by)
+                return
+            if incident.instance_id is None or incident.token is None:
+                raise NotFound(incident_id, f"incident {incident_id} has no step to {action}")
+            event: ev.Event = ev.Retry(incident.token) if action == "retry" else ev.Skip(incident.token)
+            deliver(s, rt, get_instance(s, incident.instance_id), event)
+            incident.resolved_by = by
+
+    def describe(self, instance_id: int) -> dict[str, Any]:
+        with self.sessions() as s:
+            instance = get_instance(s, instance_id)
+            version = s.get(FlowVersion, instance.flow_version_id)
+            assert version is not None
+            tasks = s.scalars(select(Task).where(Task.instance_id == instance_id).order_by(Task.id))
+            incidents = s.scalars(select(Incident).where(Incident.instance_id == instance_id).order_by(Incident.id))
+            from engine.store.models import HistoryEntry
+
+            history = s.scalars(select(HistoryEntry).where(HistoryEntry.instance_id == instance_id).order_by(HistoryEntry.id))
+            return {
+                "id": instance.id,
+                "flow": instance.flow_id,
+                "version": version.version,
+                "customer_id": instance.customer_id,
+                "status": instance.status,
+                "outcome": instance.outcome,
+                "started_at": instance.started_at.isoformat(),
+                "ended_at": instance.ended_at.isoformat() if instance.ended_at else None,
+                "current_steps": sorted({t["step"] for t in instance.state["tokens"].values()}),
+                "variables": instance.state["vars"],
+                "tasks": [task_summary(t) for t in tasks],
+                "incidents": [
+                    {"id": i.id, "step": i.step_id, "kind": i.kind, "message": i.message, "status": i.status}
+                    for i in incidents
+                ],
+                "history": [
+                    {"at": h.at.isoformat(), "event": h.event, "entries": h.entries} for h in history
+                ],
+            }
+
+    # ----- tasks --------------------------------------------------------------------------
+
+    def tasks(self, *, user: str | None = None, role: str | None = None, instance_id: int | None = None) -> list[dict[str, Any]]:
+        with self.sessions() as s:
+            roles: list[str] = []
+            if user is not None:
+                from engine.store.models import User
+
+                u = s.scalars(select(User).where(User.username == user)).first()
+                roles = list(u.roles) if u else []
+            return [task_summary(t) for t in task_store.list_tasks(s, user=user, roles=roles, role=role, instance_id=instance_id)]
+
+    def claim(self, task_id: int, user: str) -> dict[str, Any]:
+        with self.sessions.begin() as s:
+            return task_summary(task_store.claim_task(s, self.runtime(), task_id, user))
+
+    def complete(self, task_id: int, data: Mapping[str, Any], user: str, locale: str = "zh") -> dict[str, Any]:
+        with self.sessions.begin() as s:
+            return task_summary(task_store.complete_task(s, self.runtime(), task_id, data, user, locale=locale))
+
+    def hand_over(self, task_id: int, user: str, to_user: str, comment: str = "") -> dict[str, Any]:
+        with self.sessions.begin() as s:
+            return task_summary(task_store.hand_over(s, self.runtime(), task_id, user, to_user, comment))
+
+    def send_back(self, task_id: int, user: str, to_step: str, comment: str) -> dict[str, Any]:
+        with self.sessions.begin() as s:
+            return task_summary(task_store.send_back(s, self.runtime(), task_id, user, to_step, comment))
+
+    def comment(self, task_id: int, user: str, body: str) -> None:
+        with self.sessions.begin() as s:
+            task_store.add_comment(s, self.runtime(), task_id, user, body)
+
+    # ----- customers and forms --------------------------------------------------------------
+
+    def create_customer(self, data: Mapping[str, Any], *, fire_triggers: bool = True) -> int:
+        with self.sessions.begin() as s:
+            rt = self.runtime()
+            customer = cust.create_customer(s, data, rt.now)
+            if fire_triggers:
+                self._customer_event(s, rt, customer, "created", [])
+            return customer.id
+
+    def update_customer(self, customer_id: int, data: Mapping[str, Any]) -> list[str]:
+        with self.sessions.begin() as s:
+            rt = self.runtime()
+            customer = cust.get_customer(s, customer_id)
+            changed = cust.update_customer(s, customer, data, rt.now)
+            if changed:
+                self._customer_event(s, rt, customer, "updated", changed)
+            return changed
+
+    def _customer_event(self, s: Session, rt: Runtime, customer: Customer, event: str, changed: list[str]) -> list[int]:
+        started = []
+        for version in defs.latest_flow_versions(s):
+            flow = defs.flow_of(version)
+            for trig in flow.triggers:
+                if trig.type != "customer_event":
+                    continue
+                if trig.event == "field_changed":
+                    if event != "updated" or trig.field not in changed:
+                        continue
+                elif trig.event != event:
+                    continue
+                if trig.when:
+                    from engine import expr
+
+                    if not expr.compile_expression(trig.when).evaluate({"customer": cust.customer_dict(customer), "now": rt.now}):
+                        continue
+                try:
+                    with s.begin_nested():
+                        started.append(start_instance(s, rt, flow.id, customer_id=customer.id,
+                                                      trigger={"type": "customer_event", "event": event, "changed": changed}).id)
+                except NotEnrolled:
+                    pass
+                break
+        return started
+
+    def submit_form(self, form_id: str, data: Mapping[str, Any], *, user: str | None = None, locale: str = "zh") -> dict[str, Any]:
+        """Validate a form submission and start every flow it triggers."""
+        with self.sessions.begin() as s:
+            rt = self.runtime()
+            form = defs.latest_form(s, form_id)
+            cleaned = forms.check_submission(form, data, locale=locale)
+            started: list[int] = []
+            customer_id: int | None = None
+            for version in defs.latest_flow_versions(s):
+                flow = defs.flow_of(version)
+                for trig in flow.triggers:
+                    if trig.type != "form" or trig.form != form_id:
+                        continue
+                    customer_id = self._customer_for_form(s, rt, trig.customer_from, cleaned, customer_id)
+                    try:
+                        with s.begin_nested():
+                            started.append(start_instance(
+                                s, rt, flow.id, customer_id=customer_id, data={form_id: cleaned},
+                                trigger={"type": "form", "form": form_id}, started_by=user,
+                            ).id)
+                    except NotEnrolled:
+                        pass
+            return {"form": form_id, "data": cleaned, "customer_id": customer_id, "instances": started}
+
+    def _customer_for_form(self, s: Session, rt: Runtime, mode: str, data: Mapping[str, Any], known: int | None) -> int | None:
+        if known is not None:
+            return known
+        if data.get("customer_id"):
+            return cust.get_customer(s, int(data["customer_id"])).id
+        phone = data.get("phone") or data.get("contact_phone")
+        email = data.get("email") or data.get("contact_email")
+        found = cust.find_customer(s, phone, email)
+        if found is not None:
+            return found.id
+        if mode == "create":
+            fields = {k: v for k, v in data.items() if k in cust.PROFILE_FIELDS or k == "consent_marketing"}
+            if "consent_marketing" in fields:
+                consent = bool(fields.pop("consent_marketing"))
+                fields["consent"] = {"email": consent, "sms": consent}
+            return cust.create_customer(s, fields, rt.now).id
+        return None
+
+    # ----- time -----------------------------------------------------------------------------
+
+    def tick(self) -> dict[str, Any]:
+        """Everything due at the clock's now: timers, triggers, then the outbox."""
+        report = TickReport()
+        fire_due_timers(self.sessions, self.runtime, report)
+        fire_triggers(self.sessions, self.runtime, report)
+        # Triggers may have started instances whose first steps are already due.
+        fire_due_timers(self.sessions, self.runtime, report)
+        sent = self.dispatch()
+        return {**report.as_dict(), "outbox": sent.__dict__}
+
+    def dispatch(self) -> DispatchReport:
+        total = DispatchReport()
+        while True:
+            report = dispatch_due(self.sessions, self.runtime, self.registry,
+                                  settings=lambda name: self.connector_settings.get(name, {}))
+            for key in ("sent", "retried", "failed", "suppressed", "unknown"):
+                setattr(total, key, getattr(total, key) + getattr(report, key))
+            if report.sent + report.failed + report.suppressed + report.retried == 0:
+                return total
+
+
+def task_summary(t: Task) -> dict[str, Any]:
+    return {
+        "id": t.id,
+        "instance_id": t.instance_id,
+        "step": t.step_id,
+        "form": t.form_id,
+        "title": t.title,
+        "role": t.role,
+        "assignee": t.assignee,
+        "status": t.status,
+        "due_at": t.due_at.isoformat() if t.due_at else None,
+        "escalation_level": t.escalation_level,
+        "reminders_sent": t.reminders_sent,
+        "completed_by": t.completed_by,
+        "data": t.data,
+    }
+
+
+def customer_summary(c: Customer) -> dict[str, Any]:
+    return cust.customer_dict(c)
+
+
+__all__ = ["Careflow", "Instance", "task_summary", "customer_summary"]

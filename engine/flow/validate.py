@@ -1,0 +1,334 @@
+"""Checks of meaning that a JSON Schema cannot express: references, reachability, loops, expressions."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from engine import expr
+from engine.cron import parse_cron
+from engine.errors import ExpressionError, Problem
+from engine.flow.model import WAIT_STATES, Flow, Step
+from engine.flow.yaml_loader import Located, json_path
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """What exists outside the flow; ``None`` means "do not check this kind"."""
+
+    forms: frozenset[str] | None = None
+    connectors: frozenset[str] | None = None
+    roles: frozenset[str] | None = None
+    flows: frozenset[str] | None = None
+
+
+class _Checker:
+    def __init__(self, flow: Flow, located: Located, catalog: Catalog):
+        self.flow = flow
+        self.located = located
+        self.catalog = catalog
+        self.problems: list[Problem] = []
+        self.index = {}
+        for i, raw in enumerate(located.data["steps"]):
+            self.index.setdefault(raw["id"], i)
+
+    def report(self, path: tuple[Any, ...], message: str) -> None:
+        line, col = self.located.position(path)
+        self.problems.append(Problem(self.flow.source, line, col, message, json_path(path)))
+
+    def step_path(self, step: Step, *rest: Any) -> tuple[Any, ...]:
+        return ("steps", self.index[step.id], *rest)
+
+
+def check_flow(flow: Flow, located: Located, catalog: Catalog) -> list[Problem]:
+    """Every problem of meaning in the flow, located."""
+    c = _Checker(flow, located, catalog)
+    _check_duplicates(c)
+    _check_references(c)
+    if not c.problems:
+        # Graph checks on a graph with dangling edges would only repeat the reference errors.
+        _check_reachability(c)
+        _check_loops(c)
+        _check_joins(c)
+    _check_steps(c)
+    _check_triggers(c)
+    _check_goal(c)
+    if flow.timezone and not _valid_tz(flow.timezone):
+        c.report(("timezone",), f"unknown time zone {flow.timezone!r}")
+    return c.problems
+
+
+def _did_you_mean(word: str, options: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _valid_tz(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _check_duplicates(c: _Checker) -> None:
+    seen: dict[str, int] = {}
+    for i, raw in enumerate(c.located.data["steps"]):
+        sid = raw["id"]
+        if sid in seen:
+            first_line = c.located.position(("steps", seen[sid]))[0]
+            c.report(("steps", i, "id"), f"duplicate step id {sid!r} (first defined at line {first_line})")
+        else:
+            seen[sid] = i
+
+
+def _references(step: Step) -> Iterator[tuple[tuple[Any, ...], str]]:
+    """(relative path, target id) of every step reference in a step."""
+    if step.next:
+        yield ("next",), step.next
+    for i, case in enumerate(step.cases):
+        yield ("cases", i, "next"), case.next
+    if step.default:
+        yield ("default",), step.default
+    for i, b in enumerate(step.branches):
+        yield ("branches", i), b
+    if step.timeout_next:
+        yield ("on_timeout", "next"), step.timeout_next
+    if step.on_timeout:
+        yield ("on_timeout",), step.on_timeout
+    for i, s in enumerate(step.send_back_to):
+        yield ("send_back_to", i), s
+
+
+def _check_references(c: _Checker) -> None:
+    ids = c.flow.steps.keys()
+    if c.flow.start not in ids:
+        c.report(("start",), f"unknown step {c.flow.start!r}" + _did_you_mean(c.flow.start, ids))
+    for step in c.flow.steps.values():
+        for rel, target in _references(step):
+            if target not in ids:
+                c.report(c.step_path(step, *rel), f"unknown step {target!r}" + _did_you_mean(target, ids))
+            elif target == step.id and rel[0] != "send_back_to":
+                c.report(c.step_path(step, *rel), f"step {step.id!r} cannot lead to itself")
+
+
+def _reachable(flow: Flow, start: str) -> set[str]:
+    seen = {start}
+    todo = [start]
+    while todo:
+        for nxt in flow.steps[todo.pop()].successors():
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def _check_reachability(c: _Checker) -> None:
+    reached = _reachable(c.flow, c.flow.start)
+    for step in c.flow.steps.values():
+        if step.id not in reached:
+            c.report(c.step_path(step, "id"), f"step {step.id!r} can never be reached from {c.flow.start!r}")
+    # A step from which no end can be reached is a loop without an exit.
+    preds: dict[str, set[str]] = {s: set() for s in c.flow.steps}
+    for step in c.flow.steps.values():
+        for nxt in step.successors():
+            preds[nxt].add(step.id)
+    ends = [s.id for s in c.flow.steps.values() if s.type == "end"]
+    can_end = set(ends)
+    todo = list(ends)
+    while todo:
+        for p in preds[todo.pop()]:
+            if p not in can_end:
+                can_end.add(p)
+                todo.append(p)
+    if not ends:
+        c.report(("steps",), "the flow has no 'end' step")
+        return
+    for step in c.flow.steps.values():
+        if step.id in reached and step.id not in can_end:
+            c.report(c.step_path(step, "id"), f"step {step.id!r} is in a loop without an exit: no 'end' step can be reached from it")
+
+
+def _strongly_connected(flow: Flow) -> list[list[str]]:
+    """Tarjan's algorithm, iterative so that long flows cannot exhaust the stack."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    result: list[list[str]] = []
+    counter = 0
+    for root in flow.steps:
+        if root in index:
+            continue
+        work = [(root, iter(flow.steps[root].successors()))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = counter
+                    counter += 1
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(flow.steps[child].successors())))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    item = stack.pop()
+                    on_stack.discard(item)
+                    component.append(item)
+                    if item == node:
+                        break
+                result.append(component)
+    return result
+
+
+def _waits(step: Step) -> bool:
+    return step.type in WAIT_STATES or (step.type == "action" and step.wait)
+
+
+def _check_loops(c: _Checker) -> None:
+    for component in _strongly_connected(c.flow):
+        if len(component) < 2:
+            continue
+        if not any(_waits(c.flow.steps[s]) for s in component):
+            first = min(component, key=lambda s: c.index[s])
+            names = ", ".join(sorted(component, key=lambda s: c.index[s]))
+            c.report(
+                c.step_path(c.flow.steps[first], "id"),
+                f"the loop through {names} has no task or wait step, so it would run forever",
+            )
+
+
+def _check_joins(c: _Checker) -> None:
+    fed_by_split: set[str] = set()
+    for step in c.flow.steps.values():
+        if step.type == "parallel":
+            for branch in step.branches:
+                fed_by_split |= _reachable(c.flow, branch)
+    for step in c.flow.steps.values():
+        if step.type == "join" and step.id not in fed_by_split:
+            c.report(c.step_path(step, "id"), f"join {step.id!r} has no parallel split before it")
+
+
+def _check_expression(c: _Checker, path: tuple[Any, ...], source: str, *, expression: bool) -> None:
+    try:
+        expr.check_syntax(source, expression=expression)
+    except ExpressionError as exc:
+        c.report(path, f"expression does not parse: {exc}")
+
+
+def _check_templates(c: _Checker, path: tuple[Any, ...], value: Any) -> None:
+    if isinstance(value, str):
+        if expr.is_template(value):
+            _check_expression(c, path, value, expression=False)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_templates(c, (*path, k), v)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_templates(c, (*path, i), v)
+
+
+def _check_known(c: _Checker, path: tuple[Any, ...], kind: str, name: str, known: frozenset[str] | None) -> None:
+    if known is not None and name not in known:
+        c.report(path, f"unknown {kind} {name!r}" + _did_you_mean(name, known))
+
+
+def _check_steps(c: _Checker) -> None:
+    cat = c.catalog
+    for step in c.flow.steps.values():
+        p = lambda *rest: c.step_path(step, *rest)  # noqa: E731
+        if step.type == "task":
+            if step.form:
+                _check_known(c, p("form"), "form", step.form, cat.forms)
+            a = step.assignee
+            if a is not None:
+                if not (a.role or a.user or a.users or a.expr):
+                    c.report(p("assignee"), "assignee needs a role, a user, users or an expr")
+                if a.role:
+                    _check_known(c, p("assignee", "role"), "role", a.role, cat.roles)
+                if a.expr:
+                    _check_expression(c, p("assignee", "expr"), a.expr, expression=True)
+            for i, e in enumerate(step.escalation):
+                _check_known(c, p("escalation", i, "to_role"), "role", e.to_role, cat.roles)
+            if any(r.before for r in step.reminders) and step.due is None:
+                c.report(p("reminders"), "a reminder 'before' the due time needs a 'due' on the task")
+            if step.escalation and step.due is None:
+                c.report(p("escalation"), "escalation counts from the due time: add 'due' to the task")
+            for i, target in enumerate(step.send_back_to):
+                if target in c.flow.steps and step.id not in _reachable(c.flow, target):
+                    c.report(p("send_back_to", i), f"{target!r} does not come before {step.id!r}")
+            for key in ("title",):
+                for lang, text in getattr(step, key).items():
+                    if expr.is_template(text):
+                        _check_expression(c, p(key), text, expression=False)
+        elif step.type == "action":
+            _check_known(c, p("connector"), "connector", step.connector or "", cat.connectors)
+            _check_templates(c, p("params"), dict(step.params))
+        elif step.type == "decision":
+            for i, case in enumerate(step.cases):
+                _check_expression(c, p("cases", i, "when"), case.when, expression=True)
+        elif step.type == "wait":
+            kinds = [k for k in ("duration", "until", "event") if getattr(step, k)]
+            if len(kinds) != 1:
+                c.report(p(), "a wait needs exactly one of 'duration', 'until' or 'event'")
+            if step.until:
+                _check_expression(c, p("until"), step.until, expression=True)
+            if (step.timeout is None) != (step.on_timeout is None):
+                c.report(p(), "'timeout' and 'on_timeout' go together")
+            if step.timeout is not None and not step.event:
+                c.report(p("timeout"), "'timeout' applies only to a wait for an 'event'")
+        elif step.type == "set":
+            _check_templates(c, p("values"), dict(step.values))
+        elif step.type == "update_customer":
+            _check_templates(c, p("fields"), dict(step.fields))
+            if not (step.fields or step.add_tags or step.remove_tags):
+                c.report(p(), "update_customer needs 'fields', 'add_tags' or 'remove_tags'")
+        elif step.type == "assign_owner":
+            _check_known(c, p("role"), "role", step.role or "", cat.roles)
+        elif step.type == "subflow":
+            _check_known(c, p("flow"), "flow", step.flow or "", cat.flows)
+            if step.flow == c.flow.id:
+                c.report(p("flow"), "a flow cannot start itself as a subflow")
+            _check_templates(c, p("data"), dict(step.data))
+
+
+def _check_triggers(c: _Checker) -> None:
+    for i, trig in enumerate(c.flow.triggers):
+        path = ("triggers", i)
+        if trig.type == "form" and trig.form:
+            _check_known(c, (*path, "form"), "form", trig.form, c.catalog.forms)
+        if trig.cron:
+            try:
+                parse_cron(trig.cron, trig.timezone or c.flow.timezone)
+            except ValueError as exc:
+                c.report((*path, "cron"), f"bad cron expression {trig.cron!r}: {exc}")
+        if trig.timezone and not _valid_tz(trig.timezone):
+            c.report((*path, "timezone"), f"unknown time zone {trig.timezone!r}")
+        for key in ("customers", "when"):
+            source = getattr(trig, key)
+            if source:
+                _check_expression(c, (*path, key), source, expression=True)
+        if trig.type == "customer_event" and trig.event == "field_changed" and not trig.field:
+            c.report(path, "a 'field_changed' trigger needs 'field'")
+
+
+def _check_goal(c: _Checker) -> None:
+    goal = c.flow.goal
+    if goal and goal.when:
+        _check_expression(c, ("goal", "when"), goal.when, expression=True)

@@ -1,0 +1,494 @@
+"""The interpreter: advance an instance's state by one event until every token waits.
+
+``advance(flow, state, event, ctx)`` is pure: it returns the new state and the effects to apply
+as data. Tokens are positions in the flow; a token stops at a wait state (task, wait, subflow,
+an action that waits for delivery, a join waiting for its siblings, or an incident).
+
+Rules worth knowing when reading the flows:
+
+* an ``end`` step ends the whole instance, cancelling any other token;
+* every move of a token bumps its ``gen``; a timer or task answer carrying an older ``gen`` is
+  stale and ignored, so a late timer can never move a token that has already moved on;
+* a step that fails (an expression error, nobody in a role) parks its token in an incident that
+  an admin can retry or skip; nothing is lost.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from engine import expr
+from engine.calendar import BusinessCalendar
+from engine.errors import ExpressionError
+from engine.flow.model import Flow, Step
+from engine.runtime import effects as fx
+from engine.runtime import events as ev
+from engine.runtime.state import Status, check_transition, new_state
+from engine.runtime.timing import add_duration, subtract_duration
+
+#: Steps one advance may run before it is treated as a runaway loop.
+MAX_STEPS_PER_ADVANCE = 1000
+
+PickUser = Callable[[str, str, Mapping[str, Any]], str | None]
+
+
+class StepFailed(Exception):
+    """Raised inside the interpreter when a step cannot run; becomes an incident."""
+
+
+@dataclass
+class Context:
+    """What the interpreter may read of the world during one advance."""
+
+    now: datetime
+    instance: Mapping[str, Any]
+    customer: dict[str, Any] | None = None
+    calendar: BusinessCalendar = field(default_factory=BusinessCalendar)
+    pick_user: PickUser | None = None
+
+
+@dataclass
+class Outcome:
+    state: dict[str, Any]
+    effects: list[fx.Effect]
+    history: list[dict[str, Any]]
+    customer: dict[str, Any] | None
+
+    @property
+    def status(self) -> Status:
+        return Status(self.state["status"])
+
+
+def start_state(flow: Flow) -> dict[str, Any]:
+    return new_state(flow.variables)
+
+
+def advance(flow: Flow, state: Mapping[str, Any], event: ev.Event, ctx: Context) -> Outcome:
+    """React to one event; the input state is not modified."""
+    run = _Run(flow, copy.deepcopy(dict(state)), ctx)
+    run.handle(event)
+    return Outcome(run.state, run.effects, run.history, run.customer)
+
+
+class _Run:
+    def __init__(self, flow: Flow, state: dict[str, Any], ctx: Context):
+        self.flow = flow
+        self.state = state
+        self.ctx = ctx
+        self.customer = copy.deepcopy(ctx.customer) if ctx.customer is not None else None
+        self.effects: list[fx.Effect] = []
+        self.history: list[dict[str, Any]] = []
+        self.ready: list[str] = []
+        self.steps_run = 0
+
+    # ----- bookkeeping -------------------------------------------------------------------
+
+    @property
+    def tokens(self) -> dict[str, dict[str, Any]]:
+        return self.state["tokens"]  # type: ignore[no-any-return]
+
+    @property
+    def running(self) -> bool:
+        return self.state["status"] == Status.RUNNING.value
+
+    def log(self, kind: str, **data: Any) -> None:
+        self.history.append({"type": kind, **data})
+
+    def new_token(self, step: str, splits: list[str]) -> str:
+        self.state["seq"] += 1
+        tid = f"t{self.state['seq']}"
+        self.tokens[tid] = {"step": step, "gen": 0, "wait": None, "splits": splits}
+        self.ready.append(tid)
+        return tid
+
+    def move(self, tid: str, step: str) -> None:
+        token = self.tokens[tid]
+        if token["wait"] and token["wait"].get("timers"):
+            self.effects.append(fx.CancelTimers(tid))
+        token["step"] = step
+        token["gen"] += 1
+        token["wait"] = None
+        self.ready.append(tid)
+
+    def park(self, tid: str, wait: dict[str, Any]) -> None:
+        self.tokens[tid]["wait"] = wait
+
+    def context(self) -> dict[str, Any]:
+        return {
+            "customer": self.customer or {},
+            "vars": self.state["vars"],
+            "instance": dict(self.ctx.instance),
+            "now": self.ctx.now,
+        }
+
+    def finish(self, outcome: str, status: Status = Status.COMPLETED) -> None:
+        check_transition(Status(self.state["status"]), status)
+        self.state["status"] = status.value
+        self.state["outcome"] = outcome
+        if any(t["wait"] for t in self.tokens.values()):
+            self.effects.append(fx.CancelTasks(None, reason=outcome))
+            self.effects.append(fx.CancelTimers(None))
+        self.tokens.clear()
+        self.ready.clear()
+        self.log("instance_ended", outcome=outcome, status=status.value)
+
+    # ----- events --------------------------------------------------------------------------
+
+    def handle(self, event: ev.Event) -> None:
+        if isinstance(event, ev.Start):
+            self.state["vars"].update(copy.deepcopy(dict(event.data)))
+            self.log("instance_started", trigger=dict(event.trigger))
+            self.new_token(self.flow.start, [])
+        elif not self.running:
+            self.log("ignored", reason=f"instance is {self.state['status']}", event=type(event).__name__)
+            return
+        elif isinstance(event, ev.Cancel):
+            self.finish(event.reason, Status.CANCELLED)
+            return
+        elif isinstance(event, ev.Message):
+            self.on_message(event)
+        elif isinstance(event, (ev.Retry, ev.Skip)):
+            self.on_admin(event)
+        else:
+            self.on_token_event(event)
+        self.run_ready()
+        self.check_goal()
+
+    def current(self, tid: str, gen: int, kind: str) -> dict[str, Any] | None:
+        """The token if it still waits as the event expects; stale events get None."""
+        token = self.tokens.get(tid)
+        if token is None or token["gen"] != gen or not token["wait"] or token["wait"]["kind"] != kind:
+            return None
+        return token
+
+    def on_token_event(self, event: ev.Event) -> None:
+        kinds = {
+            ev.TaskDone: "task",
+            ev.SendBack: "task",
+            ev.ActionDone: "action",
+            ev.ActionFailed: "action",
+            ev.SubflowDone: "subflow",
+        }
+        if isinstance(event, ev.TimerFired):
+            self.on_timer(event)
+            return
+        token = self.current(event.token, event.gen, kinds[type(event)])  # type: ignore[attr-defined]
+        if token is None:
+            self.log("ignored", reason="stale", event=type(event).__name__, token=event.token)  # type: ignore[attr-defined]
+            return
+        step = self.flow.step(token["step"])
+        tid = event.token  # type: ignore[attr-defined]
+        if isinstance(event, ev.TaskDone):
+            self.on_task_done(tid, token, step, event)
+        elif isinstance(event, ev.SendBack):
+            self.effects.append(fx.CancelTasks(tid, reason="sent_back"))
+            self.state["vars"]["_sent_back"] = {"from": step.id, "comment": event.comment, "by": event.user}
+            self.log("sent_back", step=step.id, to=event.to_step, by=event.user, comment=event.comment)
+            self.move(tid, event.to_step)
+        elif isinstance(event, ev.ActionDone):
+            if step.result:
+                self.state["vars"][step.result] = dict(event.result)
+            self.log("step_completed", step=step.id, token=tid)
+            self.move(tid, step.next or "")
+        elif isinstance(event, ev.ActionFailed):
+            self.incident(tid, step, event.message, raise_effect=False)
+        elif isinstance(event, ev.SubflowDone):
+            self.state["vars"][step.result_name] = {"outcome": event.outcome, **dict(event.variables)}
+            self.log("step_completed", step=step.id, token=tid, outcome=event.outcome)
+            self.move(tid, step.next or "")
+
+    def on_task_done(self, tid: str, token: dict[str, Any], step: Step, event: ev.TaskDone) -> None:
+        wait = token["wait"]
+        answer = copy.deepcopy(dict(event.data))
+        self.state["vars"][step.result_name] = answer
+        self.log("task_completed", step=step.id, token=tid, by=event.user, task=event.task_id)
+        if wait.get("approval") == "all":
+            approvals = self.state["vars"].setdefault(f"{step.result_name}_approvals", [])
+            approvals.append({"by": event.user, "data": answer})
+            wait["pending"] -= 1
+            if wait["pending"] > 0:
+                return
+        else:
+            self.effects.append(fx.CancelTasks(tid, reason="completed_by_other"))
+        self.log("step_completed", step=step.id, token=tid)
+        self.move(tid, step.next or "")
+
+    def on_timer(self, event: ev.TimerFired) -> None:
+        token = self.tokens.get(event.token)
+        if token is None or token["gen"] != event.gen or not token["wait"]:
+            self.log("ignored", reason="stale timer", timer=event.kind, token=event.token)
+            return
+        step = self.flow.step(token["step"])
+        if event.kind == "wait":
+            self.log("step_completed", step=step.id, token=event.token)
+            self.move(event.token, step.next or "")
+        elif event.kind == "event_timeout":
+            self.log("event_timeout", step=step.id, token=event.token, event=step.event)
+            self.move(event.token, step.on_timeout or "")
+        elif event.kind == "task_timeout":
+            self.effects.append(fx.CancelTasks(event.token, reason="timeout"))
+            self.log("task_timeout", step=step.id, token=event.token)
+            self.move(event.token, step.timeout_next or "")
+        elif event.kind == "task_reminder":
+            self.effects.append(fx.RemindTasks(event.token, str(event.data.get("when", "after"))))
+            self.log("task_reminder", step=step.id, token=event.token)
+        elif event.kind == "task_escalation":
+            level = int(event.data.get("level", 1))
+            to_role = str(event.data["to_role"])
+            self.effects.append(fx.EscalateTasks(event.token, to_role, level))
+            self.log("task_escalated", step=step.id, token=event.token, to_role=to_role, level=level)
+
+    def on_message(self, event: ev.Message) -> None:
+        goal = self.flow.goal
+        if goal and goal.event == event.name:
+            self.state["vars"][event.name] = copy.deepcopy(dict(event.data))
+            self.log("goal_event", event=event.name)
+            self.finish(goal.outcome)
+            return
+        matched = False
+        for tid, token in list(self.tokens.items()):
+            wait = token["wait"]
+            if wait and wait["kind"] == "event" and wait["event"] == event.name:
+                matched = True
+                self.state["vars"][event.name] = copy.deepcopy(dict(event.data))
+                self.log("event_received", event=event.name, step=token["step"], token=tid)
+                self.move(tid, self.flow.step(token["step"]).next or "")
+        if not matched:
+            self.log("ignored", reason="no step waits for this event", event=event.name)
+
+    def on_admin(self, event: ev.Retry | ev.Skip) -> None:
+        token = self.tokens.get(event.token)
+        if token is None or not token["wait"] or token["wait"]["kind"] not in ("incident", "action"):
+            self.log("ignored", reason="token is not in an incident", token=event.token)
+            return
+        step = self.flow.step(token["step"])
+        self.effects.append(fx.ResolveIncidents(event.token, "retried" if isinstance(event, ev.Retry) else "skipped"))
+        if isinstance(event, ev.Retry):
+            self.log("step_retried", step=step.id, token=event.token)
+            token["gen"] += 1
+            token["wait"] = None
+            self.ready.append(event.token)
+        else:
+            target = step.next or step.default or (step.cases[0].next if step.cases else None)
+            self.log("step_skipped", step=step.id, token=event.token)
+            if target is None:
+                self.finish("skipped")
+            else:
+                self.move(event.token, target)
+
+    # ----- running steps ---------------------------------------------------------------
+
+    def run_ready(self) -> None:
+        while self.ready and self.running:
+            tid = self.ready.pop(0)
+            token = self.tokens.get(tid)
+            if token is None or token["wait"]:
+                continue
+            self.steps_run += 1
+            step = self.flow.step(token["step"])
+            if self.steps_run > MAX_STEPS_PER_ADVANCE:
+                self.incident(tid, step, f"more than {MAX_STEPS_PER_ADVANCE} steps ran without waiting")
+                continue
+            visits = self.state["visits"]
+            visits[step.id] = visits.get(step.id, 0) + 1
+            self.log("step_entered", step=step.id, token=tid)
+            try:
+                getattr(self, f"run_{step.type}")(tid, step)
+            except (ExpressionError, StepFailed, ValueError, TypeError, KeyError) as exc:
+                self.incident(tid, step, str(exc))
+
+    def incident(self, tid: str, step: Step, message: str, *, raise_effect: bool = True) -> None:
+        self.park(tid, {"kind": "incident", "message": message})
+        if raise_effect:
+            # A failed delivery already has its incident, raised by the outbox.
+            self.effects.append(fx.RaiseIncident(tid, step.id, message))
+        self.log("incident", step=step.id, token=tid, message=message)
+
+    def due(self, duration: Any) -> datetime:
+        return add_duration(self.ctx.now, duration, self.flow.timezone, self.ctx.calendar)
+
+    def leave(self, tid: str, step: Step) -> None:
+        self.log("step_completed", step=step.id, token=tid)
+        self.move(tid, step.next or "")
+
+    def run_task(self, tid: str, step: Step) -> None:
+        assert step.assignee is not None and step.form is not None
+        spec = step.assignee.as_dict()
+        if step.assignee.expr:
+            value = expr.compile_expression(step.assignee.expr).evaluate(self.context())
+            if not value:
+                raise StepFailed(f"assignee expression {step.assignee.expr!r} gave no user")
+            if isinstance(value, (list, tuple)):
+                spec["users"] = [str(v) for v in value]
+            else:
+                spec["user"] = str(value)
+        title = {lang: expr.compile_template(t).render(self.context()) for lang, t in step.title.items()}
+        due_at = self.due(step.due) if step.due else None
+        people = spec.get("users") if step.approval == "all" else None
+        timers = False
+        if people:
+            for user in people:
+                one = {**spec, "user": user}
+                one.pop("users", None)
+                self.effects.append(fx.CreateTask(tid, step.id, step.form, title, one, due_at, "all", step.readonly, step.hidden))
+        else:
+            self.effects.append(fx.CreateTask(tid, step.id, step.form, title, spec, due_at, "any", step.readonly, step.hidden))
+        for reminder in step.reminders:
+            if due_at is None:
+                continue
+            at = subtract_duration(due_at, reminder.offset) if reminder.before else self.add_to(due_at, reminder.offset)
+            self.timer(tid, "task_reminder", at, {"when": "before" if reminder.before else "after"})
+            timers = True
+        for level, esc in enumerate(step.escalation, start=1):
+            if due_at is not None:
+                self.timer(tid, "task_escalation", self.add_to(due_at, esc.after), {"to_role": esc.to_role, "level": level})
+                timers = True
+        if step.timeout_after is not None:
+            self.timer(tid, "task_timeout", self.due(step.timeout_after), {})
+            timers = True
+        pending = len(people) if people else 1
+        self.park(tid, {"kind": "task", "approval": "all" if people else "any", "pending": pending, "timers": timers})
+
+    def add_to(self, start: datetime, duration: Any) -> datetime:
+        return add_duration(start, duration, self.flow.timezone, self.ctx.calendar)
+
+    def timer(self, tid: str, kind: str, at: datetime, data: Mapping[str, Any]) -> None:
+        gen = self.tokens[tid]["gen"]
+        self.effects.append(fx.SetTimer(tid, kind, at, {**data, "gen": gen, "step": self.tokens[tid]["step"]}))
+
+    def run_action(self, tid: str, step: Step) -> None:
+        params = expr.render_value(dict(step.params), self.context())
+        visit = self.state["visits"][step.id]
+        key = f"{self.ctx.instance.get('id')}:{step.id}:{visit}"
+        backoff = step.backoff.plain.total_seconds() if step.backoff else 60.0
+        self.effects.append(
+            fx.SendMessage(tid, step.id, step.connector or "", params, key, step.max_attempts, backoff, step.wait)
+        )
+        if step.wait:
+            self.park(tid, {"kind": "action", "effect_key": key})
+        else:
+            self.leave(tid, step)
+
+    def run_decision(self, tid: str, step: Step) -> None:
+        ctx = self.context()
+        for case in step.cases:
+            if expr.compile_expression(case.when).evaluate(ctx):
+                self.log("step_completed", step=step.id, token=tid, chose=case.next)
+                self.move(tid, case.next)
+                return
+        self.log("step_completed", step=step.id, token=tid, chose=step.default)
+        self.move(tid, step.default or "")
+
+    def run_parallel(self, tid: str, step: Step) -> None:
+        token = self.tokens.pop(tid)
+        split_id = f"{step.id}#{self.state['seq'] + 1}"
+        self.state["splits"][split_id] = {"count": len(step.branches), "arrived": []}
+        self.log("step_completed", step=step.id, token=tid)
+        for branch in step.branches:
+            self.new_token(branch, [*token["splits"], split_id])
+
+    def run_join(self, tid: str, step: Step) -> None:
+        token = self.tokens[tid]
+        if not token["splits"]:
+            raise StepFailed(f"join {step.id!r} reached without a parallel split")
+        split_id = token["splits"][-1]
+        split = self.state["splits"][split_id]
+        split["arrived"].append(tid)
+        self.park(tid, {"kind": "join"})
+        if len(split["arrived"]) < split["count"]:
+            return
+        for arrived in split["arrived"]:
+            self.tokens.pop(arrived, None)
+        del self.state["splits"][split_id]
+        self.log("step_completed", step=step.id, token=tid)
+        self.new_token(step.next or "", token["splits"][:-1])
+
+    def run_wait(self, tid: str, step: Step) -> None:
+        if step.duration is not None:
+            self.timer(tid, "wait", self.due(step.duration), {})
+            self.park(tid, {"kind": "timer", "timers": True})
+        elif step.until:
+            value = expr.compile_expression(step.until).evaluate(self.context())
+            self.timer(tid, "wait", _as_datetime(value, self.flow.timezone), {})
+            self.park(tid, {"kind": "timer", "timers": True})
+        else:
+            wait: dict[str, Any] = {"kind": "event", "event": step.event, "timers": False}
+            self.park(tid, wait)
+            if step.timeout is not None:
+                self.timer(tid, "event_timeout", self.due(step.timeout), {})
+                wait["timers"] = True
+
+    def run_set(self, tid: str, step: Step) -> None:
+        values = expr.render_value(dict(step.values), self.context())
+        self.state["vars"].update(values)
+        self.leave(tid, step)
+
+    def run_update_customer(self, tid: str, step: Step) -> None:
+        if self.customer is None:
+            raise StepFailed("this instance has no customer to update")
+        values = expr.render_value(dict(step.fields), self.context())
+        self.customer.update(values)
+        tags = [t for t in self.customer.get("tags") or [] if t not in step.remove_tags]
+        tags += [t for t in step.add_tags if t not in tags]
+        if step.add_tags or step.remove_tags:
+            self.customer["tags"] = tags
+        note = {lang: expr.compile_template(t).render(self.context()) for lang, t in step.timeline.items()}
+        self.effects.append(fx.UpdateCustomer(values, step.add_tags, step.remove_tags, note))
+        self.leave(tid, step)
+
+    def run_assign_owner(self, tid: str, step: Step) -> None:
+        if self.customer is None:
+            raise StepFailed("this instance has no customer to assign")
+        if self.ctx.pick_user is None:
+            raise StepFailed("no user directory is available to pick an owner")
+        user = self.ctx.pick_user(step.role or "", step.strategy or "region_then_least_loaded", self.customer)
+        if user is None:
+            raise StepFailed(f"no active user has the role {step.role!r}")
+        self.customer["owner"] = user
+        self.effects.append(fx.UpdateCustomer({"owner": user}))
+        self.leave(tid, step)
+
+    def run_subflow(self, tid: str, step: Step) -> None:
+        data = expr.render_value(dict(step.data), self.context())
+        self.effects.append(fx.StartSubflow(tid, step.flow or "", data, step.wait))
+        if step.wait:
+            self.park(tid, {"kind": "subflow"})
+        else:
+            self.leave(tid, step)
+
+    def run_end(self, tid: str, step: Step) -> None:
+        self.log("step_completed", step=step.id, token=tid)
+        self.finish(step.outcome)
+
+    def check_goal(self) -> None:
+        goal = self.flow.goal
+        if not (self.running and goal and goal.when):
+            return
+        try:
+            reached = expr.compile_expression(goal.when).evaluate(self.context())
+        except ExpressionError as exc:
+            self.log("goal_error", message=str(exc))
+            return
+        if reached:
+            self.finish(goal.outcome)
+
+
+def _as_datetime(value: Any, tz: str) -> datetime:
+    """A wait-until value: an aware/naive datetime, a date, or an ISO-8601 string."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise StepFailed(f"'until' gave {value!r}, which is not an ISO-8601 date or time") from exc
+    if isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day)
+    if not isinstance(value, datetime):
+        raise StepFailed(f"'until' gave {value!r}, not a date or time")
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=ZoneInfo(tz))
+    return value.astimezone(timezone.utc)

@@ -1,0 +1,25 @@
+"""Turning durations into due times on the flow's business calendar."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
+
+from engine.calendar import BusinessCalendar
+from engine.flow.model import Duration
+
+
+def add_duration(start: datetime, duration: Duration, tz: str, calendar: BusinessCalendar) -> datetime:
+    """``start`` plus ``duration``; business units follow the calendar in the flow's time zone."""
+    result = start + duration.plain
+    zone = ZoneInfo(tz)
+    if duration.business_days:
+        result = calendar.add_business_days(result, duration.business_days, zone)
+    if duration.business_hours:
+        result = calendar.add_business_hours(result, duration.business_hours, zone)
+    return result.astimezone(timezone.utc)
+
+
+def subtract_duration(end: datetime, duration: Duration) -> datetime:
+    """``end`` minus the calendar part of a duration (reminders "before" a due time)."""
+    return (end - duration.plain).astimezone(timezone.utc)

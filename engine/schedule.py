@@ -1,0 +1,226 @@
+"""Time: due timers and cron/date triggers, each fired exactly once per due time.
+
+Timers and trigger occurrences are rows. A tick claims each due timer with a compare-and-set
+update in the same transaction that advances its instance, and records each trigger firing
+under a unique ``(flow, trigger, scheduled_for)`` key, so two tickers racing, or a tick after
+downtime, fire each thing once. APScheduler only calls ``tick`` every second (see ``ticker``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
+
+from engine import expr
+from engine.calendar import birthday_keys_on
+from engine.crashpoints import crash_point
+from engine.cron import fires_between
+from engine.errors import ExpressionError
+from engine.flow.model import Flow, Trigger
+from engine.runtime import events as ev
+from engine.store import customers as cust
+from engine.store.definitions import flow_of, latest_flow_versions
+from engine.store.instances import NotEnrolled, Runtime, deliver, start_instance
+from engine.store.models import Customer, FlowVersion, Instance, Timer, TriggerOccurrence
+
+log = logging.getLogger(__name__)
+
+#: A coalesced trigger still fires its newest missed occurrence if it is at most this late.
+CATCH_UP_WINDOW = timedelta(hours=24)
+#: A ``catch_up: skip`` trigger fires an occurrence only if the tick is at most this late.
+SKIP_GRACE = timedelta(minutes=10)
+#: Date triggers look back at most this many days after downtime.
+MAX_DAYS_BACK = 31
+
+
+@dataclass
+class TickReport:
+    timers_fired: int = 0
+    timers_stale: int = 0
+    occurrences_fired: int = 0
+    occurrences_missed: int = 0
+    instances_started: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def fire_due_timers(factory: sessionmaker[Session], runtime: Callable[[], Runtime], report: TickReport, batch: int = 500) -> None:
+    """Fire every timer due at the runtime's now, oldest first, until none is left."""
+    skip: set[int] = set()
+    while True:
+        with factory() as session:
+            now = runtime().now
+            query = select(Timer.id).where(Timer.status == "pending", Timer.due_at <= now)
+            if skip:
+                query = query.where(Timer.id.not_in(skip))
+            ids = list(session.scalars(query.order_by(Timer.due_at, Timer.id).limit(batch)))
+        if not ids:
+            return
+        for timer_id in ids:
+            if not _fire_timer(factory, runtime, timer_id, report):
+                skip.add(timer_id)
+
+
+def _fire_timer(factory: sessionmaker[Session], runtime: Callable[[], Runtime], timer_id: int, report: TickReport) -> bool:
+    try:
+        with factory.begin() as session:
+            rt = runtime()
+            claimed = session.execute(
+                update(Timer).where(Timer.id == timer_id, Timer.status == "pending").values(status="fired", fired_at=rt.now)
+            ).rowcount
+            if claimed != 1:
+                return True
+            timer = session.get(Timer, timer_id)
+            assert timer is not None
+            instance = session.get(Instance, timer.instance_id)
+            if instance is None or instance.status != "running":
+                report.timers_stale += 1
+                return True
+            data = dict(timer.data)
+            data["scheduled_for"] = timer.due_at.isoformat()
+            deliver(session, rt, instance, ev.TimerFired(timer.token, int(data.get("gen", 0)), timer.kind, data))
+            crash_point("before_timer_fire_commit")
+        crash_point("after_timer_fire_commit")
+        report.timers_fired += 1
+        return True
+    except StaleDataError:
+        # Someone else advanced the instance meanwhile; the rollback left the timer pending.
+        return False
+
+
+def fire_triggers(factory: sessionmaker[Session], runtime: Callable[[], Runtime], report: TickReport) -> None:
+    with factory() as session:
+        versions = [(v.id, v.flow_id) for v in latest_flow_versions(session)]
+    for version_id, _flow_id in versions:
+        with factory() as session:
+            version = session.get(FlowVersion, version_id)
+            assert version is not None
+            flow = flow_of(version)
+            since = session.scalar(select(func.min(FlowVersion.deployed_at)).where(FlowVersion.flow_id == flow.id))
+        for trigger in flow.triggers:
+            if trigger.type not in ("schedule", "date"):
+                continue
+            try:
+                _fire_trigger(factory, runtime, flow, trigger, since, report)
+            except Exception as exc:  # one broken trigger must not stop the others from firing
+                log.exception("trigger %s of flow %s failed", trigger.key, flow.id)
+                report.errors.append(f"{flow.id}: {exc}")
+
+
+def _last_occurrence(session: Session, flow: Flow, trigger: Trigger) -> datetime | None:
+    return session.scalar(
+        select(func.max(TriggerOccurrence.scheduled_for)).where(
+            TriggerOccurrence.flow_id == flow.id, TriggerOccurrence.trigger_key == trigger.key
+        )
+    )
+
+
+def _due_occurrences(flow: Flow, trigger: Trigger, after: datetime, now: datetime) -> list[datetime]:
+    tz = trigger.timezone or flow.timezone
+    if trigger.type == "schedule":
+        assert trigger.cron is not None
+        return fires_between(trigger.cron, tz, after, now, limit=5000)
+    zone = ZoneInfo(tz)
+    hour, minute = (int(x) for x in trigger.at.split(":"))
+    first_day = max(after.astimezone(zone).date(), now.astimezone(zone).date() - timedelta(days=MAX_DAYS_BACK))
+    out = []
+    day = first_day
+    while day <= now.astimezone(zone).date():
+        fire = datetime.combine(day, time(hour, minute), zone).astimezone(timezone.utc)
+        if after < fire <= now:
+            out.append(fire)
+        day += timedelta(days=1)
+    return out
+
+
+def _fire_trigger(
+    factory: sessionmaker[Session], runtime: Callable[[], Runtime], flow: Flow, trigger: Trigger,
+    since: datetime | None, report: TickReport,
+) -> None:
+    with factory() as session:
+        now = runtime().now
+        after = _last_occurrence(session, flow, trigger) or since or now
+    due = _due_occurrences(flow, trigger, after, now)
+    if not due:
+        return
+    if trigger.catch_up == "skip":
+        fire = [d for d in due if now - d <= SKIP_GRACE]
+    else:
+        fire = [due[-1]] if now - due[-1] <= CATCH_UP_WINDOW else []
+    for missed in (d for d in due if d not in fire):
+        _record(factory, runtime, flow, trigger, missed, "missed", report)
+    for occurrence in fire:
+        _record(factory, runtime, flow, trigger, occurrence, "fired", report)
+
+
+def _record(
+    factory: sessionmaker[Session], runtime: Callable[[], Runtime], flow: Flow, trigger: Trigger,
+    scheduled_for: datetime, status: str, report: TickReport,
+) -> None:
+    try:
+        with factory.begin() as session:
+            rt = runtime()
+            row = TriggerOccurrence(flow_id=flow.id, trigger_key=trigger.key, scheduled_for=scheduled_for,
+                                    fired_at=rt.now, status=status, started=0)
+            session.add(row)
+            session.flush()  # the unique key decides which ticker owns this occurrence
+            if status == "fired":
+                row.started = _start_for_occurrence(session, rt, flow, trigger, scheduled_for)
+                report.instances_started += row.started
+    except IntegrityError:
+        return
+    if status == "fired":
+        report.occurrences_fired += 1
+    else:
+        report.occurrences_missed += 1
+
+
+def _start_for_occurrence(session: Session, rt: Runtime, flow: Flow, trigger: Trigger, scheduled_for: datetime) -> int:
+    data = {"type": trigger.type, "scheduled_for": scheduled_for.isoformat()}
+    if trigger.type == "schedule" and not trigger.customers:
+        start_instance(session, rt, flow.id, trigger=data)
+        return 1
+    if trigger.type == "date":
+        tz = ZoneInfo(trigger.timezone or flow.timezone)
+        celebrated = scheduled_for.astimezone(tz).date() - timedelta(days=trigger.offset_days)
+        data["date"] = celebrated.isoformat()
+        candidates: Iterable[Customer] = birthday_customers(session, celebrated, trigger)
+    else:
+        candidates = session.scalars(select(Customer).where(Customer.status != "lost").order_by(Customer.id))
+    condition = expr.compile_expression(trigger.customers) if trigger.customers else None
+    started = 0
+    for customer in candidates:
+        if condition is not None:
+            try:
+                if not condition.evaluate({"customer": cust.customer_dict(customer), "now": rt.now}):
+                    continue
+            except ExpressionError as exc:
+                log.warning("flow %s: trigger condition failed for customer %s: %s", flow.id, customer.id, exc)
+                continue
+        try:
+            with session.begin_nested():
+                start_instance(session, rt, flow.id, customer_id=customer.id, trigger=data)
+            started += 1
+        except NotEnrolled:
+            continue
+    return started
+
+
+def birthday_customers(session: Session, day: date, trigger: Trigger) -> list[Customer]:
+    """Customers whose birthday is celebrated on ``day``: an indexed lookup on the month-day key."""
+    solar, lunar = birthday_keys_on(day, feb29_rule=trigger.feb29)
+    conds = [and_(Customer.birthday_calendar == "solar", Customer.birthday_key.in_(list(solar)))]
+    if trigger.lunar != "never" and lunar:
+        conds.append(and_(Customer.birthday_calendar == "lunar", Customer.birthday_key.in_(list(lunar))))
+    return list(session.scalars(select(Customer).where(or_(*conds), Customer.status != "lost").order_by(Customer.id)))

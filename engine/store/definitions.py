@@ -1,0 +1,190 @@
+"""Deployed flow and form versions: immutable, content-hashed, parsed once per process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from engine.errors import DefinitionInvalid, FlowLookupError, FormLookupError, Problem
+from engine.flow.loader import content_hash, load_flow_text
+from engine.flow.model import Flow
+from engine.flow.validate import Catalog
+from engine.forms import Form, load_form_text
+from engine.roles import BUILTIN_ROLES
+from engine.store.models import FlowVersion, FormVersion, User
+
+FORM_SUFFIX = ".schema.json"
+
+
+@lru_cache(maxsize=512)
+def _parse_flow(version_id: int, source_name: str, text: str) -> Flow:
+    # Keyed by the immutable version id, so a cached Flow can never go stale.
+    return load_flow_text(text, source_name)
+
+
+@lru_cache(maxsize=512)
+def _parse_form(version_id: int, form_id: str, text: str) -> Form:
+    return load_form_text(text, f"{form_id}{FORM_SUFFIX}", form_id)
+
+
+def flow_of(version: FlowVersion) -> Flow:
+    return _parse_flow(version.id, f"{version.flow_id}.yaml", version.source)
+
+
+def latest_flow_version(session: Session, flow_id: str) -> FlowVersion:
+    version = session.scalars(
+        select(FlowVersion)
+        .where(FlowVersion.flow_id == flow_id, FlowVersion.active.is_(True))
+        .order_by(FlowVersion.version.desc())
+        .limit(1)
+    ).first()
+    if version is None:
+        raise FlowLookupError(flow_id)
+    return version
+
+
+def latest_flow_versions(session: Session) -> list[FlowVersion]:
+    newest = (
+        select(FlowVersion.flow_id, func.max(FlowVersion.version).label("v"))
+        .where(FlowVersion.active.is_(True))
+        .group_by(FlowVersion.flow_id)
+        .subquery()
+    )
+    return list(
+        session.scalars(
+            select(FlowVersion)
+            .join(newest, (FlowVersion.flow_id == newest.c.flow_id) & (FlowVersion.version == newest.c.v))
+            .order_by(FlowVersion.flow_id)
+        )
+    )
+
+
+def latest_form(session: Session, form_id: str) -> Form:
+    version = session.scalars(
+        select(FormVersion).where(FormVersion.form_id == form_id).order_by(FormVersion.version.desc()).limit(1)
+    ).first()
+    if version is None:
+        raise FormLookupError(form_id)
+    return _parse_form(version.id, version.form_id, version.source)
+
+
+def catalog(session: Session, connectors: Iterable[str], extra_forms: Iterable[str] = (), extra_flows: Iterable[str] = ()) -> Catalog:
+    forms = set(session.scalars(select(FormVersion.form_id).distinct())) | set(extra_forms)
+    flows = set(session.scalars(select(FlowVersion.flow_id).distinct())) | set(extra_flows)
+    roles = set(BUILTIN_ROLES)
+    for user_roles in session.scalars(select(User.roles)):
+        roles.update(user_roles or [])
+    return Catalog(forms=frozenset(forms), connectors=frozenset(connectors), roles=frozenset(roles), flows=frozenset(flows))
+
+
+@dataclass(frozen=True, slots=True)
+class Deployed:
+    kind: str  # flow or form
+    id: str
+    version: int
+    changed: bool
+    source: str
+
+
+def _next_version(session: Session, model: type[FlowVersion] | type[FormVersion], key: str) -> int:
+    column = model.flow_id if model is FlowVersion else model.form_id  # type: ignore[union-attr]
+    current = session.scalar(select(func.max(model.version)).where(column == key))
+    return (current or 0) + 1
+
+
+def _as_text(data: str | bytes) -> str:
+    # Only called after the loader accepted the bytes, so decoding cannot fail here.
+    return data if isinstance(data, str) else data.decode("utf-8-sig")
+
+
+def deploy_form(session: Session, data: str | bytes, source: str, now: datetime) -> Deployed:
+    form_id = Path(source).name.removesuffix(FORM_SUFFIX)
+    form = load_form_text(data, source, form_id)
+    text = _as_text(data)
+    digest = content_hash(text)
+    existing = session.scalars(
+        select(FormVersion).where(FormVersion.form_id == form.id, FormVersion.content_hash == digest)
+    ).first()
+    if existing is not None:
+        return Deployed("form", form.id, existing.version, False, source)
+    version = FormVersion(
+        form_id=form.id, version=_next_version(session, FormVersion, form.id), content_hash=digest, source=text, deployed_at=now
+    )
+    session.add(version)
+    session.flush()
+    return Deployed("form", form.id, version.version, True, source)
+
+
+def deploy_flow(
+    session: Session, data: str | bytes, source: str, now: datetime, cat: Catalog, by: str | None = None
+) -> Deployed:
+    expected = Path(source).stem if source.endswith((".yaml", ".yml")) else None
+    flow = load_flow_text(data, source, cat, expected_id=expected)
+    text = _as_text(data)
+    digest = content_hash(text)
+    existing = session.scalars(
+        select(FlowVersion).where(FlowVersion.flow_id == flow.id, FlowVersion.content_hash == digest)
+    ).first()
+    if existing is not None:
+        return Deployed("flow", flow.id, existing.version, False, source)
+    version = FlowVersion(
+        flow_id=flow.id,
+        version=_next_version(session, FlowVersion, flow.id),
+        content_hash=digest,
+        source=text,
+        name=dict(flow.name),
+        deployed_at=now,
+        deployed_by=by,
+    )
+    session.add(version)
+    session.flush()
+    return Deployed("flow", flow.id, version.version, True, source)
+
+
+def collect_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
+    """(flow files, form files) under the given files and folders, sorted."""
+    flows: list[Path] = []
+    forms: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        candidates = sorted(path.rglob("*")) if path.is_dir() else [path]
+        for p in candidates:
+            if p.name.endswith(FORM_SUFFIX):
+                forms.append(p)
+            elif p.suffix in (".yaml", ".yml") and p.is_file():
+                flows.append(p)
+            elif not path.is_dir():
+                raise DefinitionInvalid([Problem(str(p), 0, 0, "not a flow (.yaml) or form (.schema.json) file")])
+    return flows, forms
+
+
+def deploy_paths(session: Session, paths: Iterable[str | Path], now: datetime, connectors: Iterable[str], by: str | None = None) -> list[Deployed]:
+    """Validate everything first, then deploy: one bad file deploys nothing."""
+    flow_files, form_files = collect_files(paths)
+    problems: list[Problem] = []
+    results: list[Deployed] = []
+    for p in form_files:
+        try:
+            results.append(deploy_form(session, p.read_bytes(), str(p), now))
+        except DefinitionInvalid as exc:
+            problems.extend(exc.problems)
+    cat = catalog(
+        session,
+        connectors,
+        extra_forms=(p.name.removesuffix(FORM_SUFFIX) for p in form_files),
+        extra_flows=(p.stem for p in flow_files),
+    )
+    for p in flow_files:
+        try:
+            results.append(deploy_flow(session, p.read_bytes(), str(p), now, cat, by))
+        except DefinitionInvalid as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise DefinitionInvalid(problems)
+    return results

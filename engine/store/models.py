@@ -1,0 +1,337 @@
+"""The tables: everything that matters is a row (ARCHITECTURE principle 2)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite has no BIGINT autoincrement; plain INTEGER there, BIGINT on PostgreSQL.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores naive UTC, returns aware UTC: comparisons are the same on SQLite and PostgreSQL."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r} given where UTC is required")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class User(Base):
+    __tablename__ = "app_user"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(100))
+    email: Mapped[str | None] = mapped_column(String(254))
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    roles: Mapped[list[Any]] = mapped_column(default=list)
+    region: Mapped[str | None] = mapped_column(String(64))
+    team: Mapped[str | None] = mapped_column(String(64))
+    language: Mapped[str] = mapped_column(String(8), default="zh")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime]
+
+
+class FlowVersion(Base):
+    """One deployed, immutable version of a flow; instances pin it."""
+
+    __tablename__ = "flow_version"
+    __table_args__ = (
+        UniqueConstraint("flow_id", "version"),
+        UniqueConstraint("flow_id", "content_hash"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    flow_id: Mapped[str] = mapped_column(String(64), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(Text)
+    name: Mapped[dict[str, Any]]
+    deployed_at: Mapped[datetime]
+    deployed_by: Mapped[str | None] = mapped_column(String(64))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class FormVersion(Base):
+    __tablename__ = "form_version"
+    __table_args__ = (
+        UniqueConstraint("form_id", "version"),
+        UniqueConstraint("form_id", "content_hash"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    form_id: Mapped[str] = mapped_column(String(64), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(Text)
+    deployed_at: Mapped[datetime]
+
+
+class Customer(Base):
+    __tablename__ = "customer"
+    __table_args__ = (
+        Index("ix_customer_birthday", "birthday_calendar", "birthday_key"),
+        Index("ix_customer_owner", "owner"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    phone: Mapped[str | None] = mapped_column(String(32), unique=True)
+    email: Mapped[str | None] = mapped_column(String(254), unique=True)
+    birthday: Mapped[date | None] = mapped_column(Date)
+    birthday_calendar: Mapped[str] = mapped_column(String(8), default="solar")
+    # month*100+day (solar, or lunar for lunar birthdays): the birthday trigger's index.
+    birthday_key: Mapped[int | None] = mapped_column(Integer)
+    region: Mapped[str | None] = mapped_column(String(64))
+    grade: Mapped[str | None] = mapped_column(String(1))
+    expected_value: Mapped[float | None] = mapped_column(Float)
+    owner: Mapped[str | None] = mapped_column(String(64))
+    tags: Mapped[list[Any]] = mapped_column(default=list)
+    preferred_channel: Mapped[str | None] = mapped_column(String(16))
+    language: Mapped[str] = mapped_column(String(8), default="zh")
+    consent: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    last_purchase_at: Mapped[datetime | None]
+    purchase_count: Mapped[int] = mapped_column(Integer, default=0)
+    purchase_total: Mapped[float] = mapped_column(Float, default=0.0)
+    attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class TimelineEntry(Base):
+    """Every interaction with a customer: messages, tasks, answers, complaints."""
+
+    __tablename__ = "timeline_entry"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(32))
+    title: Mapped[dict[str, Any]]
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    instance_id: Mapped[int | None] = mapped_column(BigId)
+
+
+class Instance(Base):
+    __tablename__ = "instance"
+    __table_args__ = (Index("ix_instance_flow_customer", "flow_id", "customer_id", "status"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    flow_id: Mapped[str] = mapped_column(String(64))
+    flow_version_id: Mapped[int] = mapped_column(ForeignKey("flow_version.id"))
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customer.id"))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    outcome: Mapped[str | None] = mapped_column(String(64))
+    state: Mapped[dict[str, Any]]
+    revision: Mapped[int] = mapped_column(Integer, default=1)
+    parent_id: Mapped[int | None] = mapped_column(BigId)
+    parent_token: Mapped[str | None] = mapped_column(String(32))
+    parent_gen: Mapped[int | None] = mapped_column(Integer)
+    started_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+    started_by: Mapped[str | None] = mapped_column(String(64))
+
+    __mapper_args__ = {"version_id_col": revision}
+
+
+class HistoryEntry(Base):
+    """Append-only: one row per event an instance handled, with the steps it ran."""
+
+    __tablename__ = "history_entry"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    instance_id: Mapped[int] = mapped_column(BigId, index=True)
+    at: Mapped[datetime]
+    event: Mapped[str] = mapped_column(String(32))
+    entries: Mapped[list[Any]]
+
+
+class Task(Base):
+    __tablename__ = "task"
+    __table_args__ = (
+        Index("ix_task_open_role", "status", "role"),
+        Index("ix_task_open_assignee", "status", "assignee"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instance.id"), index=True)
+    token: Mapped[str] = mapped_column(String(32))
+    gen: Mapped[int] = mapped_column(Integer)
+    step_id: Mapped[str] = mapped_column(String(64))
+    form_id: Mapped[str] = mapped_column(String(64))
+    title: Mapped[dict[str, Any]]
+    role: Mapped[str | None] = mapped_column(String(64))
+    assignee: Mapped[str | None] = mapped_column(String(64))
+    approval: Mapped[str] = mapped_column(String(8), default="any")
+    status: Mapped[str] = mapped_column(String(16))  # open, completed, cancelled
+    due_at: Mapped[datetime | None]
+    escalation_level: Mapped[int] = mapped_column(Integer, default=0)
+    reminders_sent: Mapped[int] = mapped_column(Integer, default=0)
+    readonly: Mapped[list[Any]] = mapped_column(default=list)
+    hidden: Mapped[list[Any]] = mapped_column(default=list)
+    data: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime]
+    completed_at: Mapped[datetime | None]
+    completed_by: Mapped[str | None] = mapped_column(String(64))
+    outcome: Mapped[str | None] = mapped_column(String(32))
+
+
+class TaskComment(Base):
+    __tablename__ = "task_comment"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("task.id"), index=True)
+    at: Mapped[datetime]
+    author: Mapped[str | None] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16), default="comment")  # comment, handover, send_back, claim
+    body: Mapped[str] = mapped_column(Text)
+
+
+class Notification(Base):
+    """A reminder or escalation for a user; the inbox shows it, connectors may also send it."""
+
+    __tablename__ = "notification"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user: Mapped[str | None] = mapped_column(String(64), index=True)
+    role: Mapped[str | None] = mapped_column(String(64))
+    task_id: Mapped[int | None] = mapped_column(BigId)
+    kind: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime]
+    read_at: Mapped[datetime | None]
+
+
+class Timer(Base):
+    __tablename__ = "timer"
+    __table_args__ = (Index("ix_timer_due", "status", "due_at"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instance.id"), index=True)
+    token: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(32))
+    due_at: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(16))  # pending, fired, cancelled
+    data: Mapped[dict[str, Any]]
+    fired_at: Mapped[datetime | None]
+
+
+class TriggerOccurrence(Base):
+    """One firing of a schedule or date trigger; the unique key makes each fire happen once."""
+
+    __tablename__ = "trigger_occurrence"
+    __table_args__ = (UniqueConstraint("flow_id", "trigger_key", "scheduled_for"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    flow_id: Mapped[str] = mapped_column(String(64))
+    trigger_key: Mapped[str] = mapped_column(String(512))
+    scheduled_for: Mapped[datetime]
+    fired_at: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(16))  # fired, missed
+    started: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Enrollment(Base):
+    """One row per (flow, customer) that ever enrolled: the enrollment policy's memory."""
+
+    __tablename__ = "enrollment"
+    __table_args__ = (UniqueConstraint("flow_id", "customer_id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    flow_id: Mapped[str] = mapped_column(String(64))
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id", ondelete="CASCADE"))
+    active_instance_id: Mapped[int | None] = mapped_column(BigId)
+    last_started_at: Mapped[datetime]
+    count: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class OutboxMessage(Base):
+    """A side effect waiting to happen; ``effect_key`` makes one step's message unique."""
+
+    __tablename__ = "outbox_message"
+    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    effect_key: Mapped[str] = mapped_column(String(200), unique=True)
+    instance_id: Mapped[int | None] = mapped_column(BigId, index=True)
+    token: Mapped[str | None] = mapped_column(String(32))
+    gen: Mapped[int | None] = mapped_column(Integer)
+    step_id: Mapped[str | None] = mapped_column(String(64))
+    customer_id: Mapped[int | None] = mapped_column(BigId)
+    connector: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]]
+    # pending, sending, sent, failed, unknown, suppressed, skipped
+    status: Mapped[str] = mapped_column(String(16))
+    wait: Mapped[bool] = mapped_column(Boolean, default=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=5)
+    backoff_seconds: Mapped[float] = mapped_column(Float, default=60.0)
+    next_attempt_at: Mapped[datetime]
+    lease_until: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    provider_ref: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+
+
+class Incident(Base):
+    __tablename__ = "incident"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    instance_id: Mapped[int | None] = mapped_column(BigId, index=True)
+    token: Mapped[str | None] = mapped_column(String(32))
+    step_id: Mapped[str | None] = mapped_column(String(64))
+    outbox_id: Mapped[int | None] = mapped_column(BigId)
+    kind: Mapped[str] = mapped_column(String(32))  # step_failed, delivery_failed, delivery_unknown
+    message: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open, resolved
+    resolution: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime]
+    resolved_at: Mapped[datetime | None]
+    resolved_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class SchedulerLease(Base):
+    """Which ticker is running; a stale lease is taken over (scale-out adds fencing)."""
+
+    __tablename__ = "scheduler_lease"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    until: Mapped[datetime]
+
+
+__all__ = [
+    "Base",
+    "Customer",
+    "Enrollment",
+    "FlowVersion",
+    "FormVersion",
+    "HistoryEntry",
+    "Incident",
+    "Instance",
+    "Notification",
+    "OutboxMessage",
+    "SchedulerLease",
+    "Task",
+    "TaskComment",
+    "Timer",
+    "TimelineEntry",
+    "TriggerOccurrence",
+    "User",
+]

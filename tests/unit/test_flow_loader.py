@@ -1,0 +1,95 @@
+"""The flow loader: every built-in flow loads; every bad flow reports its one located problem."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from connectors.registry import Registry
+from engine.errors import FlowInvalid
+from engine.flow.loader import flow_schema, load_flow, load_flow_text
+from engine.flow.validate import Catalog
+from engine.roles import BUILTIN_ROLES
+
+ROOT = Path(__file__).resolve().parents[2]
+BAD = sorted((ROOT / "tests/data/flows").glob("bad_*.yaml"))
+BUILTIN = sorted((ROOT / "workflows").glob("*.yaml"))
+FORMS = frozenset(p.name.removesuffix(".schema.json") for p in (ROOT / "forms").glob("*.schema.json"))
+CATALOG = Catalog(forms=FORMS, connectors=Registry().names(), roles=BUILTIN_ROLES,
+                  flows=frozenset(p.stem for p in BUILTIN))
+
+
+@pytest.mark.parametrize("path", BUILTIN, ids=lambda p: p.stem)
+def test_builtin_flows_load_and_carry_the_editor_modeline(path: Path) -> None:
+    flow = load_flow(path, CATALOG)
+    assert flow.id == path.stem
+    assert path.read_text("utf-8").startswith("# yaml-language-server: $schema=../engine/schemas/flow.schema.json")
+    assert flow.name["zh"] and flow.name["en"]
+
+
+def test_the_dsl_schema_is_valid_draft_07() -> None:
+    jsonschema.Draft7Validator.check_schema(flow_schema())
+
+
+@pytest.mark.parametrize("path", BAD, ids=lambda p: p.stem)
+def test_each_bad_flow_reports_its_problem_with_line_and_column(path: Path) -> None:
+    first = path.read_text("utf-8").splitlines()[0]
+    match = re.fullmatch(r"# expect: (\d+):(\d+): (.*)", first)
+    assert match, f"{path.name} needs an '# expect: line:col: message' first line"
+    line, col, message = int(match[1]), int(match[2]), match[3]
+    with pytest.raises(FlowInvalid) as exc:
+        load_flow(path, CATALOG)
+    found = [(p.line, p.column, p.message) for p in exc.value.problems]
+    assert any(p[0] == line and p[1] == col and message in p[2] for p in found), found
+    assert all(str(p).startswith(f"{path}:") for p in exc.value.problems)
+
+
+def test_all_problems_are_reported_at_once() -> None:
+    text = """
+id: many
+name: Many
+steps:
+  - id: a
+    type: task
+    form: nope
+    assignee: {role: nobody}
+    next: b
+  - id: b
+    type: action
+    connector: fax
+    next: c
+  - id: c
+    type: end
+"""
+    with pytest.raises(FlowInvalid) as exc:
+        load_flow_text(text, "many.yaml", CATALOG)
+    messages = " | ".join(p.message for p in exc.value.problems)
+    assert "unknown form 'nope'" in messages
+    assert "unknown role 'nobody'" in messages
+    assert "unknown connector 'fax'" in messages
+
+
+def test_yaml_1_1_on_key_is_read_as_the_string_on() -> None:
+    text = "id: t\nname: T\non: created\nsteps:\n  - id: done\n    type: end\n"
+    with pytest.raises(FlowInvalid) as exc:
+        load_flow_text(text, "t.yaml")
+    assert [p.message for p in exc.value.problems] == ["unknown key 'on'"]
+
+
+def test_a_scalar_document_is_not_a_flow() -> None:
+    with pytest.raises(FlowInvalid, match="must be a mapping"):
+        load_flow_text("just text", "t.yaml")
+
+
+def test_schema_text_is_printed_by_the_cli_schema_command() -> None:
+    from click.testing import CliRunner
+
+    from engine.cli import main
+
+    result = CliRunner().invoke(main, ["schema"])
+    assert result.exit_code == 0
+    assert json.loads(result.output)["title"] == "Careflow flow"
