@@ -304,15 +304,15 @@ def test_double_submit_completes_once(cf):
 # ----- 4. birthday care ---------------------------------------------------------------------------
 
 def test_birthday_greets_solar_and_lunar_birthdays_and_calls_grade_a(cf, clock, provider):
-    today = START.date()
-    lunar = solar_to_lunar(today)
-    a = new_customer(cf, birthday=today.replace(year=1980).isoformat(), grade="A")
+    morning = START + timedelta(days=1)  # the flows were deployed at START, so tomorrow 09:00 is the first run
+    lunar = solar_to_lunar(morning.date())
+    a = new_customer(cf, birthday=morning.date().replace(year=1980).isoformat(), grade="A")
     c = new_customer(cf, name="赵敏", phone="+8613900139001", email="c@example.com", grade="C",
                      birthday=f"1990-{lunar[1]:02d}-{lunar[2]:02d}", birthday_calendar="lunar")
     new_customer(cf, name="钱七", phone="+8613900139002", email="x@example.com", birthday="1990-01-15")
-    at(cf, clock, START - timedelta(minutes=1))
+    at(cf, clock, morning - timedelta(minutes=1))
     assert provider.sent == []
-    report = at(cf, clock, START)
+    report = at(cf, clock, morning)
     assert report["instances_started"] == 2
     greeted = sorted(s["to"] for s in provider.sent if "生日快乐" in s["text"])
     assert greeted == ["c@example.com", "zhangwei@example.com"]
@@ -323,7 +323,7 @@ def test_birthday_greets_solar_and_lunar_birthdays_and_calls_grade_a(cf, clock, 
     with cf.session() as s:
         outcomes = dict(s.execute(select(Instance.customer_id, Instance.outcome).where(Instance.flow_id == "birthday")).all())
     assert outcomes == {a: "greeted_and_called", c: "greeted"}
-    at(cf, clock, START + timedelta(hours=1))
+    at(cf, clock, morning + timedelta(hours=1))
     with cf.session() as s:
         assert s.scalar(select(func.count()).select_from(Instance).where(Instance.flow_id == "birthday")) == 2
 
@@ -349,8 +349,8 @@ def test_birthday_feb_29_is_celebrated_on_feb_28(cf, clock, provider):
 
 
 def test_birthday_greeting_to_opted_out_customer_is_suppressed(cf, clock, provider):
-    cid = new_customer(cf, birthday="1980-11-24", grade="C", consent={"email": False})
-    at(cf, clock, START)
+    cid = new_customer(cf, birthday="1980-11-25", grade="C", consent={"email": False})
+    at(cf, clock, START + timedelta(days=1))
     assert provider.sent == []
     assert "message_suppressed" in timeline_kinds(cf, cid)
     with cf.session() as s:
