@@ -41,7 +41,8 @@ def create_app(config: Mapping[str, Any] | None = None, engine: Careflow | None 
     else:
         app.config.update(config)
     # A random key per process logs everyone out on restart; set CAREFLOW_SECRET_KEY to keep sessions.
-    app.config.setdefault("SECRET_KEY", os.environ.get("CAREFLOW_SECRET_KEY") or secrets.token_hex(32))
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = os.environ.get("CAREFLOW_SECRET_KEY") or secrets.token_hex(32)
     careflow = engine or Careflow(app.config.get("DATABASE_URL") or database_url())
     app.extensions["careflow"] = careflow
 
@@ -71,7 +72,8 @@ def create_app(config: Mapping[str, Any] | None = None, engine: Careflow | None 
             login_user(LoginUser(user))
         target = request.args.get("next", "")
         # Only same-site relative paths: an absolute `next` would be an open redirect.
-        if not target.startswith("/") or target.startswith("//") or urlsplit(target).netloc:
+        # Browsers read "/\\host" as "//host", so backslashes are refused too.
+        if not target.startswith("/") or target.startswith("//") or "\\" in target or urlsplit(target).netloc:
             target = url_for("home")
         return redirect(target)
 

@@ -1,0 +1,96 @@
+"""The `careflow` command: exit codes, located errors, --json and --now."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from engine.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def run(tmp_path):  # type: ignore[no-untyped-def]
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+
+    def invoke(*args: str, now: str = "2026-11-24T09:00+08:00"):  # type: ignore[no-untyped-def]
+        return CliRunner().invoke(main, ["--database", url, "--now", now, *args], catch_exceptions=False)
+
+    return invoke
+
+
+def test_validate_passes_the_builtin_flows_and_forms() -> None:
+    result = CliRunner().invoke(main, ["validate", str(ROOT / "workflows"), str(ROOT / "forms")])
+    assert result.exit_code == 0, result.output
+    assert "16 file(s) checked" in result.output
+
+
+def test_validate_reports_every_problem_located_and_exits_1() -> None:
+    bad = [str(ROOT / "tests/data/flows" / n) for n in ("bad_unknown_next.yaml", "bad_cron.yaml", "bad_python_tag.yaml")]
+    result = CliRunner().invoke(main, ["validate", *bad])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 3
+    assert lines[0].startswith(f"{bad[0]}:10:11: unknown step 'send_remindr'; did you mean 'send_reminder'?")
+    assert all(":" in line.split(" ")[0] for line in lines)
+    assert "Traceback" not in result.output
+
+
+def test_validate_json() -> None:
+    result = CliRunner().invoke(main, ["--json", "validate", str(ROOT / "tests/data/flows/bad_cron.yaml")])
+    body = json.loads(result.output)
+    assert result.exit_code == 1 and body["ok"] is False
+    assert body["problems"][0]["line"] == 6 and body["problems"][0]["path"] == "$.triggers[0].cron"
+
+
+def test_usage_errors_exit_2() -> None:
+    assert CliRunner().invoke(main, ["validate", "/no/such/file.yaml"]).exit_code == 2
+    assert CliRunner().invoke(main, ["--now", "yesterday", "tick"]).exit_code == 2
+    assert CliRunner().invoke(main, ["frobnicate"]).exit_code == 2
+
+
+def test_a_process_from_the_command_line(run) -> None:  # type: ignore[no-untyped-def]
+    assert run("demo", "--customers", "3").exit_code == 0
+    created = run("--json", "customers", "create", "--data",
+                  json.dumps({"name": "王芳", "phone": "139 0013 9000", "region": "北京", "expected_value": 50000}))
+    customer_id = json.loads(created.output)["customer_id"]
+    tasks = json.loads(run("--json", "tasks", "--user", "li").output)
+    assert [t["step"] for t in tasks] == ["welcome_call"]
+    task = tasks[0]
+    bad = run("--json", "complete", str(task["id"]), "--user", "li", "--lang", "en", "--data", '{"reached": "yes"}')
+    assert bad.exit_code == 1
+    fields = {d["field"] for d in json.loads(bad.output)["error"]["details"]}
+    assert {"reached", "call_notes"} <= fields
+    ok = run("complete", str(task["id"]), "--user", "li", "--data",
+             json.dumps({"reached": True, "call_notes": "已联系", "preferred_channel": "sms"}))
+    assert ok.exit_code == 0
+    assert run("tick", now="2026-12-01T09:05+08:00").exit_code == 0
+    shown = json.loads(run("--json", "show", str(task["instance_id"])).output)
+    assert shown["current_steps"] == ["wait_survey"] and shown["customer_id"] == customer_id
+    again = run("complete", str(task["id"]), "--user", "li", "--data", "{}")
+    assert again.exit_code == 1 and "already completed" in again.output
+
+
+def test_unknown_ids_are_errors_not_tracebacks(run) -> None:  # type: ignore[no-untyped-def]
+    run("demo", "--customers", "0")
+    result = run("start", "nosuchflow")
+    assert result.exit_code == 1 and "No flow by the id 'nosuchflow'" in result.output
+    assert run("show", "42").exit_code == 1
+    assert run("start", "follow_up", "--data", "{not json").exit_code == 2
+
+
+def test_the_installed_command_runs(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    env = {**os.environ, "CAREFLOW_HOME": str(tmp_path)}
+    env.pop("CAREFLOW_DATABASE_URL", None)
+    result = subprocess.run([str(Path(sys.executable).with_name("careflow")), "--json", "tick"],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["timers_fired"] == 0
+    assert (tmp_path / "careflow.db").exists()

@@ -1,0 +1,109 @@
+"""Timers and triggers: every due thing fires once, bursts included, with tickers racing."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from engine.schedule import TickReport, fire_due_timers, fire_triggers
+from engine.store.instances import start_instance
+from engine.store.models import HistoryEntry, Instance, Timer, TriggerOccurrence
+from tests.support.flowtest import later
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "flows"
+
+
+def start_many(cf, flow_id: str, n: int) -> None:  # type: ignore[no-untyped-def]
+    with cf.sessions.begin() as s:
+        rt = cf.runtime()
+        for _ in range(n):
+            start_instance(s, rt, flow_id)
+
+
+def count(cf, model, *where) -> int:  # type: ignore[no-untyped-def]
+    with cf.session() as s:
+        return int(s.scalar(select(func.count()).select_from(model).where(*where)) or 0)
+
+
+def test_a_burst_of_1000_timers_due_at_once_all_fire_exactly_once(cf, clock):
+    cf.deploy([DATA / "burst.yaml"])
+    start_many(cf, "burst", 1000)
+    report = later(cf, clock, hours=1)
+    assert report["timers_fired"] == 1000
+    assert count(cf, Instance, Instance.status == "completed") == 1000
+    assert count(cf, Timer, Timer.status == "pending") == 0
+    assert count(cf, HistoryEntry, HistoryEntry.event == "TimerFired") == 1000
+
+
+def test_two_tickers_racing_fire_each_timer_once(cf, clock):
+    cf.deploy([DATA / "burst.yaml"])
+    start_many(cf, "burst", 200)
+    clock.set(clock.now() + timedelta(hours=1))
+    reports = [TickReport(), TickReport()]
+    threads = [threading.Thread(target=fire_due_timers, args=(cf.sessions, cf.runtime, r)) for r in reports]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(r.timers_fired for r in reports) == 200
+    assert count(cf, HistoryEntry, HistoryEntry.event == "TimerFired") == 200
+    assert count(cf, Instance, Instance.status == "completed") == 200
+
+
+def test_a_cron_trigger_after_downtime_fires_once_and_never_twice_with_two_tickers(cf, clock):
+    cf.deploy([DATA / "hourly.yaml"])
+    clock.set(clock.now() + timedelta(hours=5, minutes=30))  # five hourly fires fell in the downtime
+    reports = [TickReport(), TickReport()]
+    threads = [threading.Thread(target=fire_triggers, args=(cf.sessions, cf.runtime, r)) for r in reports]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert count(cf, Instance, Instance.flow_id == "hourly") == 1
+    with cf.session() as s:
+        statuses = sorted(s.scalars(select(TriggerOccurrence.status).where(TriggerOccurrence.flow_id == "hourly")))
+    assert statuses == ["fired", "missed", "missed", "missed", "missed"]
+    later(cf, clock, minutes=29)  # not yet the next hour
+    assert count(cf, Instance, Instance.flow_id == "hourly") == 1
+    later(cf, clock, minutes=2)
+    assert count(cf, Instance, Instance.flow_id == "hourly") == 2
+
+
+def test_all_approvals_then_parallel_join(cf, clock):
+    cf.deploy([DATA / "approval.yaml"])
+    iid = cf.start("approval")
+    tasks = cf.tasks(instance_id=iid)
+    assert sorted(t["assignee"] for t in tasks) == ["li", "wang"]
+    by_user = {t["assignee"]: t["id"] for t in tasks}
+    cf.complete(by_user["wang"], {"reached": True}, "wang")
+    assert cf.describe(iid)["current_steps"] == ["approve"]
+    cf.complete(by_user["li"], {"reached": False}, "li")
+    assert cf.describe(iid)["current_steps"] == ["meet", "note_b"]
+    later(cf, clock, minutes=5)
+    info = cf.describe(iid)
+    assert (info["status"], info["outcome"]) == ("completed", "approved")
+
+
+def test_running_instances_keep_their_version_after_a_new_deploy(cf, clock):
+    cf.deploy([DATA / "burst.yaml"])
+    first = cf.start("burst")
+    changed = (DATA / "burst.yaml").read_text("utf-8").replace("{hours: 1}", "{hours: 2}")
+    deployed = cf.deploy_flow_text(changed, "burst.yaml", by="ops")
+    assert deployed.version == 2 and deployed.changed
+    second = cf.start("burst")
+    later(cf, clock, hours=1)
+    assert cf.describe(first)["status"] == "completed" and cf.describe(first)["version"] == 1
+    assert cf.describe(second)["status"] == "running" and cf.describe(second)["version"] == 2
+    assert cf.deploy_flow_text(changed, "burst.yaml").changed is False
+
+
+def test_cancel_cancels_open_tasks_and_timers(cf):
+    cf.deploy([DATA / "approval.yaml"])
+    iid = cf.start("approval")
+    cf.cancel(iid, "customer asked")
+    info = cf.describe(iid)
+    assert (info["status"], info["outcome"]) == ("cancelled", "customer asked")
+    assert {t["status"] for t in info["tasks"]} == {"cancelled"}
