@@ -93,7 +93,7 @@ class Sizes:
     spiff_traced: int  # of which measured again under tracemalloc
 
 
-FULL = Sizes(raw_seconds=2.0, warmup=50, unbatched=800, batched=2000, customers=1_000_000,
+FULL = Sizes(raw_seconds=2.0, warmup=50, unbatched=600, batched=1500, customers=1_000_000,
              waiting=100_000, waiting_traced=2_000, spiff_held=10_000, spiff_traced=2_000)
 QUICK = Sizes(raw_seconds=0.5, warmup=10, unbatched=100, batched=200, customers=20_000,
               waiting=2_000, waiting_traced=300, spiff_held=1_000, spiff_traced=300)
@@ -583,7 +583,7 @@ def child_careflow_memory(directory: Path, n: int, traced: int) -> dict[str, Any
     if waiting != total or timers != total:
         raise RuntimeError(f"careflow memory: {waiting} waiting instances and {timers} pending timers, expected {total}")
     return {"n": n, "rss_growth": rss1 - rss0, "rss_per_instance": (rss1 - rss0) / n, "traced_n": traced,
-            "traced_per_instance": (traced1 - traced0) / traced, "start_per_s": n / elapsed, "waiting_in_db": waiting,
+            "traced_per_instance": (traced1 - traced0) / traced, "traced_growth": traced1 - traced0, "start_per_s": n / elapsed, "waiting_in_db": waiting,
             "batch": per_tx}
 
 
@@ -722,6 +722,9 @@ def summarize(results: dict[str, Any], batch: int, quick: bool, pg_error: str | 
         out.update({
             "careflow_bytes_per_waiting_instance": round(c["rss_per_instance"], 1),
             "careflow_traced_bytes_per_waiting_instance": round(c["traced_per_instance"], 1),
+            "careflow_waiting_rss_growth_bytes": c["rss_growth"],
+            "careflow_waiting_traced_growth_bytes": c["traced_growth"],
+            "careflow_waiting_traced_instances": c["traced_n"],
             "careflow_waiting_instances": c["n"],
             "careflow_waiting_start_per_s": round(c["start_per_s"], 1),
             "spiff_bytes_per_waiting_instance": round(s["rss_per_instance"], 1),
@@ -737,6 +740,8 @@ def summarize(results: dict[str, Any], batch: int, quick: bool, pg_error: str | 
 def fmt(value: Any, unit: str = "") -> str:
     if value is None:
         return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
     if isinstance(value, float):
         return f"{value:,.0f}{unit}" if abs(value) >= 100 else f"{value:,.1f}{unit}"
     return f"{value:,}{unit}" if isinstance(value, int) else f"{value}{unit}"
@@ -755,6 +760,8 @@ def table(out: dict[str, Any]) -> str:
     pg = out.get("postgres_settings")
     if pg:
         lines.append(f"PostgreSQL {pg['server_version']}: synchronous_commit={pg['synchronous_commit']}, fsync={pg['fsync']}")
+    elif out.get("postgres_error") == "skipped":
+        lines.append("PostgreSQL: skipped (--skip postgres); its figures are n/a")
     elif out.get("postgres_error"):
         lines.append(f"PostgreSQL: unreachable ({out['postgres_error']}); its figures are n/a")
     lines += [
@@ -777,10 +784,10 @@ def table(out: dict[str, Any]) -> str:
     row("Careflow commits/s, unbatched", "careflow_{k}_commits_per_s_unbatched")
     for kind_key, label in (("careflow_{k}_commit_fraction_unbatched", "  as a fraction of raw"),):
         vals = [out.get(kind_key.format(k=k)) for k in ("sqlite", "postgres")]
-        lines.append(f"{label:44}" + "".join(f"{('n/a' if v is None else f'{v:.1%}'):>{w}}" for v, w in zip(vals, (12, 14))))
+        lines.append(f"{label:44}" + "".join(f"{('n/a' if v is None else f'{v:.2%}'):>{w}}" for v, w in zip(vals, (12, 14))))
     row(f"Careflow commits/s, batched ({b}/tx)", "careflow_{k}_commits_per_s")
     vals = [out.get(f"careflow_{k}_commit_fraction") for k in ("sqlite", "postgres")]
-    lines.append(f"{'  as a fraction of raw':44}" + "".join(f"{('n/a' if v is None else f'{v:.1%}'):>{w}}" for v, w in zip(vals, (12, 14))))
+    lines.append(f"{'  as a fraction of raw':44}" + "".join(f"{('n/a' if v is None else f'{v:.2%}'):>{w}}" for v, w in zip(vals, (12, 14))))
     row("SQL statements per Careflow instance", "careflow_{k}_statements_per_instance")
     row("Careflow outbox delivery, messages/s", "careflow_{k}_outbox_messages_per_s")
     if "birthday_1m_seconds" in out:
@@ -797,9 +804,12 @@ def table(out: dict[str, Any]) -> str:
             "",
             "3. Memory per waiting instance (fresh process each)",
             f"   Careflow, {out['careflow_waiting_instances']:,} instances waiting 7 days (SQLite): "
-            f"{out['careflow_bytes_per_waiting_instance']:.1f} B RSS growth per instance, "
-            f"{out['careflow_traced_bytes_per_waiting_instance']:.1f} B traced (tracemalloc) "
-            f"— started at {out['careflow_waiting_start_per_s']:,.0f}/s in batches of 1000",
+            f"{out['careflow_bytes_per_waiting_instance']:.1f} B RSS growth per instance "
+            f"({out['careflow_waiting_rss_growth_bytes']:,} B in all); started at {out['careflow_waiting_start_per_s']:,.0f}/s "
+            "in batches of 1000",
+            f"   Careflow under tracemalloc, {out['careflow_waiting_traced_instances']:,} more: "
+            f"{out['careflow_waiting_traced_growth_bytes']:,} B retained in all, "
+            f"{out['careflow_traced_bytes_per_waiting_instance']:.1f} B per instance (bounded caches, not per-instance state)",
             f"   SpiffWorkflow, {out['spiff_waiting_instances']:,} workflows held waiting on a 7-day timer: "
             f"{out['spiff_bytes_per_waiting_instance']:,.0f} B RSS, {out['spiff_traced_bytes_per_waiting_instance']:,.0f} B traced "
             f"per workflow ({out['spiff_traced_bytes_per_onboarding_workflow']:,.0f} B for the onboarding workflow at its user task)",

@@ -305,6 +305,7 @@ def task_summary(t: Task) -> dict[str, Any]:
         "escalation_level": t.escalation_level,
         "reminders_sent": t.reminders_sent,
         "completed_by": t.completed_by,
+        "initial": t.initial,
         "data": t.data,
     }
 

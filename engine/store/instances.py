@@ -23,7 +23,8 @@ from engine.runtime import events as ev
 from engine.runtime.interpreter import Context, Outcome, advance, start_state
 from engine.runtime.state import Status
 from engine.store import customers as cust
-from engine.store.definitions import flow_of, latest_flow_version
+from engine import forms
+from engine.store.definitions import flow_of, latest_flow_version, latest_form
 from engine.store.models import (
     Customer,
     Enrollment,
@@ -259,13 +260,16 @@ def _create_task(session: Session, rt: Runtime, instance: Instance, outcome: Out
     assignee = spec.get("user")
     role = spec.get("role")
     strategy = spec.get("strategy", "claim")
+    customer = session.get(Customer, instance.customer_id) if instance.customer_id is not None else None
+    customer_data = cust.customer_dict(customer) if customer is not None else None
     if assignee is None and role and strategy in ("round_robin", "least_loaded"):
-        customer = session.get(Customer, instance.customer_id) if instance.customer_id is not None else None
-        assignee = cust.pick_user(session, role, strategy, cust.customer_dict(customer) if customer else None)
+        assignee = cust.pick_user(session, role, strategy, customer_data)
+    context = {"customer": customer_data or {}, "vars": outcome.state["vars"], "instance": _instance_info(instance)}
+    initial = forms.prefill(latest_form(session, effect.form), context)
     task = Task(
         instance_id=instance.id, token=effect.token, gen=_token_gen(outcome, effect.token), step_id=effect.step,
         form_id=effect.form, title=dict(effect.title), role=role, assignee=assignee, approval=effect.approval,
         status="open", due_at=effect.due_at, readonly=list(effect.readonly), hidden=list(effect.hidden),
-        created_at=rt.now, escalation_level=0, reminders_sent=0,
+        initial=initial, created_at=rt.now, escalation_level=0, reminders_sent=0,
     )
     session.add(task)

@@ -193,6 +193,8 @@ class Task(Base):
     reminders_sent: Mapped[int] = mapped_column(Integer, default=0)
     readonly: Mapped[list[Any]] = mapped_column(default=list)
     hidden: Mapped[list[Any]] = mapped_column(default=list)
+    #: Values prefilled from the customer and the instance (x-prefill); read-only fields keep them.
+    initial: Mapped[dict[str, Any]] = mapped_column(default=dict)
     data: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime]
     completed_at: Mapped[datetime | None]

@@ -107,7 +107,7 @@ def complete_task(
     if not _may_work(task, user):
         raise PermissionDenied(f"{username} may not complete task {task_id}")
     form = task_form(session, task)
-    cleaned = forms.check_submission(form, data, locale=locale, current=task.data or {})
+    cleaned = forms.check_submission(form, data, locale=locale, current=task.initial or {})
     crash_point("during_form_submit_tx")
     done = session.execute(
         update(Task).where(Task.id == task_id, Task.status == "open")

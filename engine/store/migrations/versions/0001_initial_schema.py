@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-24 13:45:15.342157
+Create Date: 2026-11-24
 """
 from __future__ import annotations
 
@@ -248,6 +248,7 @@ def upgrade() -> None:
     sa.Column('reminders_sent', sa.Integer(), nullable=False),
     sa.Column('readonly', sa.JSON(), nullable=False),
     sa.Column('hidden', sa.JSON(), nullable=False),
+    sa.Column('initial', sa.JSON(), nullable=False),
     sa.Column('data', sa.JSON(), nullable=True),
     sa.Column('created_at', engine.store.models.UTCDateTime(), nullable=False),
     sa.Column('completed_at', engine.store.models.UTCDateTime(), nullable=True),
