@@ -37,12 +37,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import tracemalloc
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -676,7 +676,8 @@ def machine() -> dict[str, Any]:
 
 def summarize(results: dict[str, Any], batch: int, quick: bool, pg_error: str | None, elapsed: float) -> dict[str, Any]:
     out: dict[str, Any] = {"quick": quick, "batch_size": batch, "sqlite_synchronous": store_db.SQLITE_SYNCHRONOUS,
-                           "sqlite_journal_mode": "WAL"}
+                           "sqlite_journal_mode": "WAL", "birthday_1m_seconds": None, "birthday_found": None,
+                           "careflow_bytes_per_waiting_instance": None, "spiff_bytes_per_waiting_instance": None}
     for kind in ("sqlite", "postgres"):
         r = results.get(kind)
         keys = ("careflow_{k}_ips", "careflow_{k}_ips_unbatched", "spiff_{k}_ips", "spiff_{k}_ips_batched",
@@ -790,7 +791,7 @@ def table(out: dict[str, Any]) -> str:
     lines.append(f"{'  as a fraction of raw':44}" + "".join(f"{('n/a' if v is None else f'{v:.2%}'):>{w}}" for v, w in zip(vals, (12, 14))))
     row("SQL statements per Careflow instance", "careflow_{k}_statements_per_instance")
     row("Careflow outbox delivery, messages/s", "careflow_{k}_outbox_messages_per_s")
-    if "birthday_1m_seconds" in out:
+    if out["birthday_1m_seconds"] is not None:
         lines += [
             "",
             f"2. Birthday trigger: {out['birthday_customers']:,} customers on SQLite, day {out['birthday_day']}",
@@ -799,7 +800,7 @@ def table(out: dict[str, Any]) -> str:
             f"   plan: {out['birthday_query_plan']}",
             f"   (bulk insert of the customers took {out['birthday_insert_seconds']} s)",
         ]
-    if "careflow_bytes_per_waiting_instance" in out:
+    if out["careflow_bytes_per_waiting_instance"] is not None:
         lines += [
             "",
             "3. Memory per waiting instance (fresh process each)",
@@ -814,6 +815,8 @@ def table(out: dict[str, Any]) -> str:
             f"{out['spiff_bytes_per_waiting_instance']:,.0f} B RSS, {out['spiff_traced_bytes_per_waiting_instance']:,.0f} B traced "
             f"per workflow ({out['spiff_traced_bytes_per_onboarding_workflow']:,.0f} B for the onboarding workflow at its user task)",
         ]
+    for name, message in (out.get("errors") or {}).items():
+        lines.append(f"\nFAILED: {name}: {message}")
     lines += ["", f"total {out['total_seconds']} s"]
     return "\n".join(lines)
 
@@ -847,33 +850,44 @@ def main(argv: list[str] | None = None) -> int:
     sizes = QUICK if args.quick else FULL
     t_start = time.perf_counter()
     results: dict[str, Any] = {}
+    errors: dict[str, str] = {}
     pg_error = None
+
+    def section(name: str, run: Callable[[], Any]) -> None:
+        try:
+            results[name] = run()
+        except Exception as exc:  # report the failure with the other figures instead of losing the run
+            log(f"[{name}] FAILED:\n{traceback.format_exc()}")
+            errors[name] = f"{type(exc).__name__}: {exc}"
+
     with tempfile.TemporaryDirectory(prefix="careflow-bench-", dir=args.dir) as tmp:
         directory = Path(tmp)
         if "sqlite" not in args.skip:
             db = sqlite_database(directory, "onboarding")
-            results["sqlite"] = {**throughput(db, sizes, args.batch, args.profile), "settings": db.settings}
+            section("sqlite", lambda: {**throughput(db, sizes, args.batch, args.profile), "settings": db.settings})
         if "postgres" not in args.skip:
             pg, pg_error = postgres_database(postgres_base_url())
             if pg is None:
                 log(f"[postgres] unreachable at {postgres_base_url()}: {pg_error}; its figures are null")
             else:
                 try:
-                    results["postgres"] = {**throughput(pg, sizes, args.batch, False), "settings": pg.settings}
+                    section("postgres", lambda: {**throughput(pg, sizes, args.batch, False), "settings": pg.settings})
                 finally:
                     pg.cleanup()
         else:
             pg_error = "skipped"
         if "birthday" not in args.skip:
-            results["birthday"] = birthday_section(directory, sizes.customers)
+            section("birthday", lambda: birthday_section(directory, sizes.customers))
         if "memory" not in args.skip:
-            results["memory"] = memory_section(directory, sizes)
+            section("memory", lambda: memory_section(directory, sizes))
     out = summarize(results, args.batch, args.quick, pg_error, time.perf_counter() - t_start)
+    if errors:
+        out["errors"] = errors
     profile = (results.get("sqlite") or {}).get("profile")
     if profile:
         log(profile)
     print(json.dumps(out, ensure_ascii=False, indent=2) if args.json else table(out))
-    return 0
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":

@@ -374,6 +374,40 @@ def customers_show(state: State, customer_id: int) -> None:
     state.emit(c)
 
 
+@main.group()
+def calendar() -> None:
+    """The business calendar: Chinese public holidays and make-up working days, plus your overrides."""
+
+
+@calendar.command("set")
+@click.argument("day", type=click.DateTime(formats=["%Y-%m-%d"]))
+@click.option("--working/--off", required=True, help="Make the day a working day or a day off.")
+@click.option("--note", default=None)
+@click.pass_obj
+@guarded
+def calendar_set(state: State, day: Any, working: bool, note: str | None) -> None:
+    state.engine().set_calendar_day(day.date(), working, note)
+    state.emit({"day": day.date().isoformat(), "working": working}, f"{day.date()}: {'working day' if working else 'day off'}")
+
+
+@calendar.command("unset")
+@click.argument("day", type=click.DateTime(formats=["%Y-%m-%d"]))
+@click.pass_obj
+@guarded
+def calendar_unset(state: State, day: Any) -> None:
+    state.engine().set_calendar_day(day.date(), None)
+    state.emit({"day": day.date().isoformat()}, f"{day.date()}: override removed")
+
+
+@calendar.command("check")
+@click.argument("day", type=click.DateTime(formats=["%Y-%m-%d"]))
+@click.pass_obj
+@guarded
+def calendar_check(state: State, day: Any) -> None:
+    working = state.engine().calendar.is_working_day(day.date())
+    state.emit({"day": day.date().isoformat(), "working": working}, f"{day.date()}: {'working day' if working else 'day off'}")
+
+
 @main.command()
 @click.pass_obj
 @guarded

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from engine.store import definitions as defs
 from engine.store import tasks as task_store
 from engine.store.db import make_engine, make_sessionmaker, migrate
 from engine.store.instances import NotEnrolled, Runtime, deliver, get_instance, start_instance
-from engine.store.models import Customer, FlowVersion, Incident, Instance, Task
+from engine.store.models import CalendarOverride, Customer, FlowVersion, Incident, Instance, Task
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +54,35 @@ class Careflow:
             migrate(self.db)
         self.sessions = make_sessionmaker(self.db)
         self.clock: Clock = clock or SystemClock()
-        self.calendar = calendar or BusinessCalendar()
+        self._fixed_calendar = calendar
+        self.calendar = calendar or self.load_calendar()
         self.registry = registry or Registry()
         self.connector_settings = dict(connector_settings or {})
 
     def close(self) -> None:
         self.db.dispose()
+
+    def load_calendar(self) -> BusinessCalendar:
+        """The business calendar with the admins' overrides from the database."""
+        if self._fixed_calendar is not None:
+            return self._fixed_calendar
+        with self.sessions() as s:
+            overrides = {o.day: o.working for o in s.scalars(select(CalendarOverride))}
+        self.calendar = BusinessCalendar(overrides=overrides)
+        return self.calendar
+
+    def set_calendar_day(self, day: date, working: bool | None, note: str | None = None) -> None:
+        """Make a day working or off (``None`` removes the override) and reload the calendar."""
+        with self.sessions.begin() as s:
+            row = s.get(CalendarOverride, day)
+            if working is None:
+                if row is not None:
+                    s.delete(row)
+            elif row is None:
+                s.add(CalendarOverride(day=day, working=working, note=note))
+            else:
+                row.working, row.note = working, note
+        self.load_calendar()
 
     def runtime(self) -> Runtime:
         return Runtime(now=self.clock.now(), calendar=self.calendar)
@@ -273,6 +297,7 @@ class Careflow:
     def tick(self) -> dict[str, Any]:
         """Everything due at the clock's now: timers, triggers, then the outbox."""
         report = TickReport()
+        self.load_calendar()  # another process may have changed the overrides
         fire_due_timers(self.sessions, self.runtime, report)
         fire_triggers(self.sessions, self.runtime, report)
         # Triggers may have started instances whose first steps are already due.

@@ -309,6 +309,15 @@ class Incident(Base):
     resolved_by: Mapped[str | None] = mapped_column(String(64))
 
 
+class CalendarOverride(Base):
+    """An admin's correction of the business calendar: a day made working (调休) or a day off."""
+
+    __tablename__ = "calendar_override"
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    working: Mapped[bool] = mapped_column(Boolean)
+    note: Mapped[str | None] = mapped_column(String(200))
+
+
 class SchedulerLease(Base):
     """Which ticker is running; a stale lease is taken over (scale-out adds fencing)."""
 
@@ -320,6 +329,7 @@ class SchedulerLease(Base):
 
 __all__ = [
     "Base",
+    "CalendarOverride",
     "Customer",
     "Enrollment",
     "FlowVersion",

@@ -94,3 +94,17 @@ def test_the_installed_command_runs(tmp_path) -> None:  # type: ignore[no-untype
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["timers_fired"] == 0
     assert (tmp_path / "careflow.db").exists()
+
+
+def test_calendar_overrides_change_due_dates(run) -> None:  # type: ignore[no-untyped-def]
+    run("demo", "--customers", "0")
+    assert "working day" in run("calendar", "check", "2026-02-14").output  # a make-up Saturday (调休)
+    assert "day off" in run("calendar", "check", "2026-10-01").output
+    assert run("calendar", "set", "2026-11-25", "--off", "--note", "公司年会").exit_code == 0
+    assert "day off" in run("calendar", "check", "2026-11-25").output
+    run("customers", "create", "--data", json.dumps({"name": "王芳", "phone": "13900139000", "region": "北京"}))
+    [task] = json.loads(run("--json", "tasks", "--user", "li").output)
+    # Two business days from Tuesday skip the company day off on Wednesday: Friday, not Thursday.
+    assert task["due_at"].startswith("2026-11-27T01:00")
+    assert run("calendar", "unset", "2026-11-25").exit_code == 0
+    assert "working day" in run("calendar", "check", "2026-11-25").output

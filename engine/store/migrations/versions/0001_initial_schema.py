@@ -34,6 +34,12 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('username')
     )
+    op.create_table('calendar_override',
+    sa.Column('day', sa.Date(), nullable=False),
+    sa.Column('working', sa.Boolean(), nullable=False),
+    sa.Column('note', sa.String(length=200), nullable=True),
+    sa.PrimaryKeyConstraint('day')
+    )
     op.create_table('customer',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('name', sa.String(length=100), nullable=False),
@@ -353,5 +359,6 @@ def downgrade() -> None:
         batch_op.drop_index('ix_customer_birthday')
 
     op.drop_table('customer')
+    op.drop_table('calendar_override')
     op.drop_table('app_user')
     # ### end Alembic commands ###
