@@ -362,7 +362,8 @@ class _Run:
         self.effects.append(fx.SetTimer(tid, kind, at, {**data, "gen": gen, "step": self.tokens[tid]["step"]}))
 
     def run_action(self, tid: str, step: Step) -> None:
-        params = expr.render_value(dict(step.params), self.context())
+        language = (self.customer or {}).get("language") or "zh"
+        params = expr.render_value(localize(dict(step.params), language), self.context())
         visit = self.state["visits"][step.id]
         key = f"{self.ctx.instance.get('id')}:{step.id}:{visit}"
         backoff = step.backoff.plain.total_seconds() if step.backoff else 60.0
@@ -476,6 +477,20 @@ class _Run:
             return
         if reached:
             self.finish(goal.outcome)
+
+
+LANGUAGES = frozenset({"zh", "en"})
+
+
+def localize(value: Any, language: str) -> Any:
+    """Pick the customer's language wherever a value is given per language (``{zh: …, en: …}``)."""
+    if isinstance(value, dict):
+        if value and set(value) <= LANGUAGES:
+            return value.get(language, value.get("zh", next(iter(value.values()))))
+        return {k: localize(v, language) for k, v in value.items()}
+    if isinstance(value, list):
+        return [localize(v, language) for v in value]
+    return value
 
 
 def _as_datetime(value: Any, tz: str) -> datetime:

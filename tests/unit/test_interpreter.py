@@ -306,3 +306,22 @@ def test_stored_state_versions() -> None:
     assert state["schema_version"] == SCHEMA_VERSION
     with pytest.raises(ValueError, match="newer"):
         load_state({**state, "schema_version": SCHEMA_VERSION + 1})
+
+
+def test_message_text_is_chosen_in_the_customers_language() -> None:
+    text = """
+steps:
+  - id: hello
+    type: action
+    connector: email
+    params:
+      subject: {zh: "您好 {{ customer.name }}", en: "Hello {{ customer.name }}"}
+      text: "same for all"
+    next: done
+  - id: done
+    type: end
+"""
+    for language, subject in (("en", "Hello Li"), ("zh", "您好 Li"), (None, "您好 Li")):
+        d = Driver(flow(text), customer={"name": "Li", "language": language})
+        d.send(ev.Start())
+        assert d.of(fx.SendMessage)[0].params == {"subject": subject, "text": "same for all"}
