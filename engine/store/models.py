@@ -279,6 +279,10 @@ class OutboxMessage(Base):
     customer_id: Mapped[int | None] = mapped_column(BigId)
     connector: Mapped[str] = mapped_column(String(64))
     payload: Mapped[dict[str, Any]]
+    #: The channel it went out on once routed (email, sms, ...), for consent and frequency caps.
+    channel: Mapped[str | None] = mapped_column(String(16))
+    #: "marketing" messages count against the per-customer frequency cap; "service" ones do not.
+    category: Mapped[str] = mapped_column(String(16), default="service")
     # pending, sending, sent, failed, unknown, suppressed, skipped
     status: Mapped[str] = mapped_column(String(16))
     wait: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -318,6 +322,22 @@ class CalendarOverride(Base):
     note: Mapped[str | None] = mapped_column(String(200))
 
 
+class ConnectorConfig(Base):
+    """A connector an admin attached: its type, plain settings, and encrypted secrets."""
+
+    __tablename__ = "connector_config"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    type: Mapped[str] = mapped_column(String(64))
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: field name → Fernet token; never returned in full, never logged.
+    secrets: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    updated_by: Mapped[str | None] = mapped_column(String(64))
+
+
 class SchedulerLease(Base):
     """Which ticker is running; a stale lease is taken over (scale-out adds fencing)."""
 
@@ -330,6 +350,7 @@ class SchedulerLease(Base):
 __all__ = [
     "Base",
     "CalendarOverride",
+    "ConnectorConfig",
     "Customer",
     "Enrollment",
     "FlowVersion",

@@ -40,6 +40,19 @@ def upgrade() -> None:
     sa.Column('note', sa.String(length=200), nullable=True),
     sa.PrimaryKeyConstraint('day')
     )
+    op.create_table('connector_config',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('name', sa.String(length=64), nullable=False),
+    sa.Column('type', sa.String(length=64), nullable=False),
+    sa.Column('settings', sa.JSON(), nullable=False),
+    sa.Column('secrets', sa.JSON(), nullable=False),
+    sa.Column('enabled', sa.Boolean(), nullable=False),
+    sa.Column('created_at', engine.store.models.UTCDateTime(), nullable=False),
+    sa.Column('updated_at', engine.store.models.UTCDateTime(), nullable=False),
+    sa.Column('updated_by', sa.String(length=64), nullable=True),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('name')
+    )
     op.create_table('customer',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('name', sa.String(length=100), nullable=False),
@@ -154,6 +167,8 @@ def upgrade() -> None:
     sa.Column('customer_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.Column('connector', sa.String(length=64), nullable=False),
     sa.Column('payload', sa.JSON(), nullable=False),
+    sa.Column('channel', sa.String(length=16), nullable=True),
+    sa.Column('category', sa.String(length=16), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('wait', sa.Boolean(), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
@@ -359,6 +374,7 @@ def downgrade() -> None:
         batch_op.drop_index('ix_customer_birthday')
 
     op.drop_table('customer')
+    op.drop_table('connector_config')
     op.drop_table('calendar_override')
     op.drop_table('app_user')
     # ### end Alembic commands ###
