@@ -375,6 +375,105 @@ def customers_show(state: State, customer_id: int) -> None:
 
 
 @main.group()
+def connectors() -> None:
+    """Attach e-mail, SMS and IM connectors; secrets are stored encrypted."""
+
+
+@connectors.command("list")
+@click.pass_obj
+@guarded
+def connectors_list(state: State) -> None:
+    """Attached connectors, secrets masked."""
+    rows = state.engine().connectors()
+    state.emit(rows, lambda d: "\n".join(
+        f"{c['name']:<16} {c['type']:<12} {'enabled' if c['enabled'] else 'disabled':<9} "
+        f"{json.dumps(c['settings'], ensure_ascii=False)}" for c in d) or "no connectors attached")
+
+
+@connectors.command("set")
+@click.argument("name")
+@click.option("--type", "type_", required=True, help="Connector type, e.g. smtp, sendgrid, twilio_sms, email, sms.")
+@click.option("--settings", "settings", required=True, help="Settings as JSON; omit a secret to keep the stored one.")
+@click.option("--user", default=None)
+@click.pass_obj
+@guarded
+def connectors_set(state: State, name: str, type_: str, settings: str, user: str | None) -> None:
+    """Attach or change a connector (a channel: --type email --settings '{"provider": "smtp-main"}')."""
+    row = state.engine().save_connector(name, type_, parse_json(settings, "--settings"), by=user)
+    state.emit(row, f"connector {name} ({type_}) saved")
+
+
+@connectors.command("disable")
+@click.argument("name")
+@click.pass_obj
+@guarded
+def connectors_disable(state: State, name: str) -> None:
+    """Stop using a connector; its messages fail with an incident until it is enabled."""
+    state.engine().set_connector_enabled(name, False)
+    state.emit({"ok": True}, f"connector {name} disabled")
+
+
+@connectors.command("enable")
+@click.argument("name")
+@click.pass_obj
+@guarded
+def connectors_enable(state: State, name: str) -> None:
+    """Use a disabled connector again."""
+    state.engine().set_connector_enabled(name, True)
+    state.emit({"ok": True}, f"connector {name} enabled")
+
+
+@connectors.command("test")
+@click.argument("name")
+@click.option("--to", "to", required=True, help="E-mail address or phone number.")
+@click.option("--text", default="Careflow 测试消息 / test message")
+@click.option("--subject", default="Careflow test")
+@click.pass_obj
+@guarded
+def connectors_test(state: State, name: str, to: str, text: str, subject: str) -> None:
+    """Send one message now and say what the provider answered."""
+    result = state.engine().test_send(name, to, text, subject)
+    state.emit(result, lambda r: f"{r['status']}" + (f": {r['error']}" if r["error"] else ""))
+    if result["status"] != "sent":
+        sys.exit(EXIT_INVALID)
+
+
+@connectors.command("log")
+@click.option("--status", default=None, type=click.Choice(["pending", "sending", "sent", "failed", "unknown", "suppressed"]))
+@click.option("--limit", default=50, show_default=True)
+@click.pass_obj
+@guarded
+def connectors_log(state: State, status: str | None, limit: int) -> None:
+    """The delivery log: every message with its status, attempts and last error."""
+    rows = state.engine().delivery_log(status=status, limit=limit)
+    state.emit(rows, lambda d: "\n".join(
+        f"{m['id']:>6} {m['status']:<10} {m['connector']:<10} {m['channel'] or '-':<6} attempts={m['attempts']} "
+        f"customer={m['customer_id']} {m['error'] or ''}" for m in d) or "no messages")
+
+
+@main.group()
+def secrets() -> None:
+    """Encryption keys for connector secrets (CAREFLOW_SECRET_KEYS)."""
+
+
+@secrets.command("generate-key")
+def secrets_generate_key() -> None:
+    """Print a new key; put it first in CAREFLOW_SECRET_KEYS, then run `careflow secrets rotate`."""
+    from cryptography.fernet import Fernet
+
+    click.echo(Fernet.generate_key().decode())
+
+
+@secrets.command("rotate")
+@click.pass_obj
+@guarded
+def secrets_rotate(state: State) -> None:
+    """Re-encrypt every stored secret under the first key of CAREFLOW_SECRET_KEYS."""
+    count = state.engine().rotate_secrets()
+    state.emit({"rotated": count}, f"{count} secret(s) re-encrypted")
+
+
+@main.group()
 def calendar() -> None:
     """The business calendar: Chinese public holidays and make-up working days, plus your overrides."""
 

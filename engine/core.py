@@ -7,6 +7,7 @@ The CLI, the REST API and tests use this facade; the functions it calls in ``eng
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterable, Mapping
 from datetime import date
 from pathlib import Path
@@ -26,9 +27,21 @@ from engine.schedule import TickReport, fire_due_timers, fire_triggers
 from engine.store import customers as cust
 from engine.store import definitions as defs
 from engine.store import tasks as task_store
+from engine.secrets import SecretBox
+from engine.store import connectors as conn_store
+from engine.store.connectors import Resolver
 from engine.store.db import make_engine, make_sessionmaker, migrate
 from engine.store.instances import NotEnrolled, Runtime, deliver, get_instance, start_instance
-from engine.store.models import CalendarOverride, Customer, FlowVersion, Incident, Instance, Task
+from engine.store.models import (
+    CalendarOverride,
+    ConnectorConfig,
+    Customer,
+    FlowVersion,
+    Incident,
+    Instance,
+    OutboxMessage,
+    Task,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +59,7 @@ class Careflow:
         calendar: BusinessCalendar | None = None,
         registry: Registry | None = None,
         connector_settings: Mapping[str, Mapping[str, Any]] | None = None,
+        secrets: SecretBox | None = None,
         migrate_schema: bool = True,
     ):
         self.url = database_url
@@ -58,6 +72,8 @@ class Careflow:
         self.calendar = calendar or self.load_calendar()
         self.registry = registry or Registry()
         self.connector_settings = dict(connector_settings or {})
+        self.secrets = secrets or SecretBox.from_env()
+        self.resolve = Resolver(self.sessions, self.secrets, self.registry, self.connector_settings)
 
     def close(self) -> None:
         self.db.dispose()
@@ -292,6 +308,54 @@ class Careflow:
             return cust.create_customer(s, fields, rt.now).id
         return None
 
+    # ----- connectors ------------------------------------------------------------------------
+
+    def save_connector(self, name: str, type_: str, settings: Mapping[str, Any], *, by: str | None = None,
+                       enabled: bool = True) -> dict[str, Any]:
+        """Attach or change a connector; secrets are stored encrypted and shown masked."""
+        with self.sessions.begin() as s:
+            row = conn_store.save_config(s, self.secrets, self.registry, name, type_, settings,
+                                         now=self.clock.now(), by=by, enabled=enabled)
+            return conn_store.masked(row, self.secrets)
+
+    def connectors(self) -> list[dict[str, Any]]:
+        with self.sessions() as s:
+            rows = s.scalars(select(ConnectorConfig).order_by(ConnectorConfig.name))
+            return [conn_store.masked(r, self.secrets) for r in rows]
+
+    def set_connector_enabled(self, name: str, enabled: bool) -> None:
+        with self.sessions.begin() as s:
+            conn_store.get_config(s, name).enabled = enabled
+
+    def rotate_secrets(self) -> int:
+        with self.sessions.begin() as s:
+            return conn_store.rotate_secrets(s, self.secrets)
+
+    def test_send(self, name: str, to: str, text: str, subject: str | None = None) -> dict[str, Any]:
+        """Send one message now through a connector or channel; it is logged like any other."""
+        effect_key = f"test:{name}:{uuid.uuid4().hex}"
+        with self.sessions.begin() as s:
+            now = self.clock.now()
+            payload = {"to": to, "text": text, **({"subject": subject} if subject else {})}
+            s.add(OutboxMessage(effect_key=effect_key, connector=name, payload=payload, status="pending",
+                                attempts=0, max_attempts=1, backoff_seconds=0, next_attempt_at=now, created_at=now))
+        self.dispatch()
+        with self.sessions() as s:
+            row = s.scalars(select(OutboxMessage).where(OutboxMessage.effect_key == effect_key)).one()
+            return {"status": row.status, "error": row.last_error, "provider_ref": row.provider_ref}
+
+    def delivery_log(self, *, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        with self.sessions() as s:
+            query = select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(limit)
+            if status:
+                query = query.where(OutboxMessage.status == status)
+            return [
+                {"id": m.id, "connector": m.connector, "channel": m.channel, "status": m.status, "attempts": m.attempts,
+                 "customer_id": m.customer_id, "instance_id": m.instance_id, "step": m.step_id, "error": m.last_error,
+                 "created_at": m.created_at.isoformat(), "sent_at": m.sent_at.isoformat() if m.sent_at else None}
+                for m in s.scalars(query)
+            ]
+
     # ----- time -----------------------------------------------------------------------------
 
     def tick(self) -> dict[str, Any]:
@@ -308,8 +372,7 @@ class Careflow:
     def dispatch(self) -> DispatchReport:
         total = DispatchReport()
         while True:
-            report = dispatch_due(self.sessions, self.runtime, self.registry,
-                                  settings=lambda name: self.connector_settings.get(name, {}))
+            report = dispatch_due(self.sessions, self.runtime, self.resolve)
             for key in ("sent", "retried", "failed", "suppressed", "unknown"):
                 setattr(total, key, getattr(total, key) + getattr(report, key))
             if report.sent + report.failed + report.suppressed + report.retried == 0:

@@ -15,14 +15,13 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from connectors.base import ConnectorError, Message
+from connectors.base import Connector, ConnectorError, Delivery, Message
 from connectors.channels import recipient
-from connectors.registry import Registry
 from engine.crashpoints import crash_point
-from engine.errors import Conflict
+from engine.errors import Conflict, EngineError
 from engine.runtime import events as ev
 from engine.store import customers as cust
 from engine.store.instances import Runtime, deliver, get_instance
@@ -48,11 +47,16 @@ def _backoff(attempts: int, base: float, retry_after: float | None) -> timedelta
     return timedelta(seconds=base * (2 ** max(attempts - 1, 0)) * (0.5 + random.random()))
 
 
-def reclaim_expired(session: Session, registry: Registry, now: datetime) -> int:
+Resolve = Callable[..., tuple[Connector, Mapping[str, Any]]]
+#: The window a channel's ``marketing_per_week`` cap counts over.
+CAP_WINDOW = timedelta(days=7)
+
+
+def reclaim_expired(session: Session, resolve: Resolve, now: datetime) -> int:
     """Rows left in ``sending`` by a crashed dispatcher: resend if safe, else mark them unknown."""
     stale = list(session.scalars(select(OutboxMessage).where(OutboxMessage.status == "sending", OutboxMessage.lease_until < now)))
     for row in stale:
-        if _idempotent(registry, row.connector):
+        if _idempotent(resolve, row.connector, session):
             row.status = "pending"
             row.next_attempt_at = now
         else:
@@ -63,14 +67,16 @@ def reclaim_expired(session: Session, registry: Registry, now: datetime) -> int:
     return len(stale)
 
 
-def _idempotent(registry: Registry, name: str) -> bool:
+def _idempotent(resolve: Resolve, name: str, session: Session) -> bool:
+    # A channel routes to a provider chosen per customer: assume the worst.
     try:
-        return bool(registry.get(name).idempotent)
+        connector, _settings = resolve(name, session)
     except LookupError:
         return False
+    return bool(connector.idempotent) and not getattr(connector, "routes", False)
 
 
-def claim_due(session: Session, now: datetime, limit: int, worker: str) -> list[int]:
+def claim_due(session: Session, now: datetime, limit: int) -> list[int]:
     ids = list(session.scalars(
         select(OutboxMessage.id).where(OutboxMessage.status == "pending", OutboxMessage.next_attempt_at <= now)
         .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id).limit(limit)
@@ -88,32 +94,31 @@ def claim_due(session: Session, now: datetime, limit: int, worker: str) -> list[
 
 
 def dispatch_due(
-    factory: sessionmaker[Session],
-    runtime: Callable[[], Runtime],
-    registry: Registry,
-    *,
-    limit: int = 200,
-    worker: str = "local",
-    settings: Callable[[str], Mapping[str, Any]] = lambda name: {},
+    factory: sessionmaker[Session], runtime: Callable[[], Runtime], resolve: Resolve, *, limit: int = 200
 ) -> DispatchReport:
     report = DispatchReport()
     with factory.begin() as session:
         rt = runtime()
-        report.unknown += reclaim_expired(session, registry, rt.now)
-        claimed = claim_due(session, rt.now, limit, worker)
+        report.unknown += reclaim_expired(session, resolve, rt.now)
+        claimed = claim_due(session, rt.now, limit)
     crash_point("after_claim")
     for mid in claimed:
-        _deliver_one(factory, runtime, registry, mid, settings, report)
+        _deliver_one(factory, runtime, resolve, mid, report)
     return report
 
 
+@dataclass
+class _Attempt:
+    """What happened when one message was tried, recorded in the second transaction."""
+
+    channel: str | None = None
+    suppressed: str | None = None  # the reason, when not sent on purpose
+    delivery: Delivery | None = None
+    error: ConnectorError | None = None
+
+
 def _deliver_one(
-    factory: sessionmaker[Session],
-    runtime: Callable[[], Runtime],
-    registry: Registry,
-    mid: int,
-    settings: Callable[[str], Mapping[str, Any]],
-    report: DispatchReport,
+    factory: sessionmaker[Session], runtime: Callable[[], Runtime], resolve: Resolve, mid: int, report: DispatchReport
 ) -> None:
     with factory() as session:
         row = session.get(OutboxMessage, mid)
@@ -121,59 +126,85 @@ def _deliver_one(
         customer = session.get(Customer, row.customer_id) if row.customer_id is not None else None
         customer_data = cust.customer_dict(customer) if customer is not None else None
         message = Message(row.effect_key, row.connector, dict(row.payload), customer_data, row.attempts)
-        connector_name = row.connector
-    error: ConnectorError | None = None
-    delivery = None
-    suppressed = False
+        category, customer_id = row.category, row.customer_id
+    attempt = _Attempt()
     try:
-        connector, message, provider_settings, channel = _route(registry, message, customer_data, settings)
-        suppressed = _opted_out(channel, customer_data)
-        if not suppressed:
+        connector, message, provider_settings, attempt.channel, cap = _route(resolve, message, customer_data)
+        if _opted_out(attempt.channel, customer_data):
+            attempt.suppressed = "opted_out"
+        elif category == "marketing" and cap is not None and _over_cap(factory, customer_id, attempt.channel, cap, runtime().now):
+            attempt.suppressed = "frequency_cap"
+        else:
             crash_point("before_provider_call")
-            delivery = connector.send(message, provider_settings)
+            attempt.delivery = connector.send(message, provider_settings)
             crash_point("after_provider_accept_before_ledger")
     except ConnectorError as exc:
-        error = exc
-    except LookupError as exc:
-        error = ConnectorError(str(exc))
+        attempt.error = exc
+    except (LookupError, EngineError) as exc:
+        # An unknown connector or undecryptable settings: fail this message visibly, not the tick.
+        attempt.error = ConnectorError(str(exc))
     with factory.begin() as session:
-        rt = runtime()
-        row = session.get(OutboxMessage, mid)
-        assert row is not None
-        if row.status != "sending":
-            return  # an admin or a reclaim changed it meanwhile
-        if suppressed:
-            _finish(session, rt, row, "suppressed", {"suppressed": True})
-            report.suppressed += 1
-        elif error is None:
-            row.provider_ref = delivery.provider_ref if delivery else None
-            _finish(session, rt, row, "sent", {"provider_ref": row.provider_ref, **dict(delivery.detail if delivery else {})})
-            report.sent += 1
-        elif error.retryable and row.attempts < row.max_attempts:
-            row.status = "pending"
-            row.last_error = str(error)
-            row.lease_until = None
-            row.next_attempt_at = rt.now + _backoff(row.attempts, row.backoff_seconds, error.retry_after)
-            report.retried += 1
-        else:
-            _fail(session, rt, row, str(error))
-            report.failed += 1
+        _record(session, runtime(), mid, attempt, report)
     crash_point("after_ledger_before_ack")
 
 
+def _record(session: Session, rt: Runtime, mid: int, attempt: _Attempt, report: DispatchReport) -> None:
+    row = session.get(OutboxMessage, mid)
+    assert row is not None
+    if row.status != "sending":
+        return  # an admin or a reclaim changed it meanwhile
+    row.channel = attempt.channel
+    error = attempt.error
+    if attempt.suppressed:
+        _finish(session, rt, row, "suppressed", {"suppressed": attempt.suppressed})
+        row.last_error = attempt.suppressed
+        report.suppressed += 1
+    elif error is None:
+        delivery = attempt.delivery or Delivery()
+        row.provider_ref = delivery.provider_ref
+        _finish(session, rt, row, "sent", {"provider_ref": row.provider_ref, **dict(delivery.detail)})
+        report.sent += 1
+    elif error.retryable and row.attempts < row.max_attempts:
+        row.status = "pending"
+        row.last_error = str(error)
+        row.lease_until = None
+        row.next_attempt_at = rt.now + _backoff(row.attempts, row.backoff_seconds, error.retry_after)
+        report.retried += 1
+    else:
+        _fail(session, rt, row, str(error))
+        report.failed += 1
+
+
 def _route(
-    registry: Registry, message: Message, customer: Mapping[str, Any] | None, settings: Callable[[str], Mapping[str, Any]]
-) -> tuple[Any, Message, Mapping[str, Any], str | None]:
-    """The connector that really sends, the message as it sends it, its settings, and the channel."""
-    connector = registry.get(message.connector)
+    resolve: Resolve, message: Message, customer: Mapping[str, Any] | None
+) -> tuple[Connector, Message, Mapping[str, Any], str | None, int | None]:
+    """The connector that really sends, the message as sent, its settings, the channel, the marketing cap."""
+    connector, settings = resolve(message.connector)
     if not getattr(connector, "routes", False):
-        return connector, message, settings(message.connector), connector.channel
-    channel = connector.route(customer)
-    provider = settings(channel).get("provider")
+        return connector, message, settings, connector.channel, settings.get("marketing_per_week")
+    channel = connector.route(customer)  # type: ignore[attr-defined]
+    _channel_connector, channel_settings = resolve(channel)
+    provider = channel_settings.get("provider")
     if not provider:
         raise ConnectorError(f"no provider is attached to the {channel} channel; attach one in the connector settings")
     params = {**message.params, "to": recipient(channel, message.params, customer), "channel": channel}
-    return registry.get(provider), replace(message, params=params, connector=provider), settings(provider), channel
+    provider_connector, provider_settings = resolve(str(provider))
+    routed = replace(message, params=params, connector=str(provider))
+    return provider_connector, routed, provider_settings, channel, channel_settings.get("marketing_per_week")
+
+
+def _over_cap(factory: sessionmaker[Session], customer_id: int | None, channel: str | None, cap: int, now: datetime) -> bool:
+    if customer_id is None:
+        return False
+    with factory() as session:
+        sent = session.scalar(
+            select(func.count()).select_from(OutboxMessage).where(
+                OutboxMessage.customer_id == customer_id, OutboxMessage.channel == channel,
+                OutboxMessage.category == "marketing", OutboxMessage.status == "sent",
+                OutboxMessage.sent_at >= now - CAP_WINDOW,
+            )
+        )
+    return int(sent or 0) >= int(cap)
 
 
 def _opted_out(channel: str | None, customer: Mapping[str, Any] | None) -> bool:
@@ -182,17 +213,26 @@ def _opted_out(channel: str | None, customer: Mapping[str, Any] | None) -> bool:
     return (customer.get("consent") or {}).get(channel) is False
 
 
+SUPPRESSED = {
+    "opted_out": ("未发送（客户已退订）", "not sent (the customer opted out)"),
+    "frequency_cap": ("未发送（超过营销频次上限）", "not sent (marketing frequency cap reached)"),
+}
+
+
 def _finish(session: Session, rt: Runtime, row: OutboxMessage, status: str, result: Mapping[str, Any]) -> None:
     row.status = status
     row.sent_at = rt.now
     row.lease_until = None
     if row.customer_id is not None:
-        text = str(row.payload.get("text") or row.payload.get("subject") or row.connector)
-        verb = {"sent": ("已发送", "sent"), "suppressed": ("未发送（客户已退订）", "suppressed (opted out)")}[status]
+        text = str(row.payload.get("subject") or row.payload.get("text") or row.connector)
+        channel = row.channel or row.connector
+        zh, en = ("已发送", "sent") if status == "sent" else SUPPRESSED[str(result.get("suppressed"))]
         cust.add_timeline(
             session, row.customer_id, rt.now, f"message_{status}",
-            {"zh": f"{row.connector} {verb[0]}：{text}", "en": f"{row.connector} {verb[1]}: {text}"},
-            {"connector": row.connector, "effect_key": row.effect_key, "status": status}, row.instance_id,
+            {"zh": f"{channel} {zh}：{text}", "en": f"{channel} {en}: {text}"},
+            {"connector": row.connector, "channel": channel, "effect_key": row.effect_key, "status": status,
+             **({"reason": result["suppressed"]} if status == "suppressed" else {})},
+            row.instance_id,
         )
     if row.wait and row.instance_id is not None and row.token is not None:
         deliver(session, rt, get_instance(session, row.instance_id), ev.ActionDone(row.token, row.gen or 0, dict(result)))

@@ -9,7 +9,7 @@ copy of the database alone never reveals a password. Rotation: put a new key fir
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,16 +51,29 @@ def load_keys(environ: Mapping[str, str] | None = None) -> list[bytes]:
 
 
 class SecretBox:
-    """Encrypts with the first key, decrypts with any."""
+    """Encrypts with the first key, decrypts with any; the keys are read on first use."""
 
-    def __init__(self, keys: list[bytes]):
-        if not keys:
-            raise ValueError("at least one secret key is needed")
-        self.fernet = MultiFernet([Fernet(k) for k in keys])
+    def __init__(self, keys: list[bytes] | Callable[[], list[bytes]]):
+        self._keys = keys
+        self._fernet: MultiFernet | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SecretBox:
-        return cls(load_keys(environ))
+        return cls(lambda: load_keys(environ))
+
+    @property
+    def keys(self) -> list[bytes]:
+        if callable(self._keys):
+            self._keys = self._keys()
+        return list(self._keys)
+
+    @property
+    def fernet(self) -> MultiFernet:
+        if self._fernet is None:
+            if not self.keys:
+                raise ValueError("at least one secret key is needed")
+            self._fernet = MultiFernet([Fernet(k) for k in self.keys])
+        return self._fernet
 
     def encrypt(self, value: str) -> str:
         return self.fernet.encrypt(value.encode("utf-8")).decode("ascii")

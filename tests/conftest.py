@@ -16,10 +16,13 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
+from cryptography.fernet import Fernet
+
 from connectors.registry import Registry
 from engine.clock import FixedClock
 from engine.core import Careflow
 from engine.demo import seed_users
+from engine.secrets import SecretBox
 from tests.support.fakes import FAKE_SETTINGS, RecordingProvider
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -87,7 +90,8 @@ def provider() -> RecordingProvider:
 def make_careflow(url: str, clock: FixedClock, provider: RecordingProvider) -> Careflow:
     registry = Registry()
     registry.register(provider, "fake")
-    cf = Careflow(url, clock=clock, registry=registry, connector_settings=FAKE_SETTINGS)
+    secrets = SecretBox([Fernet.generate_key()])
+    cf = Careflow(url, clock=clock, registry=registry, connector_settings=FAKE_SETTINGS, secrets=secrets)
     cf.deploy_builtins()
     seed_users(cf)
     return cf

@@ -207,6 +207,7 @@ def _apply(session: Session, rt: Runtime, instance: Instance, customer: Customer
         session.add(OutboxMessage(
             effect_key=effect.effect_key, instance_id=instance.id, token=effect.token, gen=_token_gen(outcome, effect.token),
             step_id=effect.step, customer_id=instance.customer_id, connector=effect.connector, payload=dict(effect.params),
+            category="marketing" if effect.params.get("category") == "marketing" else "service",
             status="pending", wait=effect.wait, attempts=0, max_attempts=effect.max_attempts,
             backoff_seconds=effect.backoff_seconds, next_attempt_at=rt.now, created_at=rt.now,
         ))

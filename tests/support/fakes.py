@@ -51,3 +51,23 @@ class RecordingProvider:
 
 
 FAKE_SETTINGS = {"email": {"provider": "fake"}, "sms": {"provider": "fake"}}
+
+
+class SecretProvider(RecordingProvider):
+    """A recording provider whose settings carry a secret, to test how secrets are stored."""
+
+    name: ClassVar[str] = "fakemail"
+    settings_schema: ClassVar[Mapping[str, Any]] = {
+        "type": "object",
+        "required": ["api_key", "from_address"],
+        "additionalProperties": False,
+        "properties": {
+            "api_key": {"type": "string", "minLength": 8, "x-secret": True, "writeOnly": True},
+            "from_address": {"type": "string", "format": "email"},
+        },
+    }
+
+    def send(self, message: Message, settings: Mapping[str, Any]) -> Delivery:
+        if settings.get("api_key") != "sk-live-0123456789":
+            raise ConnectorError("provider answered 401: bad api key")
+        return super().send(message, settings)
