@@ -451,6 +451,22 @@ def connectors_log(state: State, status: str | None, limit: int) -> None:
         f"customer={m['customer_id']} {m['error'] or ''}" for m in d) or "no messages")
 
 
+@main.command()
+@click.argument("flow")
+@click.argument("step")
+@click.option("--customer", "customer_id", type=int, help="Render for this customer (default: sample data).")
+@click.option("--vars", "variables", help="Instance variables as JSON, e.g. earlier form answers.")
+@click.option("--lang", default=None, type=click.Choice(["zh", "en"]))
+@click.pass_obj
+@guarded
+def preview(state: State, flow: str, step: str, customer_id: int | None, variables: str | None, lang: str | None) -> None:
+    """Show what an action step would send; nothing is sent."""
+    result = state.engine().preview(flow, step, customer_id=customer_id, variables=parse_json(variables, "--vars"),
+                                    language=lang)
+    state.emit(result, lambda r: f"{r['connector']} ({r['language']}):\n" + "\n".join(
+        f"  {k}: {v}" for k, v in r["params"].items()))
+
+
 @main.group()
 def secrets() -> None:
     """Encryption keys for connector secrets (CAREFLOW_SECRET_KEYS)."""

@@ -344,6 +344,27 @@ class Careflow:
             row = s.scalars(select(OutboxMessage).where(OutboxMessage.effect_key == effect_key)).one()
             return {"status": row.status, "error": row.last_error, "provider_ref": row.provider_ref}
 
+    def preview(self, flow_id: str, step_id: str, *, customer_id: int | None = None,
+                variables: Mapping[str, Any] | None = None, language: str | None = None) -> dict[str, Any]:
+        """What an action step would send, rendered for a customer (or sample data); nothing is sent."""
+        from engine import expr
+        from engine.runtime.interpreter import localize
+
+        with self.sessions() as s:
+            flow = defs.flow_of(defs.latest_flow_version(s, flow_id))
+            customer = cust.customer_dict(cust.get_customer(s, customer_id)) if customer_id is not None else SAMPLE_CUSTOMER
+        try:
+            step = flow.step(step_id)
+        except KeyError:
+            raise NotFound(step_id, f"flow {flow_id!r} has no step {step_id!r}") from None
+        if step.type != "action":
+            raise NotFound(step_id, f"step {step_id!r} of flow {flow_id!r} is a {step.type}, not an action")
+        lang = language or customer.get("language") or "zh"
+        context = {"customer": customer, "vars": dict(variables or {}), "now": self.clock.now(),
+                   "instance": {"id": 0, "flow": flow_id, "started_at": self.clock.now().isoformat()}}
+        params = expr.render_value(localize(dict(step.params), lang), context)
+        return {"flow": flow_id, "step": step_id, "connector": step.connector, "language": lang, "params": params}
+
     def delivery_log(self, *, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         with self.sessions() as s:
             query = select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(limit)
@@ -377,6 +398,14 @@ class Careflow:
                 setattr(total, key, getattr(total, key) + getattr(report, key))
             if report.sent + report.failed + report.suppressed + report.retried == 0:
                 return total
+
+
+#: The customer a preview uses when none is named.
+SAMPLE_CUSTOMER: dict[str, Any] = {
+    "id": 0, "name": "张伟", "phone": "+8613800138000", "email": "zhangwei@example.com", "region": "上海",
+    "grade": "A", "owner": "wang", "tags": [], "preferred_channel": "email", "language": "zh", "consent": {},
+    "status": "active", "birthday": "1985-11-24", "birthday_calendar": "solar",
+}
 
 
 def task_summary(t: Task) -> dict[str, Any]:

@@ -108,3 +108,14 @@ def test_calendar_overrides_change_due_dates(run) -> None:  # type: ignore[no-un
     assert task["due_at"].startswith("2026-11-27T01:00")
     assert run("calendar", "unset", "2026-11-25").exit_code == 0
     assert "working day" in run("calendar", "check", "2026-11-25").output
+
+
+def test_preview_renders_a_message_in_either_language_without_sending(run) -> None:  # type: ignore[no-untyped-def]
+    run("demo", "--customers", "0")
+    zh = run("preview", "birthday", "greet")
+    assert zh.exit_code == 0 and "张伟，祝您生日快乐" in zh.output
+    en = json.loads(run("--json", "preview", "birthday", "send_coupon", "--lang", "en", "--vars", '{"coupon_code": "BD-1"}').output)
+    assert en["params"]["text"] == "A birthday coupon for you: BD-1, valid for 30 days."
+    wrong = run("preview", "birthday", "is_grade_a")
+    assert wrong.exit_code == 1 and "not an action" in wrong.output
+    assert json.loads(run("--json", "connectors", "log").output) == []
