@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export CAREFLOW_HOME ?= $(CURDIR)/instance
 
-.PHONY: run test bench reliability install clean
+.PHONY: run test bench reliability install contracts clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,13 @@ run: install
 	$(BIN)/careflow demo
 	$(BIN)/careflow run
 
-test: install
+# Prism serves the vendors' published API contracts to the connector tests (needs npm).
+contracts:
+	@if command -v npm >/dev/null 2>&1; then \
+		[ node_modules/.bin/prism -nt package-lock.json ] || npm ci --no-audit --no-fund --loglevel=error; \
+	else echo "npm not found: the vendor-contract tests will be skipped"; fi
+
+test: install contracts
 	$(BIN)/pytest -q
 
 bench: install

@@ -48,6 +48,20 @@ class TransientConnectorError(ConnectorError):
         super().__init__(message, retryable=True, retry_after=retry_after)
 
 
+class AmbiguousSendError(TransientConnectorError):
+    """Raised when the request went out but no answer came back: the provider may have accepted it.
+
+    Retrying is safe only for connectors that de-duplicate on the key (``idempotent``); for the
+    others the dispatcher records the send as unknown and raises an incident.
+    """
+
+    ambiguous = True
+
+
+#: Channels that reach staff or systems, not customers: a customer's opt-out does not apply.
+STAFF_CHANNELS = frozenset({"webhook", "wecom", "dingtalk", "feishu"})
+
+
 class ConnectorLookupError(LookupError):
     """Raised when no connector has the given name."""
 

@@ -1,10 +1,12 @@
 """Delivering the outbox: claim, send with the idempotency key, record, retry, or raise an incident.
 
-A message moves ``pending → sending → sent`` (or ``failed`` / ``suppressed`` / ``unknown``).
-The claim commits before the provider is called, and the result commits after, so a crash in
-between leaves a ``sending`` row whose lease runs out. Such a row is sent again only through a
-connector that de-duplicates on the key; otherwise it becomes ``unknown`` with an incident, since
-resending blindly could reach the customer twice.
+A message moves ``pending → claimed → sending → sent`` (or ``failed`` / ``suppressed`` /
+``unknown``). Claiming commits a batch; each message is then marked ``sending`` in its own commit
+just before the provider is called, and the result commits after. A crash leaves rows whose
+lease runs out: a ``claimed`` one never reached the provider and is simply sent again; a
+``sending`` one may have, so it is sent again only through a connector that de-duplicates on the
+key, and otherwise becomes ``unknown`` with an incident, since resending blindly could reach the
+customer twice. A provider call that got no answer (``AmbiguousSendError``) is treated the same.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from connectors.base import Connector, ConnectorError, Delivery, Message
+from connectors.base import STAFF_CHANNELS, Connector, ConnectorError, Delivery, Message
 from connectors.channels import recipient
 from engine.crashpoints import crash_point
 from engine.errors import Conflict, EngineError
@@ -53,18 +55,24 @@ CAP_WINDOW = timedelta(days=7)
 
 
 def reclaim_expired(session: Session, resolve: Resolve, now: datetime) -> int:
-    """Rows left in ``sending`` by a crashed dispatcher: resend if safe, else mark them unknown."""
-    stale = list(session.scalars(select(OutboxMessage).where(OutboxMessage.status == "sending", OutboxMessage.lease_until < now)))
+    """Rows a crashed dispatcher left behind: resend what is safe, mark the rest unknown."""
+    stale = list(session.scalars(select(OutboxMessage).where(
+        OutboxMessage.status.in_(("claimed", "sending")), OutboxMessage.lease_until < now)))
     for row in stale:
-        if _idempotent(resolve, row.connector, session):
+        if row.status == "claimed" or _idempotent(resolve, row.connector, session):
             row.status = "pending"
             row.next_attempt_at = now
         else:
-            row.status = "unknown"
-            row.last_error = "the dispatcher stopped after calling the provider; whether it was delivered is unknown"
-            session.add(Incident(instance_id=row.instance_id, token=row.token, step_id=row.step_id, outbox_id=row.id,
-                                 kind="delivery_unknown", message=row.last_error, status="open", created_at=now))
+            _unknown(session, row, now, "the dispatcher stopped after calling the provider; whether it was delivered is unknown")
     return len(stale)
+
+
+def _unknown(session: Session, row: OutboxMessage, now: datetime, message: str) -> None:
+    row.status = "unknown"
+    row.last_error = message
+    row.lease_until = None
+    session.add(Incident(instance_id=row.instance_id, token=row.token, step_id=row.step_id, outbox_id=row.id,
+                         kind="delivery_unknown", message=message, status="open", created_at=now))
 
 
 def _idempotent(resolve: Resolve, name: str, session: Session) -> bool:
@@ -86,7 +94,7 @@ def claim_due(session: Session, now: datetime, limit: int) -> list[int]:
         # Compare-and-set, so two dispatchers never both claim one message (SQLite has no SKIP LOCKED).
         n = session.execute(
             update(OutboxMessage).where(OutboxMessage.id == mid, OutboxMessage.status == "pending")
-            .values(status="sending", lease_until=now + LEASE, attempts=OutboxMessage.attempts + 1)
+            .values(status="claimed", lease_until=now + LEASE, attempts=OutboxMessage.attempts + 1)
         ).rowcount
         if n == 1:
             claimed.append(mid)
@@ -109,12 +117,14 @@ def dispatch_due(
 
 @dataclass
 class _Attempt:
-    """What happened when one message was tried, recorded in the second transaction."""
+    """What happened when one message was tried, recorded in the last transaction."""
 
     channel: str | None = None
     suppressed: str | None = None  # the reason, when not sent on purpose
     delivery: Delivery | None = None
     error: ConnectorError | None = None
+    idempotent: bool = False
+    lost: bool = False  # someone else took the message over meanwhile
 
 
 def _deliver_one(
@@ -130,28 +140,42 @@ def _deliver_one(
     attempt = _Attempt()
     try:
         connector, message, provider_settings, attempt.channel, cap = _route(resolve, message, customer_data)
+        attempt.idempotent = bool(connector.idempotent)
         if _opted_out(attempt.channel, customer_data):
             attempt.suppressed = "opted_out"
         elif category == "marketing" and cap is not None and _over_cap(factory, customer_id, attempt.channel, cap, runtime().now):
             attempt.suppressed = "frequency_cap"
         else:
             crash_point("before_provider_call")
-            attempt.delivery = connector.send(message, provider_settings)
-            crash_point("after_provider_accept_before_ledger")
+            if _mark_sending(factory, mid):
+                attempt.delivery = connector.send(message, provider_settings)
+                crash_point("after_provider_accept_before_ledger")
+            else:
+                attempt.lost = True
     except ConnectorError as exc:
         attempt.error = exc
     except (LookupError, EngineError) as exc:
         # An unknown connector or undecryptable settings: fail this message visibly, not the tick.
         attempt.error = ConnectorError(str(exc))
+    if attempt.lost:
+        return
     with factory.begin() as session:
         _record(session, runtime(), mid, attempt, report)
     crash_point("after_ledger_before_ack")
 
 
+def _mark_sending(factory: sessionmaker[Session], mid: int) -> bool:
+    """Commit that the provider is about to be called; False if the claim was lost meanwhile."""
+    with factory.begin() as session:
+        return bool(session.execute(
+            update(OutboxMessage).where(OutboxMessage.id == mid, OutboxMessage.status == "claimed").values(status="sending")
+        ).rowcount)
+
+
 def _record(session: Session, rt: Runtime, mid: int, attempt: _Attempt, report: DispatchReport) -> None:
     row = session.get(OutboxMessage, mid)
     assert row is not None
-    if row.status != "sending":
+    if row.status not in ("claimed", "sending"):
         return  # an admin or a reclaim changed it meanwhile
     row.channel = attempt.channel
     error = attempt.error
@@ -164,6 +188,9 @@ def _record(session: Session, rt: Runtime, mid: int, attempt: _Attempt, report: 
         row.provider_ref = delivery.provider_ref
         _finish(session, rt, row, "sent", {"provider_ref": row.provider_ref, **dict(delivery.detail)})
         report.sent += 1
+    elif getattr(error, "ambiguous", False) and not attempt.idempotent:
+        _unknown(session, row, rt.now, f"{error} — not resent, since the provider cannot recognise a repeat")
+        report.unknown += 1
     elif error.retryable and row.attempts < row.max_attempts:
         row.status = "pending"
         row.last_error = str(error)
@@ -208,7 +235,7 @@ def _over_cap(factory: sessionmaker[Session], customer_id: int | None, channel: 
 
 
 def _opted_out(channel: str | None, customer: Mapping[str, Any] | None) -> bool:
-    if channel is None or customer is None:
+    if channel is None or customer is None or channel in STAFF_CHANNELS:
         return False
     return (customer.get("consent") or {}).get(channel) is False
 

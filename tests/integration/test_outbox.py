@@ -105,3 +105,24 @@ def test_no_provider_attached_is_a_clear_incident(cf, provider):
     cf.tick()
     [incident] = incidents(cf)
     assert "no provider is attached to the sms channel" in incident.message
+
+
+def test_a_claimed_message_that_never_reached_the_provider_is_sent_after_a_crash(cf, clock, provider):
+    start_winback(cf)
+    with cf.sessions.begin() as s:
+        # As if a dispatcher claimed a batch and died before calling the provider for this one.
+        s.execute(update(OutboxMessage).values(status="claimed", attempts=1, lease_until=clock.now() + timedelta(minutes=2)))
+    later(cf, clock, minutes=3)
+    assert [r.status for r in rows(cf)] == ["sent"]
+    assert len(provider.sent) == 1 and incidents(cf) == []
+
+
+def test_no_answer_from_the_provider_is_unknown_not_retried(cf, clock, provider):
+    start_winback(cf)
+    provider.fail_next("ambiguous")
+    report = cf.tick()
+    assert report["outbox"]["unknown"] == 1
+    [row] = rows(cf)
+    assert row.status == "unknown" and "not resent" in (row.last_error or "")
+    later(cf, clock, hours=1)
+    assert provider.sent == [] and [i.kind for i in incidents(cf)] == ["delivery_unknown"]

@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from connectors.base import ConnectorError, Delivery, Message, TransientConnectorError
+from connectors.base import AmbiguousSendError, ConnectorError, Delivery, Message, TransientConnectorError
 
 
 class RecordingProvider:
@@ -24,7 +24,7 @@ class RecordingProvider:
 
     def __init__(self) -> None:
         self.sent: list[dict[str, Any]] = []
-        self.failures: list[str] = []  # "transient" / "permanent", consumed one per send
+        self.failures: list[str] = []  # "transient" / "permanent" / "ambiguous", consumed one per send
         self.ledger = os.environ.get("CAREFLOW_FAKE_LEDGER")
 
     def fail_next(self, *kinds: str) -> None:
@@ -35,6 +35,8 @@ class RecordingProvider:
             kind = self.failures.pop(0)
             if kind == "transient":
                 raise TransientConnectorError("provider answered 503")
+            if kind == "ambiguous":
+                raise AmbiguousSendError("the connection broke off before an answer")
             raise ConnectorError("provider answered 400: invalid recipient")
         record = {"effect_key": message.effect_key, "to": message.params.get("to"),
                   "channel": message.params.get("channel"), "text": message.params.get("text")}
