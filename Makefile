@@ -17,7 +17,7 @@ install: $(BIN)/.installed
 run: install
 	mkdir -p $(CAREFLOW_HOME)
 	$(BIN)/careflow demo
-	$(BIN)/careflow run
+	$(BIN)/careflow run --demo-mail
 
 # Prism serves the vendors' published API contracts to the connector tests (needs npm).
 contracts:
