@@ -1,89 +1,157 @@
-"""The Flask application: a login page, a status page and the REST API's first routes."""
+"""The Flask application: sign-in and the status page, the REST API (``engine.api``) and the
+public customer-link pages.
+
+Security settings (all ``CAREFLOW_``-prefixed environment variables or ``create_app`` config):
+
+* ``SECRET_KEY``: signs sessions, CSRF tokens and customer links. Without it a random key is
+  made per process, so sessions and links die on restart: set it in production.
+* ``SESSION_COOKIE_SECURE``: ``true``/``false``. Unset, cookies are ``Secure`` except on plain
+  HTTP to a loopback address (``careflow run`` on http://127.0.0.1) and in tests.
+* Cookies are always ``HttpOnly`` and ``SameSite=Lax``; a session lasts 8 hours at most.
+* Every cookie-authenticated form (sign-in, sign-out, customer links) needs its CSRF token; the
+  API is exempt because it accepts only Bearer tokens.
+"""
 
 from __future__ import annotations
 
 import os
 import secrets
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Flask, abort, jsonify, redirect, render_template, request, url_for
+from apiflask import APIFlask
+from flask import Flask, redirect, render_template, request, session, url_for
+from flask.sessions import SecureCookieSessionInterface
 from flask_login import LoginManager, UserMixin, current_user, login_required, login_user, logout_user
+from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy import func, select
-from werkzeug.security import check_password_hash
 
+from engine import api
 from engine.core import Careflow
-from engine.errors import EngineError
 from engine.store.db import database_url
 from engine.store.definitions import latest_flow_versions
-from engine.store.models import Incident, Instance, Task, User
+from engine.store.models import Incident, Instance, Task
 
 DEFAULTS: Mapping[str, Any] = {
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",
+    # None: Secure unless the request came over plain HTTP to a loopback address (see below).
+    "SESSION_COOKIE_SECURE": None,
+    "PERMANENT_SESSION_LIFETIME": timedelta(hours=8),
     "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
+    "WTF_CSRF_TIME_LIMIT": 3600,
 }
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
+
+
+class CareflowSessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions with the ``Secure`` flag decided per request when unset."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        configured = app.config.get("SESSION_COOKIE_SECURE")
+        if configured is not None:
+            return bool(configured)
+        if app.testing:
+            return False
+        host = (request.host or "").rsplit(":", 1)[0] if not request.host.startswith("[") else request.host.split("]")[0] + "]"
+        return request.is_secure or host not in LOOPBACK_HOSTS
 
 
 class LoginUser(UserMixin):
-    def __init__(self, user: User):
-        self.id = user.username
-        self.display_name = user.display_name
-        self.roles = list(user.roles or [])
+    def __init__(self, user: Mapping[str, Any], epoch: int):
+        self.username = user["username"]
+        self.id = f"{user['username']}:{epoch}"
+        self.display_name = user["display_name"]
+        self.roles = list(user["roles"])
 
 
-def create_app(config: Mapping[str, Any] | None = None, engine: Careflow | None = None) -> Flask:
-    app = Flask(__name__)
+def _safe_next(target: str) -> str | None:
+    """Only same-site relative paths: an absolute ``next`` would be an open redirect.
+
+    Browsers read "/\\host" as "//host", so backslashes are refused too.
+    """
+    if not target.startswith("/") or target.startswith("//") or "\\" in target or urlsplit(target).netloc:
+        return None
+    return target
+
+
+def _as_bool(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return value
+
+
+def create_app(config: Mapping[str, Any] | None = None, engine: Careflow | None = None) -> APIFlask:
+    app = APIFlask(__name__, title="Careflow API", version="0.1.0", spec_path="/api/openapi.json", docs_path=None)
     app.config.from_mapping(DEFAULTS)
     if config is None:
         app.config.from_prefixed_env("CAREFLOW")
     else:
         app.config.update(config)
+    app.config["SESSION_COOKIE_SECURE"] = _as_bool(app.config.get("SESSION_COOKIE_SECURE"))
     # A random key per process logs everyone out on restart; set CAREFLOW_SECRET_KEY to keep sessions.
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = os.environ.get("CAREFLOW_SECRET_KEY") or secrets.token_hex(32)
+    app.session_interface = CareflowSessionInterface()
     careflow = engine or Careflow(app.config.get("DATABASE_URL") or database_url())
     app.extensions["careflow"] = careflow
 
+    csrf = CSRFProtect(app)
+    api.init_app(app, csrf)
+
     login = LoginManager(app)
-    login.login_view = "login"
+    login.login_view = "login_form"
     login.session_protection = "strong"
 
     @login.user_loader
-    def load_user(username: str) -> LoginUser | None:
-        with careflow.session() as s:
-            user = s.scalars(select(User).where(User.username == username, User.active.is_(True))).first()
-            return LoginUser(user) if user else None
+    def load_user(user_id: str) -> LoginUser | None:
+        username, _, epoch = user_id.rpartition(":")
+        if not username or not epoch.isdigit():
+            return None
+        user = careflow.session_user(username, int(epoch))
+        return LoginUser(user, int(epoch)) if user else None
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(exc: CSRFError) -> Any:
+        return render_template("csrf_error.html"), 400
 
     @app.get("/login")
-    def login_form() -> str:
+    @app.doc(hide=True)
+    def login_form() -> Any:
         return render_template("login.html", error=None)
 
     @app.post("/login")
-    def login() -> Any:
+    @app.doc(hide=True)
+    def login_post() -> Any:
         username = request.form.get("username", "")
         password = request.form.get("password", "")
-        with careflow.session() as s:
-            user = s.scalars(select(User).where(User.username == username, User.active.is_(True))).first()
-            ok = user is not None and user.password_hash and check_password_hash(user.password_hash, password)
-            if not ok:
-                return render_template("login.html", error="用户名或密码错误 / Wrong user name or password"), 401
-            login_user(LoginUser(user))
-        target = request.args.get("next", "")
-        # Only same-site relative paths: an absolute `next` would be an open redirect.
-        # Browsers read "/\\host" as "//host", so backslashes are refused too.
-        if not target.startswith("/") or target.startswith("//") or "\\" in target or urlsplit(target).netloc:
-            target = url_for("home")
-        return redirect(target)
+        result = careflow.login(username, password, request.remote_addr or "-")
+        if result.locked_until is not None:
+            wait = max(1, int((result.locked_until - careflow.clock.now()).total_seconds()))
+            minutes = (wait + 59) // 60
+            error = f"登录失败次数过多，请 {minutes} 分钟后再试 / Too many failed sign-ins; try again in {minutes} min"
+            return render_template("login.html", error=error), 429, {"Retry-After": str(wait)}
+        if result.user is None:
+            return render_template("login.html", error="用户名或密码错误 / Wrong user name or password"), 401
+        # A fresh session: nothing an attacker planted before sign-in survives it.
+        session.clear()
+        login_user(LoginUser(result.user, result.session_epoch))
+        session.permanent = True
+        return redirect(_safe_next(request.args.get("next", "")) or url_for("home"))
 
     @app.post("/logout")
+    @app.doc(hide=True)
     @login_required
     def logout() -> Any:
+        careflow.logout(current_user.username, request.remote_addr)
         logout_user()
+        session.clear()
         return redirect(url_for("login_form"))
 
     @app.get("/")
+    @app.doc(hide=True)
     @login_required
     def home() -> str:
         with careflow.session() as s:
@@ -93,22 +161,5 @@ def create_app(config: Mapping[str, Any] | None = None, engine: Careflow | None 
             incidents = s.scalar(select(func.count()).select_from(Incident).where(Incident.status == "open"))
         return render_template("home.html", user=current_user, flows=flows, counts=counts,
                                open_tasks=open_tasks, incidents=incidents)
-
-    @app.get("/api/health")
-    def health() -> Any:
-        with careflow.session() as s:
-            s.execute(select(1))
-        return jsonify({"status": "ok", "time": careflow.clock.now().isoformat()})
-
-    @app.errorhandler(EngineError)
-    def engine_error(exc: EngineError) -> Any:
-        return jsonify({"error": {"code": exc.code, "message": str(exc), "details": []}}), exc.status
-
-    @app.get("/api/instances/<int:instance_id>")
-    @login_required
-    def instance(instance_id: int) -> Any:
-        if "admin" not in current_user.roles:
-            abort(403)
-        return jsonify(careflow.describe(instance_id))
 
     return app

@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 invalid input or a failed check, 2 usage error. Every comman
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -148,7 +149,7 @@ def validate(state: State, paths: tuple[str, ...]) -> None:
 def deploy(state: State, paths: tuple[str, ...], by: str | None) -> None:
     """Validate and deploy flows and forms as new versions (nothing is deployed if any is invalid)."""
     results = state.engine().deploy(paths, by=by)
-    data = [r.__dict__ for r in results]
+    data = [dataclasses.asdict(r) for r in results]
     state.emit(data, lambda d: "\n".join(
         f"{r['kind']} {r['id']} v{r['version']} {'deployed' if r['changed'] else 'unchanged'}" for r in d))
 
@@ -319,6 +320,17 @@ def incidents_list(state: State) -> None:
 def incidents_retry(state: State, incident_id: int, user: str | None) -> None:
     state.engine().resolve_incident(incident_id, "retry", user)
     state.emit({"ok": True}, f"incident {incident_id}: retrying")
+
+
+@incidents.command("confirm")
+@click.argument("incident_id", type=int)
+@click.option("--user", default=None)
+@click.pass_obj
+@guarded
+def incidents_confirm(state: State, incident_id: int, user: str | None) -> None:
+    """Record an unknown send as delivered, after checking with the provider."""
+    state.engine().resolve_incident(incident_id, "confirm", user)
+    state.emit({"ok": True}, f"incident {incident_id}: delivery confirmed")
 
 
 @incidents.command("skip")
@@ -546,15 +558,24 @@ def schema(what: str) -> None:
 
 @main.command()
 @click.option("--customers", "count", default=50, show_default=True, help="Demo customers to create.")
+@click.option("--mail/--no-mail", default=True, show_default=True,
+              help="Send e-mail to the local demo mailbox (served by `careflow run --demo-mail`).")
 @click.pass_obj
 @guarded
-def demo(state: State, count: int) -> None:
+def demo(state: State, count: int, mail: bool) -> None:
     """Deploy the built-in flows and forms and seed demo users and customers (idempotent)."""
     from engine.demo import seed
 
     engine = state.engine()
     engine.deploy_builtins()
     result = seed(engine, customers=count)
+    if mail and not any(c["name"] == "email" for c in engine.connectors()):
+        from engine.demo_mail import DEMO_SMTP_SETTINGS
+
+        # E-mail goes to the local demo mailbox that `careflow run --demo-mail` serves; an e-mail
+        # channel an admin attached already is left alone.
+        engine.save_connector("smtp-demo", "smtp", DEMO_SMTP_SETTINGS, by="demo")
+        engine.save_connector("email", "email", {"provider": "smtp-demo", "marketing_per_week": 3}, by="demo")
     def text(r: dict[str, Any]) -> str:
         from engine.demo import DEMO_PASSWORD, DEMO_USERS
 
@@ -570,8 +591,9 @@ def demo(state: State, count: int) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
 @click.option("--tick-seconds", default=1.0, show_default=True, type=float)
+@click.option("--demo-mail", is_flag=True, help="Also run the local demo mailbox on 127.0.0.1:8025 (see /demo/mail).")
 @click.pass_obj
-def run(state: State, host: str, port: int, tick_seconds: float) -> None:
+def run(state: State, host: str, port: int, tick_seconds: float, demo_mail: bool) -> None:
     """Serve the web pages and REST API, tick every second, deliver the outbox."""
     from engine.app import create_app
     from engine.ticker import start_ticker
@@ -579,12 +601,23 @@ def run(state: State, host: str, port: int, tick_seconds: float) -> None:
     engine = state.engine(running=True)
     engine.deploy_builtins()
     app = create_app(engine=engine)
+    mailbox = None
+    if demo_mail:
+        from engine.demo_mail import DEMO_MAIL_PORT, bp, start_mailbox
+
+        folder = Path(os.environ.get("CAREFLOW_HOME", ".")) / "demo-mail"
+        mailbox = start_mailbox(folder)
+        app.config["DEMO_MAILBOX"] = str(folder)
+        app.register_blueprint(bp)
+        click.echo(f"Demo mailbox on 127.0.0.1:{DEMO_MAIL_PORT}: read it at http://{host}:{port}/demo/mail")
     scheduler = start_ticker(engine, tick_seconds)
     click.echo(f"Careflow is running on http://{host}:{port}/")
     try:
         app.run(host=host, port=port, use_reloader=False, threaded=True)
     finally:
         scheduler.shutdown(wait=False)
+        if mailbox is not None:
+            mailbox.stop()
 
 
 @main.command()
@@ -594,6 +627,191 @@ def worker() -> None:
         raise click.UsageError("set CAREFLOW_BROKER_URL (redis://... or amqp://...) to run workers")
     raise click.UsageError("Celery workers are not available in this release; run `careflow run` (embedded mode)")
 
+
+
+# ----- users, API tokens, audit log, inbound webhooks ------------------------------------------
+
+
+def _password(from_stdin: bool, prompt: bool) -> str | None:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if prompt:
+        return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
+    return None
+
+
+@main.group()
+def users() -> None:
+    """Users, their roles (built-in or custom), team and region."""
+
+
+@users.command("list")
+@click.pass_obj
+@guarded
+def users_list(state: State) -> None:
+    rows = state.engine().users()
+    state.emit(rows, lambda d: "\n".join(
+        f"{u['username']:<16} {'active' if u['active'] else 'inactive':<8} {','.join(u['roles']):<32} "
+        f"team={u['team'] or '-'} region={u['region'] or '-'}" for u in d) or "no users")
+
+
+@users.command("create")
+@click.argument("username")
+@click.option("--name", "display_name", default=None, help="Display name (default: the user name).")
+@click.option("--role", "roles", multiple=True, help="A role; repeat for several.")
+@click.option("--team", default=None)
+@click.option("--region", default=None)
+@click.option("--email", default=None)
+@click.option("--language", type=click.Choice(["zh", "en"]), default="zh", show_default=True)
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
+@click.option("--password-prompt", is_flag=True, help="Ask for the password (not echoed).")
+@click.option("--by", default=None, help="Who makes the change (recorded in the audit log).")
+@click.pass_obj
+@guarded
+def users_create(state: State, username: str, display_name: str | None, roles: tuple[str, ...], team: str | None,
+                 region: str | None, email: str | None, language: str, password_stdin: bool, password_prompt: bool,
+                 by: str | None) -> None:
+    """Create a user; without a password the user can use API tokens but not sign in on the web."""
+    data: dict[str, Any] = {"username": username, "display_name": display_name or username, "roles": list(roles),
+                            "team": team, "region": region, "email": email, "language": language}
+    password = _password(password_stdin, password_prompt)
+    if password is not None:
+        data["password"] = password
+    user = state.engine().create_user(data, actor=by)
+    state.emit(user, f"user {username} created")
+
+
+@users.command("update")
+@click.argument("username")
+@click.option("--name", "display_name", default=None)
+@click.option("--role", "roles", multiple=True, help="Replace the roles; repeat for several.")
+@click.option("--team", default=None)
+@click.option("--region", default=None)
+@click.option("--email", default=None)
+@click.option("--active/--inactive", default=None, help="Reactivate or deactivate.")
+@click.option("--password-stdin", is_flag=True)
+@click.option("--password-prompt", is_flag=True)
+@click.option("--by", default=None)
+@click.pass_obj
+@guarded
+def users_update(state: State, username: str, display_name: str | None, roles: tuple[str, ...], team: str | None,
+                 region: str | None, email: str | None, active: bool | None, password_stdin: bool,
+                 password_prompt: bool, by: str | None) -> None:
+    """Change a user; deactivating or a new password ends their web sessions."""
+    data: dict[str, Any] = {}
+    for key, value in (("display_name", display_name), ("team", team), ("region", region), ("email", email), ("active", active)):
+        if value is not None:
+            data[key] = value
+    if roles:
+        data["roles"] = list(roles)
+    password = _password(password_stdin, password_prompt)
+    if password is not None:
+        data["password"] = password
+    user = state.engine().update_user(username, data, actor=by)
+    state.emit(user, f"user {username} updated")
+
+
+@main.group()
+def tokens() -> None:
+    """API tokens (Bearer): shown once, stored hashed, revocable."""
+
+
+@tokens.command("create")
+@click.argument("username")
+@click.option("--scope", "scopes", multiple=True, required=True, type=click.Choice(["read", "write", "admin"]),
+              help="read, write or admin; repeat for several.")
+@click.option("--name", default="", help="What the token is for.")
+@click.option("--expires-in-days", type=click.IntRange(1, 3650), default=None)
+@click.option("--by", default=None, help="Who creates it (recorded in the audit log).")
+@click.pass_obj
+@guarded
+def tokens_create(state: State, username: str, scopes: tuple[str, ...], name: str, expires_in_days: int | None,
+                  by: str | None) -> None:
+    """Create a token for USERNAME and print it; it is not shown again."""
+    from datetime import timedelta
+
+    engine = state.engine()
+    expires = engine.clock.now() + timedelta(days=expires_in_days) if expires_in_days else None
+    info, secret = engine.create_token(username, scopes, name=name, actor=by, expires_at=expires)
+    state.emit({**info, "token": secret}, secret)
+
+
+@tokens.command("list")
+@click.option("--user", "username", default=None)
+@click.option("--all", "include_revoked", is_flag=True, help="Include revoked tokens.")
+@click.pass_obj
+@guarded
+def tokens_list(state: State, username: str | None, include_revoked: bool) -> None:
+    rows = state.engine().list_tokens(username, include_revoked=include_revoked)
+    state.emit(rows, lambda d: "\n".join(
+        f"{t['id']:>5}  {t['prefix']}…  {t['user']:<12} {','.join(t['scopes']):<18} {t['name']:<20} "
+        f"last used {t['last_used_at'] or 'never'}{'  REVOKED' if t['revoked_at'] else ''}" for t in d) or "no tokens")
+
+
+@tokens.command("revoke")
+@click.argument("token_id", type=int)
+@click.option("--by", default=None)
+@click.pass_obj
+@guarded
+def tokens_revoke(state: State, token_id: int, by: str | None) -> None:
+    info = state.engine().revoke_token(token_id, actor=by)
+    state.emit(info, f"token {token_id} revoked")
+
+
+@main.command("audit")
+@click.option("--actor", default=None)
+@click.option("--action", default=None, help="Exact, or a prefix ending in '.' (task.).")
+@click.option("--target-type", default=None)
+@click.option("--target-id", default=None)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@click.pass_obj
+@guarded
+def audit_list(state: State, actor: str | None, action: str | None, target_type: str | None, target_id: str | None,
+               limit: int) -> None:
+    """The audit log, newest first."""
+    rows, _total = state.engine().audit_entries(actor=actor, action=action, target_type=target_type,
+                                                target_id=target_id, limit=limit)
+    state.emit(rows, lambda d: "\n".join(
+        f"{e['at']}  {e['actor'] or '-':<12} {e['action']:<18} {e['target_type'] or ''} {e['target_id'] or ''}"
+        for e in d) or "no entries")
+
+
+@main.group()
+def webhooks() -> None:
+    """Inbound webhooks other systems call at /api/hooks/NAME, signed with HMAC-SHA256."""
+
+
+@webhooks.command("create")
+@click.argument("name")
+@click.option("--flow", "flows", multiple=True, help="A flow it may start (default: any); repeat for several.")
+@click.option("--event", "events", multiple=True, help="An event it may deliver (default: any).")
+@click.option("--by", default=None)
+@click.pass_obj
+@guarded
+def webhooks_create(state: State, name: str, flows: tuple[str, ...], events: tuple[str, ...], by: str | None) -> None:
+    """Create a webhook and print its signing secret (not shown again)."""
+    info, secret = state.engine().create_webhook(name, flows=list(flows), events=list(events), actor=by)
+    state.emit({**info, "secret": secret}, secret)
+
+
+@webhooks.command("list")
+@click.pass_obj
+@guarded
+def webhooks_list(state: State) -> None:
+    rows = state.engine().webhooks()
+    state.emit(rows, lambda d: "\n".join(
+        f"{h['name']:<20} flows={','.join(h['flows']) or 'any'} events={','.join(h['events']) or 'any'}" for h in d)
+        or "no webhooks")
+
+
+@webhooks.command("delete")
+@click.argument("name")
+@click.option("--by", default=None)
+@click.pass_obj
+@guarded
+def webhooks_delete(state: State, name: str, by: str | None) -> None:
+    state.engine().delete_webhook(name, actor=by)
+    state.emit({"ok": True}, f"webhook {name} deleted")
 
 if __name__ == "__main__":
     main()

@@ -8,27 +8,32 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from connectors.registry import Registry
 from engine import forms
+from engine.auth.audit import audit
+from engine.auth.hooks import rotate_secrets as rotate_webhook_secrets
+from engine.auth.operations import SecurityOperations
 from engine.calendar import BusinessCalendar
 from engine.clock import Clock, SystemClock
-from engine.errors import NotFound
-from engine.outbox import DispatchReport, dispatch_due, retry_message
+from engine.crashpoints import crash_point
+from engine.errors import Conflict, CustomerLookupError, NotFound
+from engine.outbox import DispatchReport, dispatch_due, retry_message, settle_message
 from engine.runtime import events as ev
 from engine.schedule import TickReport, fire_due_timers, fire_triggers
 from engine.store import customers as cust
 from engine.store import definitions as defs
-from engine.store import tasks as task_store
 from engine.secrets import SecretBox
 from engine.store import connectors as conn_store
+from engine.store import tasks as task_store
 from engine.store.connectors import Resolver
 from engine.store.db import make_engine, make_sessionmaker, migrate
 from engine.store.instances import NotEnrolled, Runtime, deliver, get_instance, start_instance
@@ -41,16 +46,20 @@ from engine.store.models import (
     Instance,
     OutboxMessage,
     Task,
+    TimelineEntry,
 )
 
 log = logging.getLogger(__name__)
+
+#: The status of a customer whose personal data was erased (see ``Careflow.delete_customer``).
+DELETED = "deleted"
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BUILTIN_FLOWS = PROJECT_ROOT / "workflows"
 BUILTIN_FORMS = PROJECT_ROOT / "forms"
 
 
-class Careflow:
+class Careflow(SecurityOperations):
     def __init__(
         self,
         database_url: str,
@@ -100,6 +109,14 @@ class Careflow:
                 row.working, row.note = working, note
         self.load_calendar()
 
+    @contextmanager
+    def transition(self) -> Iterator[Session]:
+        """One step transition: everything it changes commits together, or nothing does."""
+        with self.sessions.begin() as s:
+            yield s
+            crash_point("before_step_tx_commit")
+        crash_point("after_step_tx_commit")
+
     def runtime(self) -> Runtime:
         return Runtime(now=self.clock.now(), calendar=self.calendar)
 
@@ -110,7 +127,11 @@ class Careflow:
 
     def deploy(self, paths: Iterable[str | Path], by: str | None = None) -> list[defs.Deployed]:
         with self.sessions.begin() as s:
-            return defs.deploy_paths(s, paths, self.clock.now(), self.registry.names(), by)
+            results = defs.deploy_paths(s, paths, self.clock.now(), self.registry.names(), by)
+            for r in results:
+                if r.changed:
+                    audit(s, by, f"{r.kind}.deploy", r.kind, r.id, {"version": r.version, "source": r.source}, at=self.clock.now())
+            return results
 
     def deploy_builtins(self) -> list[defs.Deployed]:
         return self.deploy([BUILTIN_FORMS, BUILTIN_FLOWS], by="system")
@@ -118,7 +139,10 @@ class Careflow:
     def deploy_flow_text(self, text: str | bytes, source: str, by: str | None = None) -> defs.Deployed:
         with self.sessions.begin() as s:
             cat = defs.catalog(s, self.registry.names())
-            return defs.deploy_flow(s, text, source, self.clock.now(), cat, by)
+            result = defs.deploy_flow(s, text, source, self.clock.now(), cat, by)
+            if result.changed:
+                audit(s, by, "flow.deploy", "flow", result.id, {"version": result.version, "source": source}, at=self.clock.now())
+            return result
 
     # ----- instances ----------------------------------------------------------------------
 
@@ -126,34 +150,59 @@ class Careflow:
         self, flow_id: str, *, customer_id: int | None = None, data: Mapping[str, Any] | None = None,
         started_by: str | None = None,
     ) -> int:
-        with self.sessions.begin() as s:
+        with self.transition() as s:
             instance = start_instance(s, self.runtime(), flow_id, customer_id=customer_id, data=data,
                                       trigger={"type": "manual"}, started_by=started_by)
+            if started_by is not None:
+                audit(s, started_by, "instance.start", "instance", instance.id,
+                      {"flow": flow_id, "customer_id": customer_id, "data": dict(data or {})}, at=instance.started_at)
             return instance.id
 
     def send_event(self, instance_id: int, event: ev.Event) -> None:
-        with self.sessions.begin() as s:
+        with self.transition() as s:
             deliver(s, self.runtime(), get_instance(s, instance_id), event)
 
-    def message(self, instance_id: int, name: str, data: Mapping[str, Any] | None = None) -> None:
+    def message(self, instance_id: int, name: str, data: Mapping[str, Any] | None = None, *, actor: str | None = None) -> None:
         """Deliver a named event (``customer_replied``...) to a waiting instance."""
-        self.send_event(instance_id, ev.Message(name, dict(data or {})))
+        payload = dict(data or {})
+        self._event(instance_id, ev.Message(name, payload), actor, "instance.event", {"event": name, "data": payload})
 
-    def cancel(self, instance_id: int, reason: str = "cancelled") -> None:
-        self.send_event(instance_id, ev.Cancel(reason))
+    def cancel(self, instance_id: int, reason: str = "cancelled", *, actor: str | None = None) -> None:
+        self._event(instance_id, ev.Cancel(reason), actor, "instance.cancel", {"reason": reason})
+
+    def _event(self, instance_id: int, event: ev.Event, actor: str | None, action: str, data: dict[str, Any]) -> None:
+        with self.transition() as s:
+            rt = self.runtime()
+            deliver(s, rt, get_instance(s, instance_id), event)
+            if actor is not None:
+                audit(s, actor, action, "instance", instance_id, data, at=rt.now)
 
     def resolve_incident(self, incident_id: int, action: str, by: str | None = None) -> None:
-        """``retry`` or ``skip`` the step behind an incident (a failed delivery is re-sent on retry)."""
-        with self.sessions.begin() as s:
+        """Act on an incident.
+
+        For a failed step: ``retry`` runs it again, ``skip`` moves on to the next step. For a
+        delivery: ``retry`` sends the message again, ``skip`` gives it up, and ``confirm`` records
+        it as delivered after the admin checked with the provider (an ``unknown`` send).
+        """
+        if action not in ("retry", "skip", "confirm"):
+            raise ValueError(f"unknown incident action {action!r}; use retry, skip or confirm")
+        with self.transition() as s:
             incident = s.get(Incident, incident_id)
             if incident is None:
                 raise NotFound(incident_id, f"No incident by the id {incident_id!r} was found")
+            if incident.status != "open":
+                raise Conflict(f"incident {incident_id} is already {incident.status} ({incident.resolution})")
             rt = self.runtime()
-            if incident.outbox_id is not None and action == "retry":
-                retry_message(s, rt, incident.outbox_id, by)
+            if by is not None:
+                audit(s, by, f"incident.{action}", "incident", incident_id, {"instance_id": incident.instance_id}, at=rt.now)
+            if incident.outbox_id is not None:
+                if action == "retry":
+                    retry_message(s, rt, incident.outbox_id, by)
+                else:
+                    settle_message(s, rt, incident.outbox_id, "sent" if action == "confirm" else "skipped", by)
                 return
-            if incident.instance_id is None or incident.token is None:
-                raise NotFound(incident_id, f"incident {incident_id} has no step to {action}")
+            if action == "confirm" or incident.instance_id is None or incident.token is None:
+                raise Conflict(f"incident {incident_id} has no {'delivery to confirm' if action == 'confirm' else 'step to ' + action}")
             event: ev.Event = ev.Retry(incident.token) if action == "retry" else ev.Skip(incident.token)
             deliver(s, rt, get_instance(s, incident.instance_id), event)
             incident.resolved_by = by
@@ -203,42 +252,102 @@ class Careflow:
 
     def claim(self, task_id: int, user: str) -> dict[str, Any]:
         with self.sessions.begin() as s:
-            return task_summary(task_store.claim_task(s, self.runtime(), task_id, user))
+            rt = self.runtime()
+            task = task_store.claim_task(s, rt, task_id, user)
+            audit(s, user, "task.claim", "task", task_id, {"instance_id": task.instance_id}, at=rt.now)
+            return task_summary(task)
 
     def complete(self, task_id: int, data: Mapping[str, Any], user: str, locale: str = "zh") -> dict[str, Any]:
-        with self.sessions.begin() as s:
-            return task_summary(task_store.complete_task(s, self.runtime(), task_id, data, user, locale=locale))
+        with self.transition() as s:
+            rt = self.runtime()
+            task = task_store.complete_task(s, rt, task_id, data, user, locale=locale)
+            audit(s, user, "task.complete", "task", task_id,
+                  {"instance_id": task.instance_id, "step": task.step_id, "form": task.form_id, "data": task.data}, at=rt.now)
+            return task_summary(task)
 
     def hand_over(self, task_id: int, user: str, to_user: str, comment: str = "") -> dict[str, Any]:
         with self.sessions.begin() as s:
-            return task_summary(task_store.hand_over(s, self.runtime(), task_id, user, to_user, comment))
+            rt = self.runtime()
+            task = task_store.hand_over(s, rt, task_id, user, to_user, comment)
+            audit(s, user, "task.hand_over", "task", task_id, {"instance_id": task.instance_id, "to": to_user, "comment": comment}, at=rt.now)
+            return task_summary(task)
 
     def send_back(self, task_id: int, user: str, to_step: str, comment: str) -> dict[str, Any]:
-        with self.sessions.begin() as s:
-            return task_summary(task_store.send_back(s, self.runtime(), task_id, user, to_step, comment))
+        with self.transition() as s:
+            rt = self.runtime()
+            task = task_store.send_back(s, rt, task_id, user, to_step, comment)
+            audit(s, user, "task.send_back", "task", task_id, {"instance_id": task.instance_id, "to_step": to_step, "comment": comment}, at=rt.now)
+            return task_summary(task)
 
     def comment(self, task_id: int, user: str, body: str) -> None:
         with self.sessions.begin() as s:
-            task_store.add_comment(s, self.runtime(), task_id, user, body)
+            rt = self.runtime()
+            task_store.add_comment(s, rt, task_id, user, body)
+            audit(s, user, "task.comment", "task", task_id, {"body": body}, at=rt.now)
 
     # ----- customers and forms --------------------------------------------------------------
 
-    def create_customer(self, data: Mapping[str, Any], *, fire_triggers: bool = True) -> int:
-        with self.sessions.begin() as s:
+    def create_customer(self, data: Mapping[str, Any], *, fire_triggers: bool = True, actor: str | None = None) -> int:
+        with self.transition() as s:
             rt = self.runtime()
             customer = cust.create_customer(s, data, rt.now)
+            if actor is not None:
+                audit(s, actor, "customer.create", "customer", customer.id, cust.customer_dict(customer), at=rt.now)
             if fire_triggers:
                 self._customer_event(s, rt, customer, "created", [])
             return customer.id
 
-    def update_customer(self, customer_id: int, data: Mapping[str, Any]) -> list[str]:
+    def update_customer(self, customer_id: int, data: Mapping[str, Any], *, actor: str | None = None) -> list[str]:
+        with self.transition() as s:
+            rt = self.runtime()
+            customer = cust.get_customer(s, customer_id)
+            if customer.status == DELETED:
+                raise CustomerLookupError(customer_id)
+            changed = cust.update_customer(s, customer, data, rt.now)
+            if changed:
+                if actor is not None:
+                    values = cust.customer_dict(customer)
+                    audit(s, actor, "customer.update", "customer", customer_id,
+                          {"changed": changed, "values": {k: values.get(k) for k in changed}}, at=rt.now)
+                self._customer_event(s, rt, customer, "updated", changed)
+            return changed
+
+    def delete_customer(self, customer_id: int, *, actor: str | None = None) -> dict[str, Any]:
+        """Erase a customer's personal data and stop everything running for them.
+
+        Running instances are cancelled (their open tasks and timers with them) and pending
+        messages to the customer are skipped. The row stays as a tombstone (status ``deleted``,
+        no name, phone, e-mail, birthday, tags or attributes) so that instances, tasks and the
+        audit log keep pointing at the same customer id; the timeline is removed. A deleted
+        customer is not found by the API, by form matching or by triggers.
+        """
         with self.sessions.begin() as s:
             rt = self.runtime()
             customer = cust.get_customer(s, customer_id)
-            changed = cust.update_customer(s, customer, data, rt.now)
-            if changed:
-                self._customer_event(s, rt, customer, "updated", changed)
-            return changed
+            if customer.status == DELETED:
+                raise CustomerLookupError(customer_id)
+            running = list(s.scalars(
+                select(Instance).where(Instance.customer_id == customer_id, Instance.status == "running").order_by(Instance.id)
+            ))
+            for instance in running:
+                deliver(s, rt, instance, ev.Cancel("customer_deleted"))
+            skipped = s.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.customer_id == customer_id, OutboxMessage.status == "pending")
+                .values(status="skipped", last_error="customer deleted")
+            ).rowcount
+            s.execute(delete(TimelineEntry).where(TimelineEntry.customer_id == customer_id))
+            customer.name = "已删除 / deleted"
+            for field in ("phone", "email", "birthday", "birthday_key", "region", "grade", "expected_value", "owner",
+                          "preferred_channel", "last_purchase_at"):
+                setattr(customer, field, None)
+            customer.tags, customer.attributes, customer.consent = [], {}, {}
+            customer.status = DELETED
+            customer.updated_at = rt.now
+            result = {"id": customer_id, "cancelled_instances": [i.id for i in running], "skipped_messages": skipped}
+            if actor is not None:
+                audit(s, actor, "customer.delete", "customer", customer_id, result, at=rt.now)
+            return result
 
     def _customer_event(self, s: Session, rt: Runtime, customer: Customer, event: str, changed: list[str]) -> list[int]:
         started = []
@@ -268,7 +377,7 @@ class Careflow:
 
     def submit_form(self, form_id: str, data: Mapping[str, Any], *, user: str | None = None, locale: str = "zh") -> dict[str, Any]:
         """Validate a form submission and start every flow it triggers."""
-        with self.sessions.begin() as s:
+        with self.transition() as s:
             rt = self.runtime()
             form = defs.latest_form(s, form_id)
             cleaned = forms.check_submission(form, data, locale=locale)
@@ -288,6 +397,9 @@ class Careflow:
                             ).id)
                     except NotEnrolled:
                         pass
+            if user is not None:
+                audit(s, user, "form.submit", "form", form_id,
+                      {"data": cleaned, "customer_id": customer_id, "instances": started}, at=rt.now)
             return {"form": form_id, "data": cleaned, "customer_id": customer_id, "instances": started}
 
     def _customer_for_form(self, s: Session, rt: Runtime, mode: str, data: Mapping[str, Any], known: int | None) -> int | None:
@@ -316,20 +428,27 @@ class Careflow:
         with self.sessions.begin() as s:
             row = conn_store.save_config(s, self.secrets, self.registry, name, type_, settings,
                                          now=self.clock.now(), by=by, enabled=enabled)
-            return conn_store.masked(row, self.secrets)
+            shown = conn_store.masked(row, self.secrets)
+            audit(s, by, "connector.save", "connector", name, {"type": row.type, "enabled": row.enabled,
+                  "settings": dict(row.settings), "secret_fields": sorted(row.secrets)}, at=self.clock.now())
+            return shown
 
     def connectors(self) -> list[dict[str, Any]]:
         with self.sessions() as s:
             rows = s.scalars(select(ConnectorConfig).order_by(ConnectorConfig.name))
             return [conn_store.masked(r, self.secrets) for r in rows]
 
-    def set_connector_enabled(self, name: str, enabled: bool) -> None:
+    def set_connector_enabled(self, name: str, enabled: bool, *, by: str | None = None) -> None:
         with self.sessions.begin() as s:
             conn_store.get_config(s, name).enabled = enabled
+            audit(s, by, "connector.enable" if enabled else "connector.disable", "connector", name, {}, at=self.clock.now())
 
-    def rotate_secrets(self) -> int:
+    def rotate_secrets(self, *, by: str | None = None) -> int:
         with self.sessions.begin() as s:
-            return conn_store.rotate_secrets(s, self.secrets)
+            count = conn_store.rotate_secrets(s, self.secrets)
+            count += rotate_webhook_secrets(s, self.secrets)
+            audit(s, by, "secrets.rotate", None, None, {"values": count}, at=self.clock.now())
+            return count
 
     def test_send(self, name: str, to: str, text: str, subject: str | None = None) -> dict[str, Any]:
         """Send one message now through a connector or channel; it is logged like any other."""

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import date, datetime
-from typing import Any
+from functools import lru_cache
+from typing import Any, TypeVar
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import Select, bindparam, func, or_, select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import get_history
+from sqlalchemy.orm.util import identity_key
+from sqlalchemy.sql import Executable
 
 from engine.calendar import birthday_key
 from engine.errors import Conflict, CustomerLookupError, FieldError, SubmissionInvalid
 from engine.contact import e164, normalize_email
+from engine.profile import CHANNELS, GRADES, STATUSES, choice_problems
 from engine.store.models import Customer, Task, TimelineEntry, User
+
+_T = TypeVar("_T")
 
 #: Profile fields a flow or the API may write; anything else lands in ``attributes``.
 PROFILE_FIELDS = (
@@ -34,9 +41,6 @@ PROFILE_FIELDS = (
     "purchase_count",
     "purchase_total",
 )
-GRADES = ("A", "B", "C")
-CHANNELS = ("email", "sms", "wecom", "dingtalk", "feishu", "phone")
-STATUSES = ("active", "at_risk", "lost")
 
 
 def customer_dict(c: Customer) -> dict[str, Any]:
@@ -66,8 +70,23 @@ def customer_dict(c: Customer) -> dict[str, Any]:
     return out
 
 
+def load_by_id(session: Session, cls: type[_T], by_id: Executable, pk: int) -> _T | None:
+    """``session.get(cls, pk)``, with ``by_id`` (a prebuilt ``select(cls).where(cls.id == :b_id)``)
+    as the query: ``session.get`` builds its own each time, which costs more than running it."""
+    if identity_key(cls, pk) in session.identity_map:
+        return session.get(cls, pk)  # already loaded: the ORM's own rules (expired, deleted...)
+    return session.scalars(by_id, {"b_id": pk}).first()  # type: ignore[no-any-return]
+
+
+_CUSTOMER_BY_ID = select(Customer).where(Customer.id == bindparam("b_id"))
+
+
+def customer_by_id(session: Session, customer_id: int) -> Customer | None:
+    return load_by_id(session, Customer, _CUSTOMER_BY_ID, customer_id)
+
+
 def get_customer(session: Session, customer_id: int) -> Customer:
-    customer = session.get(Customer, customer_id)
+    customer = customer_by_id(session, customer_id)
     if customer is None:
         raise CustomerLookupError(customer_id)
     return customer
@@ -110,44 +129,88 @@ def _clean(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[FieldError]]:
             out["last_purchase_at"] = datetime.fromisoformat(out["last_purchase_at"])
         except ValueError:
             bad("last_purchase_at", f"{out['last_purchase_at']!r} is not a date-time")
-    checks = (("grade", GRADES), ("preferred_channel", CHANNELS), ("status", STATUSES), ("birthday_calendar", ("solar", "lunar")))
-    for key, allowed in checks:
-        if out.get(key) is not None and out[key] not in allowed:
-            bad(key, f"{out[key]!r} is not one of {', '.join(allowed)}")
+    for key, message in choice_problems(out):
+        bad(key, message)
+    consent = out.get("consent")
+    if consent is not None and not (isinstance(consent, dict) and all(isinstance(v, bool) for v in consent.values())):
+        bad("consent", "consent must map channels to true or false, e.g. {\"sms\": false}")
     return out, errors
 
 
 def _apply(customer: Customer, values: Mapping[str, Any]) -> list[str]:
+    changed, columns = _changes(customer, values)
+    for key, value in columns.items():
+        setattr(customer, key, value)
+    return changed
+
+
+def _changes(customer: Customer, values: Mapping[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    """(names of the fields ``values`` change, the column values to write); the customer is not touched."""
     changed: list[str] = []
+    columns: dict[str, Any] = {}
     attributes = dict(customer.attributes or {})
     for key, value in values.items():
         if key in PROFILE_FIELDS:
             if getattr(customer, key) != value:
-                setattr(customer, key, value)
+                columns[key] = value
                 changed.append(key)
         elif key not in ("id", "created_at"):
             if attributes.get(key) != value:
                 attributes[key] = value
                 changed.append(key)
     if attributes != (customer.attributes or {}):
-        customer.attributes = attributes
-    if customer.birthday is not None:
-        customer.birthday_key = birthday_key(customer.birthday, customer.birthday_calendar or "solar")
-    else:
-        customer.birthday_key = None
-    return changed
+        columns["attributes"] = attributes
+    birthday = columns.get("birthday", customer.birthday)
+    calendar = columns.get("birthday_calendar", customer.birthday_calendar)
+    key = birthday_key(birthday, calendar or "solar") if birthday is not None else None
+    if key != customer.birthday_key:
+        columns["birthday_key"] = key
+    return changed, columns
 
 
-def _check_unique(session: Session, values: Mapping[str, Any], exclude: int | None = None) -> None:
-    conds = [getattr(Customer, k) == values[k] for k in ("phone", "email") if values.get(k)]
-    if not conds:
+def _check_unique(session: Session, values: Mapping[str, Any], exclude: Customer | None = None) -> None:
+    """Conflict if another customer already has the phone or e-mail in ``values``.
+
+    Given the customer being updated, a value it already has is not checked again: as loaded from
+    the database it is unique (the columns are UNIQUE); as set by an earlier update of this
+    request it was checked then.
+    """
+    keys = tuple(k for k in ("phone", "email") if values.get(k) and not (exclude is not None and _stored(exclude, k, values[k])))
+    if not keys:
         return
-    query = select(Customer.id).where(or_(*conds))
+    params = {f"b_{k}": values[k] for k in keys}
     if exclude is not None:
-        query = query.where(Customer.id != exclude)
-    other = session.scalar(query.limit(1))
+        params["b_exclude"] = exclude.id
+    if _other_customers_unflushed(session, exclude):
+        session.flush()
+    # Only other customers' unflushed changes could change the answer, and there are none now, so
+    # the request's own half-made changes (instance, enrollment) need not be flushed: plain SQL.
+    other = session.connection().execute(_holder_query(keys, exclude is not None), params).scalar()
     if other is not None:
         raise Conflict(f"customer {other} already has this phone or e-mail")
+
+
+@lru_cache(maxsize=8)
+def _holder_query(keys: tuple[str, ...], excluding: bool) -> Select[Any]:
+    """SELECT the id of a customer with one of these phone/e-mail values (built once per shape)."""
+    table = Customer.__table__
+    query = select(table.c.id).where(or_(*(table.c[k] == bindparam(f"b_{k}") for k in keys)))
+    if excluding:
+        query = query.where(table.c.id != bindparam("b_exclude"))
+    return query.limit(1)
+
+
+def _stored(customer: Customer, key: str, value: Any) -> bool:
+    """Whether ``value`` is the customer's ``key`` with no unflushed change (as loaded, or as written)."""
+    return list(get_history(customer, key).unchanged) == [value]
+
+
+def _other_customers_unflushed(session: Session, customer: Customer | None) -> bool:
+    """Whether the session holds new, changed or deleted customers (besides ``customer``) not yet flushed."""
+    for objects in (session.new, session.dirty, session.deleted):
+        if any(isinstance(o, Customer) and o is not customer for o in objects):
+            return True
+    return False
 
 
 def find_customer(session: Session, phone: str | None = None, email: str | None = None) -> Customer | None:
@@ -182,14 +245,25 @@ def create_customer(session: Session, data: Mapping[str, Any], now: datetime) ->
 
 def update_customer(session: Session, customer: Customer, data: Mapping[str, Any], now: datetime) -> list[str]:
     """Apply changes; returns the names of the fields that changed."""
+    changed, columns = prepare_update(session, customer, data, now)
+    for key, value in columns.items():
+        setattr(customer, key, value)
+    return changed
+
+
+def prepare_update(
+    session: Session, customer: Customer, data: Mapping[str, Any], now: datetime
+) -> tuple[list[str], dict[str, Any]]:
+    """What ``update_customer`` would do, without doing it: (names of the fields that change, the
+    column values to write). Checks the same (SubmissionInvalid, Conflict); the customer is not touched."""
     values, errors = _clean(data)
     if errors:
         raise SubmissionInvalid(errors)
-    _check_unique(session, values, exclude=customer.id)
-    changed = _apply(customer, values)
-    if changed:
-        customer.updated_at = now
-    return changed
+    _check_unique(session, values, exclude=customer)
+    changed, columns = _changes(customer, values)
+    if changed and customer.updated_at != now:
+        columns["updated_at"] = now
+    return changed, columns
 
 
 def add_timeline(

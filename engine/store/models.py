@@ -60,6 +60,8 @@ class User(Base):
     language: Mapped[str] = mapped_column(String(8), default="zh")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime]
+    #: Raised to end every web session of the user (sign-out, deactivation, new password).
+    session_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class FlowVersion(Base):
@@ -338,6 +340,96 @@ class ConnectorConfig(Base):
     updated_by: Mapped[str | None] = mapped_column(String(64))
 
 
+class ApiToken(Base):
+    """A Bearer token of a user: only its SHA-256 is stored; the token is shown once."""
+
+    __tablename__ = "api_token"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: The first characters of the token, so people can tell their tokens apart.
+    prefix: Mapped[str] = mapped_column(String(16))
+    scopes: Mapped[list[Any]] = mapped_column(default=list)
+    created_at: Mapped[datetime]
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    expires_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+    revoked_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class AuditEntry(Base):
+    """Append-only: who did what to which record (database triggers refuse UPDATE and DELETE)."""
+
+    __tablename__ = "audit_entry"
+    __table_args__ = (Index("ix_audit_target", "target_type", "target_id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    actor: Mapped[str | None] = mapped_column(String(64), index=True)
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target_type: Mapped[str | None] = mapped_column(String(32))
+    target_id: Mapped[str | None] = mapped_column(String(64))
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    ip: Mapped[str | None] = mapped_column(String(64))
+
+
+class LoginAttempt(Base):
+    """One sign-in attempt; failures per user name and address drive the lockout."""
+
+    __tablename__ = "login_attempt"
+    __table_args__ = (Index("ix_login_attempt_key", "username", "ip", "at"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64))
+    ip: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime]
+    ok: Mapped[bool] = mapped_column(Boolean)
+
+
+class WebhookEndpoint(Base):
+    """An inbound webhook a shop or CRM calls, signed with its HMAC secret (stored encrypted)."""
+
+    __tablename__ = "webhook_endpoint"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    secret: Mapped[str] = mapped_column(Text)
+    #: Flows it may start and events it may deliver; empty means any.
+    flows: Mapped[list[Any]] = mapped_column(default=list)
+    events: Mapped[list[Any]] = mapped_column(default=list)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime]
+    created_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class WebhookReceipt(Base):
+    """A delivery acted on; the unique key makes a retried delivery act once."""
+
+    __tablename__ = "webhook_receipt"
+    __table_args__ = (UniqueConstraint("hook", "idempotency_key"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    hook: Mapped[str] = mapped_column(String(64))
+    idempotency_key: Mapped[str] = mapped_column(String(200))
+    body_hash: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime]
+    status: Mapped[int] = mapped_column(Integer)
+    response: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class CustomerLink(Base):
+    """A signed, expiring, single-use link that opens one form bound to one waiting instance."""
+
+    __tablename__ = "customer_link"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(64), unique=True)
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instance.id"), index=True)
+    form_id: Mapped[str] = mapped_column(String(64))
+    event: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+
 class SchedulerLease(Base):
     """Which ticker is running; a stale lease is taken over (scale-out adds fencing)."""
 
@@ -348,16 +440,20 @@ class SchedulerLease(Base):
 
 
 __all__ = [
+    "ApiToken",
+    "AuditEntry",
     "Base",
     "CalendarOverride",
     "ConnectorConfig",
     "Customer",
+    "CustomerLink",
     "Enrollment",
     "FlowVersion",
     "FormVersion",
     "HistoryEntry",
     "Incident",
     "Instance",
+    "LoginAttempt",
     "Notification",
     "OutboxMessage",
     "SchedulerLease",
@@ -367,4 +463,6 @@ __all__ = [
     "TimelineEntry",
     "TriggerOccurrence",
     "User",
+    "WebhookEndpoint",
+    "WebhookReceipt",
 ]
