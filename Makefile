@@ -32,7 +32,7 @@ bench: install
 	$(BIN)/python bench/engine.py
 
 reliability: install
-	CAREFLOW_SWEEP=full $(BIN)/pytest -q -m slow tests/reliability
+	CAREFLOW_SWEEP=full $(BIN)/pytest -q tests/reliability
 
 clean:
 	rm -rf $(VENV) instance
