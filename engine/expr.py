@@ -858,7 +858,7 @@ class Expression:
 class Template:
     """A compiled text template ({{ }} / {% %})."""
 
-    __slots__ = ("source", "autoescape", "_template", "_paths")
+    __slots__ = ("source", "autoescape", "_template", "_paths", "_plain")
 
     def __init__(
         self,
@@ -872,12 +872,15 @@ class Template:
         self.autoescape = autoescape
         self._template = template
         self._paths = paths
+        self._plain = _plain_text(source)
 
     def __repr__(self) -> str:
         return f"Template({self.source!r}, autoescape={self.autoescape})"
 
     def render(self, context: Mapping[str, Any]) -> str:
         """Render against ``context``; too much output or any failure raises ExpressionError."""
+        if self._plain is not None:
+            return self._plain
         token = _BUDGET.set(_Budget(MAX_WORK))
         try:
             pieces: list[str] = []
@@ -892,6 +895,19 @@ class Template:
             raise _translate(exc, self.source, self._paths) from None
         finally:
             _BUDGET.reset(token)
+
+
+def _plain_text(source: str) -> str | None:
+    """What a template without any markup renders to, or None if it has markup.
+
+    Text with no ``{`` has no tag, expression or comment: Jinja outputs it as it is, except that it
+    drops one trailing newline (``keep_trailing_newline`` is off) and turns ``\r\n`` and ``\r``
+    into ``\n`` (text holding ``\r`` is left to Jinja). Such text is within the size caps (the
+    source cap is below the output cap), so rendering it needs no context, sandbox or budget.
+    """
+    if "{" in source or "\r" in source:
+        return None
+    return source[:-1] if source.endswith("\n") else source
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)

@@ -26,6 +26,7 @@ from engine import expr
 from engine.calendar import BusinessCalendar
 from engine.errors import ExpressionError
 from engine.flow.model import Flow, Step
+from engine.profile import choice_problems
 from engine.runtime import effects as fx
 from engine.runtime import events as ev
 from engine.runtime.state import Status, check_transition, new_state
@@ -70,9 +71,42 @@ def start_state(flow: Flow) -> dict[str, Any]:
 
 def advance(flow: Flow, state: Mapping[str, Any], event: ev.Event, ctx: Context) -> Outcome:
     """React to one event; the input state is not modified."""
-    run = _Run(flow, copy.deepcopy(dict(state)), ctx)
+    run = _Run(flow, _working_copy(state), ctx)
     run.handle(event)
     return Outcome(run.state, run.effects, run.history, run.customer)
+
+
+def _working_copy(state: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``state`` that a run may change without touching the original.
+
+    Copied are exactly the containers the run changes in place: the state, its variables, visits,
+    tokens (each token and its wait) and splits (each split and its arrival list). Everything
+    else, the variables' values above all, is shared: a run only ever replaces those, never
+    changes them (see ``_Run.own_var``). Much cheaper than a deep copy of a large state.
+    """
+    work = dict(state)
+    for key in ("vars", "visits"):
+        if key in work:
+            work[key] = dict(work[key])
+    if "tokens" in work:
+        work["tokens"] = {tid: _token_copy(token) for tid, token in work["tokens"].items()}
+    if "splits" in work:
+        work["splits"] = {sid: _split_copy(split) for sid, split in work["splits"].items()}
+    return work
+
+
+def _token_copy(token: Mapping[str, Any]) -> dict[str, Any]:
+    copied = dict(token)
+    if copied.get("wait"):
+        copied["wait"] = dict(copied["wait"])
+    return copied
+
+
+def _split_copy(split: Mapping[str, Any]) -> dict[str, Any]:
+    copied = dict(split)
+    if "arrived" in copied:
+        copied["arrived"] = list(copied["arrived"])
+    return copied
 
 
 class _Run:
@@ -80,7 +114,8 @@ class _Run:
         self.flow = flow
         self.state = state
         self.ctx = ctx
-        self.customer = copy.deepcopy(ctx.customer) if ctx.customer is not None else None
+        # Only ever changed at the top level (keys replaced, never values changed in place).
+        self.customer = dict(ctx.customer) if ctx.customer is not None else None
         self.effects: list[fx.Effect] = []
         self.history: list[dict[str, Any]] = []
         self.ready: list[str] = []
@@ -95,6 +130,13 @@ class _Run:
     @property
     def running(self) -> bool:
         return self.state["status"] == Status.RUNNING.value
+
+    def own_var(self, name: str, default: Any) -> Any:
+        """A variable's value that this run may change in place: a copy of the one in the input
+        state, which the run shares (see ``_working_copy``) and must leave as it was."""
+        variables = self.state["vars"]
+        variables[name] = copy.copy(variables.setdefault(name, default))
+        return variables[name]
 
     def log(self, kind: str, **data: Any) -> None:
         self.history.append({"type": kind, **data})
@@ -208,7 +250,7 @@ class _Run:
         self.state["vars"][step.result_name] = answer
         self.log("task_completed", step=step.id, token=tid, by=event.user, task=event.task_id)
         if wait.get("approval") == "all":
-            approvals = self.state["vars"].setdefault(f"{step.result_name}_approvals", [])
+            approvals = self.own_var(f"{step.result_name}_approvals", [])
             approvals.append({"by": event.user, "data": answer})
             wait["pending"] -= 1
             if wait["pending"] > 0:
@@ -329,13 +371,17 @@ class _Run:
                 spec["user"] = str(value)
         title = {lang: expr.compile_template(t).render(self.context()) for lang, t in step.title.items()}
         due_at = self.due(step.due) if step.due else None
-        people = spec.get("users") if step.approval == "all" else None
+        # Several named people each get a task: with "all" every one must answer, with "any"
+        # the first answer cancels the others' tasks.
+        people = spec.get("users")
         timers = False
         if people:
             for user in people:
                 one = {**spec, "user": user}
                 one.pop("users", None)
-                self.effects.append(fx.CreateTask(tid, step.id, step.form, title, one, due_at, "all", step.readonly, step.hidden))
+                self.effects.append(
+                    fx.CreateTask(tid, step.id, step.form, title, one, due_at, step.approval, step.readonly, step.hidden)
+                )
         else:
             self.effects.append(fx.CreateTask(tid, step.id, step.form, title, spec, due_at, "any", step.readonly, step.hidden))
         for reminder in step.reminders:
@@ -351,8 +397,9 @@ class _Run:
         if step.timeout_after is not None:
             self.timer(tid, "task_timeout", self.due(step.timeout_after), {})
             timers = True
-        pending = len(people) if people else 1
-        self.park(tid, {"kind": "task", "approval": "all" if people else "any", "pending": pending, "timers": timers})
+        all_must_answer = bool(people) and step.approval == "all"
+        pending = len(people) if all_must_answer else 1
+        self.park(tid, {"kind": "task", "approval": "all" if all_must_answer else "any", "pending": pending, "timers": timers})
 
     def add_to(self, start: datetime, duration: Any) -> datetime:
         return add_duration(start, duration, self.flow.timezone, self.ctx.calendar)
@@ -425,14 +472,17 @@ class _Run:
                 wait["timers"] = True
 
     def run_set(self, tid: str, step: Step) -> None:
-        values = expr.render_value(dict(step.values), self.context())
+        values = _stored(expr.render_value(dict(step.values), self.context()))
         self.state["vars"].update(values)
         self.leave(tid, step)
 
     def run_update_customer(self, tid: str, step: Step) -> None:
         if self.customer is None:
             raise StepFailed("this instance has no customer to update")
-        values = expr.render_value(dict(step.fields), self.context())
+        values = _stored(expr.render_value(dict(step.fields), self.context()))
+        problems = choice_problems(values)
+        if problems:
+            raise StepFailed("; ".join(f"{field}: {message}" for field, message in problems))
         self.customer.update(values)
         tags = [t for t in self.customer.get("tags") or [] if t not in step.remove_tags]
         tags += [t for t in step.add_tags if t not in tags]
@@ -480,6 +530,19 @@ class _Run:
 
 
 LANGUAGES = frozenset({"zh", "en"})
+
+
+def _stored(value: Any) -> Any:
+    """A computed value as the instance state stores it: JSON only, dates as ISO-8601 text."""
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): _stored(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_stored(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise StepFailed(f"a value of type {type(value).__name__} cannot be stored in a variable")
 
 
 def localize(value: Any, language: str) -> Any:

@@ -2,17 +2,29 @@
 
 Every function takes the session first and never commits: the caller owns the transaction, so
 one step transition (state, tasks, timers, outbox rows, history) commits or rolls back whole.
+
+Within a request the writes are gathered and made at its end (see ``Writes``): one UPDATE per
+changed object (instance, customer, enrollment), one INSERT per table for the appended rows
+(history, timeline, tasks, timers, outbox...). They are written with SQLAlchemy Core rather
+than by the ORM's flush, which costs several times more; the loaded objects are kept as the ORM
+would keep them. Nothing is written outside the caller's transaction, so a crash before its
+commit still loses the whole request and nothing else.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Table, bindparam, event, insert, inspect, select, update
+from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm.attributes import instance_dict, set_committed_value
+from sqlalchemy.orm.exc import StaleDataError
+from sqlalchemy.sql import Executable
 
 from engine.calendar import BusinessCalendar
 from engine.crashpoints import crash_point
@@ -24,11 +36,10 @@ from engine.runtime.interpreter import Context, Outcome, advance, start_state
 from engine.runtime.state import Status
 from engine.store import customers as cust
 from engine import forms
-from engine.store.definitions import flow_of, latest_flow_version, latest_form
+from engine.store.definitions import flow_of_version, latest_flow, latest_form
 from engine.store.models import (
     Customer,
     Enrollment,
-    FlowVersion,
     HistoryEntry,
     Incident,
     Instance,
@@ -36,7 +47,19 @@ from engine.store.models import (
     OutboxMessage,
     Task,
     Timer,
+    TimelineEntry,
 )
+
+CUSTOMER: Table = Customer.__table__  # type: ignore[assignment]
+ENROLLMENT: Table = Enrollment.__table__  # type: ignore[assignment]
+HISTORY: Table = HistoryEntry.__table__  # type: ignore[assignment]
+INCIDENT: Table = Incident.__table__  # type: ignore[assignment]
+INSTANCE: Table = Instance.__table__  # type: ignore[assignment]
+NOTIFICATION: Table = Notification.__table__  # type: ignore[assignment]
+OUTBOX: Table = OutboxMessage.__table__  # type: ignore[assignment]
+TASK: Table = Task.__table__  # type: ignore[assignment]
+TIMELINE: Table = TimelineEntry.__table__  # type: ignore[assignment]
+TIMER: Table = Timer.__table__  # type: ignore[assignment]
 
 
 @dataclass
@@ -53,6 +76,239 @@ class NotEnrolled(Conflict):
     code = "not_enrolled"
 
 
+class Writes:
+    """What one request writes, gathered and written together at its end (``flush``).
+
+    * ``change``: new column values of a loaded object (instance, customer, enrollment). The
+      object takes them at once, as if loaded so; the row gets one UPDATE of the changed columns
+      at flush, the instance's with its optimistic-lock check (``revision``), as an ORM flush.
+    * ``add``: appended rows, grouped per table, so each table gets one (multi-row) INSERT.
+    * ``update``: bulk UPDATE statements, in order. An UPDATE of a table runs after the rows
+      added to that table before it and before the rows added after it (a task cancelled, then
+      created again by a send-back, stays open). An UPDATE never reads another table, so rows of
+      other tables may go before it.
+
+    Whatever reads the database while writes are waiting calls ``flush()`` first. The rows are
+    plain column dicts with the same keys the ORM objects were built with, so the stored rows
+    are the same (a JSON column left out stays SQL NULL, as with the ORM).
+    """
+
+    __slots__ = ("session", "_changes", "_ops", "_open")
+
+    def __init__(self, session: Session):
+        self.session = session
+        self._changes: dict[int, _Change] = {}
+        self._ops: list[tuple[Table, list[dict[str, Any]]] | _Update] = []
+        self._open: dict[Table, list[dict[str, Any]]] = {}
+
+    def change(self, obj: Any, table: Table, values: Mapping[str, Any], *, versioned: bool = False) -> None:
+        """Give a loaded object new column values now and write them at flush.
+
+        Only values that differ from the loaded ones count, as in an ORM flush: an instance that
+        an event left as it was is not written, and its revision stays.
+        """
+        loaded = inspect(obj).dict
+        new = {key: value for key, value in values.items() if key not in loaded or loaded[key] != value}
+        if not new:
+            return
+        for key, value in new.items():
+            set_committed_value(obj, key, value)
+        written_here(self.session, obj)
+        pending = self._changes.get(id(obj))
+        if pending is None:
+            self._changes[id(obj)] = _Change(obj, table, new, versioned)
+        else:
+            pending.values.update(new)
+
+    def add(self, table: Table, row: dict[str, Any]) -> None:
+        rows = self._open.get(table)
+        if rows is None:
+            rows = self._open[table] = []
+            self._ops.append((table, rows))
+        rows.append(row)
+
+    def update(self, table: Table, statement: Executable, params: Mapping[str, Any] | None = None,
+               then: Callable[[], None] | None = None) -> None:
+        """Queue an UPDATE of ``table``; ``then`` runs right after it (to sync loaded objects).
+
+        Without ``params`` the statement is run by the ORM, which syncs loaded objects itself.
+        """
+        self._open.pop(table, None)  # rows added from now on go after this statement
+        self._ops.append(_Update(statement, params, then))
+
+    def timeline(
+        self, customer_id: int, at: datetime, kind: str, title: Mapping[str, str],
+        data: Mapping[str, Any] | None = None, instance_id: int | None = None,
+    ) -> None:
+        """The same row as ``customers.add_timeline``."""
+        self.add(TIMELINE, {"customer_id": customer_id, "at": at, "kind": kind, "title": dict(title),
+                            "data": dict(data or {}), "instance_id": instance_id})
+
+    def flush(self) -> None:
+        """Write everything gathered so far, in order, in the session's transaction."""
+        if not (self._changes or self._ops):
+            return
+        changes, self._changes = self._changes, {}
+        ops, self._ops, self._open = self._ops, [], {}
+        conn = self.session.connection()
+        # Changed objects first: a lost optimistic lock then fails the request before anything else.
+        for change in changes.values():
+            change.write(conn)
+        for op in ops:
+            if isinstance(op, _Update):
+                if op.params is None:
+                    self.session.execute(op.statement)
+                else:
+                    conn.execute(op.statement, op.params)
+                if op.then is not None:
+                    op.then()
+                continue
+            table, rows = op
+            conn.execute(_insert_into(table), rows)
+            if table is OUTBOX:
+                for _row in rows:
+                    crash_point("after_outbox_insert")
+
+
+@dataclass(slots=True)
+class _Change:
+    """Changed columns of one loaded object, written by primary key."""
+
+    obj: Any
+    table: Table
+    values: dict[str, Any] = field(default_factory=dict)
+    versioned: bool = False
+
+    def write(self, conn: Any) -> None:
+        params = {f"v_{key}": value for key, value in self.values.items()}
+        params["b_id"] = self.obj.id
+        statement = _update_by_id(self.table, tuple(sorted(self.values)), self.versioned)
+        if not self.versioned:
+            conn.execute(statement, params)
+            return
+        revision = self.obj.revision
+        params["b_revision"], params["v_revision"] = revision, revision + 1
+        matched = conn.execute(statement, params).rowcount
+        if matched != 1:
+            # What the ORM raises: the row was changed (or deleted) by another transaction.
+            raise StaleDataError(f"UPDATE statement on table '{self.table.name}' expected to update 1 row(s); "
+                                 f"{matched} were matched.")
+        set_committed_value(self.obj, "revision", revision + 1)
+
+
+@lru_cache(maxsize=32)
+def _insert_into(table: Table) -> Executable:
+    return table.insert()
+
+
+@lru_cache(maxsize=128)
+def _update_by_id(table: Table, keys: tuple[str, ...], versioned: bool) -> Executable:
+    """UPDATE table SET <keys> WHERE id = :b_id [AND revision = :b_revision], built once per shape."""
+    values = {key: bindparam(f"v_{key}") for key in keys}
+    statement = update(table).where(table.c.id == bindparam("b_id"))
+    if versioned:
+        statement = statement.where(table.c.revision == bindparam("b_revision"))
+        values["revision"] = bindparam("v_revision")
+    return statement.values(values)
+
+
+# --- objects whose rows are written here, not by the ORM's flush -----------------------------------
+
+_WRITTEN = "careflow.written_here"
+
+
+def written_here(session: Session, obj: Any, *, inserted: bool = False) -> None:
+    """Remember an object whose row this module writes behind the ORM's back.
+
+    The ORM expires the objects it wrote when their transaction or savepoint is rolled back
+    (and removes the ones it inserted), so that they are read again. These objects get the same
+    treatment (see ``_rolled_back``); without it, a savepoint rolled back and carried on from
+    would leave them showing values the database no longer has.
+    """
+    root = session.get_transaction()
+    current = session.get_nested_transaction() or root
+    record = session.info.get(_WRITTEN)
+    if record is None:
+        event.listen(session, "after_soft_rollback", _rolled_back)
+    if record is None or record[0] is not root:  # a new transaction: what the last one wrote is settled
+        record = session.info[_WRITTEN] = (root, [])
+    # Weakly, as the session holds its objects: one no longer used needs no expiring.
+    record[1].append((current, weakref.ref(obj), inserted))
+
+
+def _rolled_back(session: Session, transaction: Any) -> None:
+    record = session.info.get(_WRITTEN)
+    if record is None:
+        return
+    kept = []
+    for written_in, ref, inserted in record[1]:
+        obj = ref()
+        if obj is None:
+            continue
+        if not _within(written_in, transaction):
+            kept.append((written_in, ref, inserted))
+        elif obj in session:
+            if inserted:
+                session.expunge(obj)
+            else:
+                session.expire(obj)
+    record[1][:] = kept
+
+
+def _within(transaction: Any, outer: Any) -> bool:
+    while transaction is not None:
+        if transaction is outer:
+            return True
+        transaction = transaction.parent
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class _Update:
+    statement: Executable
+    params: Mapping[str, Any] | None
+    then: Callable[[], None] | None
+
+
+def _sync_loaded(session: Session, cls: type, where: Mapping[str, Any], values: Mapping[str, Any]) -> None:
+    """After a Core UPDATE, do to the objects already loaded in the session what the ORM's own
+    bulk UPDATE does ("evaluate" synchronisation): an object whose loaded columns match ``where``
+    takes ``values`` as its database state; an object that cannot be judged (a column of ``where``
+    not loaded), or that has unflushed changes to those columns, forgets them and reloads them
+    when next used."""
+    identity_map = session.identity_map
+    for identity in [i for i in identity_map.keys() if i[0] is cls]:  # keys are (class, pk, token)
+        obj = identity_map.get(identity)
+        if obj is None:
+            continue
+        loaded = instance_dict(obj)  # the loaded column values; reading it never loads anything
+        if not all(key in loaded for key in where):
+            session.expire(obj, list(values))
+            continue
+        if any(loaded[key] != value for key, value in where.items()):
+            continue
+        unmodified = inspect(obj).unmodified
+        for key, value in values.items():
+            if key in unmodified:
+                set_committed_value(obj, key, value)
+            else:
+                session.expire(obj, [key])
+        written_here(session, obj)
+
+
+# Hot statements, built once: building and hashing a statement costs more than running it.
+_CANCEL_TASKS = update(TASK).where(TASK.c.instance_id == bindparam("b_instance"), TASK.c.status == "open").values(
+    status="cancelled", outcome=bindparam("b_reason"), completed_at=bindparam("b_now"))
+_CANCEL_TOKEN_TASKS = _CANCEL_TASKS.where(TASK.c.token == bindparam("b_token"))
+_RELEASE_ENROLLMENT = update(ENROLLMENT).where(
+    ENROLLMENT.c.flow_id == bindparam("b_flow"), ENROLLMENT.c.customer_id == bindparam("b_customer"),
+    ENROLLMENT.c.active_instance_id == bindparam("b_instance"),
+).values(active_instance_id=None)
+_INSERT_INSTANCE = insert(INSTANCE).returning(INSTANCE.c.id)
+_INSTANCE_BY_ID = select(Instance).where(Instance.id == bindparam("b_id"))
+_ENROLLMENT_OF = select(Enrollment).where(Enrollment.flow_id == bindparam("b_flow"), Enrollment.customer_id == bindparam("b_customer"))
+
+
 def _instance_info(instance: Instance) -> dict[str, Any]:
     return {
         "id": instance.id,
@@ -63,9 +319,7 @@ def _instance_info(instance: Instance) -> dict[str, Any]:
 
 
 def _check_enrollment(session: Session, flow: Flow, customer_id: int, now: datetime) -> Enrollment | None:
-    row = session.scalars(
-        select(Enrollment).where(Enrollment.flow_id == flow.id, Enrollment.customer_id == customer_id)
-    ).first()
+    row = session.scalars(_ENROLLMENT_OF, {"b_flow": flow.id, "b_customer": customer_id}).first()
     if row is None:
         return None
     policy = flow.enrollment
@@ -92,42 +346,56 @@ def start_instance(
     parent: tuple[int, str, int] | None = None,
 ) -> Instance:
     """Create an instance on the newest version of a flow and run it until it waits."""
-    version = latest_flow_version(session, flow_id)
-    flow = flow_of(version)
+    version_id, flow = latest_flow(session, flow_id)
     customer = cust.get_customer(session, customer_id) if customer_id is not None else None
     enrollment = _check_enrollment(session, flow, customer_id, rt.now) if customer_id is not None else None
-    instance = Instance(
-        flow_id=flow.id,
-        flow_version_id=version.id,
-        customer_id=customer_id,
-        status=Status.RUNNING.value,
-        state=start_state(flow),
-        started_at=rt.now,
-        started_by=started_by,
-        parent_id=parent[0] if parent else None,
-        parent_token=parent[1] if parent else None,
-        parent_gen=parent[2] if parent else None,
-    )
-    session.add(instance)
-    session.flush()
+    instance = _insert_instance(session, {
+        "flow_id": flow.id,
+        "flow_version_id": version_id,
+        "customer_id": customer_id,
+        "status": Status.RUNNING.value,
+        "outcome": None,
+        "state": start_state(flow),
+        "revision": 1,
+        "parent_id": parent[0] if parent else None,
+        "parent_token": parent[1] if parent else None,
+        "parent_gen": parent[2] if parent else None,
+        "started_at": rt.now,
+        "ended_at": None,
+        "started_by": started_by,
+    })
+    writes = Writes(session)
     if customer_id is not None:
         if enrollment is None:
-            session.add(Enrollment(flow_id=flow.id, customer_id=customer_id, active_instance_id=instance.id, last_started_at=rt.now, count=1))
+            writes.add(ENROLLMENT, {"flow_id": flow.id, "customer_id": customer_id, "active_instance_id": instance.id,
+                                    "last_started_at": rt.now, "count": 1})
         else:
-            enrollment.active_instance_id = instance.id
-            enrollment.last_started_at = rt.now
-            enrollment.count += 1
-        cust.add_timeline(
-            session, customer_id, rt.now, "flow_started",
+            writes.change(enrollment, ENROLLMENT, {"active_instance_id": instance.id, "last_started_at": rt.now,
+                                                   "count": enrollment.count + 1})
+        writes.timeline(
+            customer_id, rt.now, "flow_started",
             {"zh": f"进入流程：{flow.name.get('zh', flow.id)}", "en": f"Entered flow: {flow.name.get('en', flow.id)}"},
             instance_id=instance.id,
         )
-    _run(session, rt, instance, flow, customer, ev.Start(dict(data or {}), dict(trigger or {})))
+    _run(session, rt, instance, flow, customer, ev.Start(dict(data or {}), dict(trigger or {})), writes)
+    return instance
+
+
+def _insert_instance(session: Session, columns: dict[str, Any]) -> Instance:
+    """INSERT the row (its id is needed at once: every other row refers to it) and attach it as loaded.
+
+    ``columns`` names every column but the id, so nothing of the object is left to load.
+    """
+    session.flush()  # as the ORM would: the caller's pending rows (a new customer...) go first
+    instance = Instance(id=session.connection().execute(_INSERT_INSTANCE, columns).scalar_one(), **columns)
+    make_transient_to_detached(instance)
+    session.add(instance)
+    written_here(session, instance, inserted=True)
     return instance
 
 
 def get_instance(session: Session, instance_id: int) -> Instance:
-    instance = session.get(Instance, instance_id)
+    instance = cust.load_by_id(session, Instance, _INSTANCE_BY_ID, instance_id)
     if instance is None:
         raise InstanceLookupError(instance_id)
     return instance
@@ -135,47 +403,67 @@ def get_instance(session: Session, instance_id: int) -> Instance:
 
 def deliver(session: Session, rt: Runtime, instance: Instance, event: ev.Event) -> Outcome:
     """Advance one instance by one event and apply the outcome."""
-    version = session.get(FlowVersion, instance.flow_version_id)
-    assert version is not None
-    customer = session.get(Customer, instance.customer_id) if instance.customer_id is not None else None
-    return _run(session, rt, instance, flow_of(version), customer, event)
+    return deliver_with(session, rt, instance, event, Writes(session))
 
 
-def _run(session: Session, rt: Runtime, instance: Instance, flow: Flow, customer: Customer | None, event: ev.Event) -> Outcome:
+def deliver_with(session: Session, rt: Runtime, instance: Instance, event: ev.Event, writes: Writes) -> Outcome:
+    """``deliver``, also writing the rows the caller gathered in ``writes`` for this request."""
+    session.flush()  # the caller's pending rows go before this request's, as they did with the ORM
+    flow = flow_of_version(session, instance.flow_version_id)
+    customer = cust.customer_by_id(session, instance.customer_id) if instance.customer_id is not None else None
+    return _run(session, rt, instance, flow, customer, event, writes)
+
+
+def _run(
+    session: Session, rt: Runtime, instance: Instance, flow: Flow, customer: Customer | None, event: ev.Event,
+    writes: Writes,
+) -> Outcome:
     ctx = Context(
         now=rt.now,
         instance=_instance_info(instance),
         customer=cust.customer_dict(customer) if customer is not None else None,
         calendar=rt.calendar,
-        pick_user=lambda role, strategy, c: cust.pick_user(session, role, strategy, c),
+        pick_user=lambda role, strategy, c: _pick_user(session, writes, role, strategy, c),
     )
     outcome = advance(flow, instance.state, event, ctx)
-    instance.state = outcome.state
-    instance.status = outcome.state["status"]
-    instance.outcome = outcome.state.get("outcome")
-    session.add(HistoryEntry(instance_id=instance.id, at=rt.now, event=type(event).__name__, entries=outcome.history))
+    writes.change(instance, INSTANCE, {"state": outcome.state, "status": outcome.state["status"],
+                                       "outcome": outcome.state.get("outcome")}, versioned=True)
+    writes.add(HISTORY, {"instance_id": instance.id, "at": rt.now, "event": type(event).__name__, "entries": outcome.history})
     for effect in outcome.effects:
-        _apply(session, rt, instance, customer, outcome, effect)
-    if instance.status != Status.RUNNING.value:
-        _ended(session, rt, instance, flow)
+        _apply(session, rt, instance, customer, outcome, effect, writes)
+    ended = instance.status != Status.RUNNING.value
+    if ended:
+        writes.change(instance, INSTANCE, {"ended_at": rt.now}, versioned=True)  # the same UPDATE as the state
+        _record_end(rt, instance, flow, writes)
+    writes.flush()
+    if ended:
+        _release_enrollment(session, instance)
+        _notify_parent(session, rt, instance)
     return outcome
 
 
-def _ended(session: Session, rt: Runtime, instance: Instance, flow: Flow) -> None:
-    instance.ended_at = rt.now
-    if instance.customer_id is not None:
-        session.execute(
-            update(Enrollment)
-            .where(Enrollment.flow_id == instance.flow_id, Enrollment.customer_id == instance.customer_id,
-                   Enrollment.active_instance_id == instance.id)
-            .values(active_instance_id=None)
-        )
-        outcome = instance.outcome or instance.status
-        cust.add_timeline(
-            session, instance.customer_id, rt.now, "flow_ended",
-            {"zh": f"流程结束：{flow.name.get('zh', flow.id)}（{outcome}）", "en": f"Flow ended: {flow.name.get('en', flow.id)} ({outcome})"},
-            {"outcome": outcome}, instance.id,
-        )
+def _record_end(rt: Runtime, instance: Instance, flow: Flow, writes: Writes) -> None:
+    if instance.customer_id is None:
+        return
+    outcome = instance.outcome or instance.status
+    writes.timeline(
+        instance.customer_id, rt.now, "flow_ended",
+        {"zh": f"流程结束：{flow.name.get('zh', flow.id)}（{outcome}）", "en": f"Flow ended: {flow.name.get('en', flow.id)} ({outcome})"},
+        {"outcome": outcome}, instance.id,
+    )
+
+
+def _release_enrollment(session: Session, instance: Instance) -> None:
+    """The customer may enter the flow again (the policy allowing): it has no active instance now."""
+    if instance.customer_id is None:
+        return
+    where = {"flow_id": instance.flow_id, "customer_id": instance.customer_id, "active_instance_id": instance.id}
+    session.connection().execute(
+        _RELEASE_ENROLLMENT, {"b_flow": instance.flow_id, "b_customer": instance.customer_id, "b_instance": instance.id})
+    _sync_loaded(session, Enrollment, where, {"active_instance_id": None})
+
+
+def _notify_parent(session: Session, rt: Runtime, instance: Instance) -> None:
     if instance.parent_id is not None and instance.parent_token is not None:
         parent = get_instance(session, instance.parent_id)
         done = ev.SubflowDone(instance.parent_token, instance.parent_gen or 0, instance.outcome or "", dict(instance.state.get("vars", {})))
@@ -187,65 +475,95 @@ def _token_gen(outcome: Outcome, token: str) -> int:
     return int(t["gen"]) if t else 0
 
 
-def _apply(session: Session, rt: Runtime, instance: Instance, customer: Customer | None, outcome: Outcome, effect: fx.Effect) -> None:
+def _pick_user(session: Session, writes: Writes, role: str, strategy: str, customer: Mapping[str, Any] | None) -> str | None:
+    writes.flush()  # the workload counts must include the tasks of this request
+    return cust.pick_user(session, role, strategy, customer)
+
+
+def _open_tasks_of(session: Session, writes: Writes, instance: Instance, token: str) -> list[Task]:
+    writes.flush()  # tasks created earlier in this request must be found too
+    return list(session.scalars(select(Task).where(Task.instance_id == instance.id, Task.token == token, Task.status == "open")))
+
+
+def _apply(
+    session: Session, rt: Runtime, instance: Instance, customer: Customer | None, outcome: Outcome, effect: fx.Effect,
+    writes: Writes,
+) -> None:
     if isinstance(effect, fx.CreateTask):
-        _create_task(session, rt, instance, outcome, effect)
+        _create_task(session, rt, instance, customer, outcome, effect, writes)
     elif isinstance(effect, fx.CancelTasks):
-        q = update(Task).where(Task.instance_id == instance.id, Task.status == "open")
-        if effect.token is not None:
-            q = q.where(Task.token == effect.token)
-        session.execute(q.values(status="cancelled", outcome=effect.reason, completed_at=rt.now))
+        _cancel_tasks(session, rt, instance, effect, writes)
     elif isinstance(effect, fx.SetTimer):
-        session.add(Timer(instance_id=instance.id, token=effect.token, kind=effect.kind, due_at=effect.due_at,
-                          status="pending", data=dict(effect.data)))
+        writes.add(TIMER, {"instance_id": instance.id, "token": effect.token, "kind": effect.kind, "due_at": effect.due_at,
+                           "status": "pending", "data": dict(effect.data)})
     elif isinstance(effect, fx.CancelTimers):
         q = update(Timer).where(Timer.instance_id == instance.id, Timer.status == "pending")
         if effect.token is not None:
             q = q.where(Timer.token == effect.token)
-        session.execute(q.values(status="cancelled"))
+        writes.update(TIMER, q.values(status="cancelled"))
     elif isinstance(effect, fx.SendMessage):
-        session.add(OutboxMessage(
-            effect_key=effect.effect_key, instance_id=instance.id, token=effect.token, gen=_token_gen(outcome, effect.token),
-            step_id=effect.step, customer_id=instance.customer_id, connector=effect.connector, payload=dict(effect.params),
-            category="marketing" if effect.params.get("category") == "marketing" else "service",
-            status="pending", wait=effect.wait, attempts=0, max_attempts=effect.max_attempts,
-            backoff_seconds=effect.backoff_seconds, next_attempt_at=rt.now, created_at=rt.now,
-        ))
-        session.flush()
-        crash_point("after_outbox_insert")
+        writes.add(OUTBOX, {
+            "effect_key": effect.effect_key, "instance_id": instance.id, "token": effect.token,
+            "gen": _token_gen(outcome, effect.token), "step_id": effect.step, "customer_id": instance.customer_id,
+            "connector": effect.connector, "payload": dict(effect.params),
+            "category": "marketing" if effect.params.get("category") == "marketing" else "service",
+            "status": "pending", "wait": effect.wait, "attempts": 0, "max_attempts": effect.max_attempts,
+            "backoff_seconds": effect.backoff_seconds, "next_attempt_at": rt.now, "created_at": rt.now,
+        })
     elif isinstance(effect, fx.UpdateCustomer):
         if customer is not None:
-            cust.update_customer(session, customer, {**effect.fields, **_tags(customer, effect)}, rt.now)
+            _changed, columns = cust.prepare_update(session, customer, {**effect.fields, **_tags(customer, effect)}, rt.now)
+            writes.change(customer, CUSTOMER, columns)
             if effect.note:
-                cust.add_timeline(session, customer.id, rt.now, "note", effect.note, dict(effect.fields), instance.id)
+                writes.timeline(customer.id, rt.now, "note", effect.note, dict(effect.fields), instance.id)
     elif isinstance(effect, fx.EscalateTasks):
-        tasks = list(session.scalars(select(Task).where(Task.instance_id == instance.id, Task.token == effect.token, Task.status == "open")))
-        for task in tasks:
+        for task in _open_tasks_of(session, writes, instance, effect.token):
             task.role = effect.to_role
             task.assignee = None
             task.escalation_level = effect.level
-            session.add(Notification(role=effect.to_role, task_id=task.id, kind="escalated", at=rt.now))
+            writes.add(NOTIFICATION, {"user": None, "role": effect.to_role, "task_id": task.id, "kind": "escalated", "at": rt.now})
     elif isinstance(effect, fx.RemindTasks):
-        tasks = list(session.scalars(select(Task).where(Task.instance_id == instance.id, Task.token == effect.token, Task.status == "open")))
-        for task in tasks:
+        for task in _open_tasks_of(session, writes, instance, effect.token):
             task.reminders_sent += 1
-            session.add(Notification(user=task.assignee, role=None if task.assignee else task.role, task_id=task.id,
-                                     kind=f"reminder_{effect.when}", at=rt.now))
+            writes.add(NOTIFICATION, {"user": task.assignee, "role": None if task.assignee else task.role, "task_id": task.id,
+                                      "kind": f"reminder_{effect.when}", "at": rt.now})
     elif isinstance(effect, fx.StartSubflow):
-        start_instance(session, rt, effect.flow, customer_id=instance.customer_id, data=effect.data,
-                       trigger={"type": "subflow", "parent": instance.id},
-                       parent=(instance.id, effect.token, _token_gen(outcome, effect.token)) if effect.wait else None)
+        writes.flush()  # the child may read what this request wrote so far
+        _start_subflow(session, rt, instance, outcome, effect)
     elif isinstance(effect, fx.RaiseIncident):
-        session.add(Incident(instance_id=instance.id, token=effect.token, step_id=effect.step, kind="step_failed",
-                             message=effect.message, status="open", created_at=rt.now))
+        writes.add(INCIDENT, {"instance_id": instance.id, "token": effect.token, "step_id": effect.step, "kind": "step_failed",
+                              "message": effect.message, "status": "open", "created_at": rt.now})
     elif isinstance(effect, fx.ResolveIncidents):
-        session.execute(
-            update(Incident).where(Incident.instance_id == instance.id, Incident.token == effect.token, Incident.status == "open")
-            .values(status="resolved", resolution=effect.resolution, resolved_at=rt.now)
-        )
+        writes.update(INCIDENT, update(Incident)
+                      .where(Incident.instance_id == instance.id, Incident.token == effect.token, Incident.status == "open")
+                      .values(status="resolved", resolution=effect.resolution, resolved_at=rt.now))
     elif isinstance(effect, fx.Timeline):
         if instance.customer_id is not None:
-            cust.add_timeline(session, instance.customer_id, rt.now, effect.kind, effect.title, dict(effect.data), instance.id)
+            writes.timeline(instance.customer_id, rt.now, effect.kind, effect.title, dict(effect.data), instance.id)
+
+
+def _cancel_tasks(session: Session, rt: Runtime, instance: Instance, effect: fx.CancelTasks, writes: Writes) -> None:
+    where: dict[str, Any] = {"instance_id": instance.id, "status": "open"}
+    params: dict[str, Any] = {"b_instance": instance.id, "b_reason": effect.reason, "b_now": rt.now}
+    if effect.token is not None:
+        where["token"] = params["b_token"] = effect.token
+    values = {"status": "cancelled", "outcome": effect.reason, "completed_at": rt.now}
+    writes.update(TASK, _CANCEL_TASKS if effect.token is None else _CANCEL_TOKEN_TASKS, params,
+                  then=lambda: _sync_loaded(session, Task, where, values))
+
+
+def _start_subflow(session: Session, rt: Runtime, instance: Instance, outcome: Outcome, effect: fx.StartSubflow) -> None:
+    parent = (instance.id, effect.token, _token_gen(outcome, effect.token)) if effect.wait else None
+    try:
+        with session.begin_nested():
+            start_instance(session, rt, effect.flow, customer_id=instance.customer_id, data=effect.data,
+                           trigger={"type": "subflow", "parent": instance.id}, parent=parent)
+    except NotEnrolled as exc:
+        # The child flow's enrollment policy said no: record it, and let a waiting parent go on.
+        session.add(Incident(instance_id=instance.id, token=effect.token, step_id=None, kind="subflow_refused",
+                             message=str(exc), status="open", created_at=rt.now))
+        if parent is not None:
+            deliver(session, rt, instance, ev.SubflowDone(effect.token, parent[2], "not_enrolled", {}))
 
 
 def _tags(customer: Customer, effect: fx.UpdateCustomer) -> dict[str, Any]:
@@ -256,21 +574,23 @@ def _tags(customer: Customer, effect: fx.UpdateCustomer) -> dict[str, Any]:
     return {"tags": tags}
 
 
-def _create_task(session: Session, rt: Runtime, instance: Instance, outcome: Outcome, effect: fx.CreateTask) -> None:
+def _create_task(
+    session: Session, rt: Runtime, instance: Instance, customer: Customer | None, outcome: Outcome, effect: fx.CreateTask,
+    writes: Writes,
+) -> None:
     spec = effect.assignee
     assignee = spec.get("user")
     role = spec.get("role")
     strategy = spec.get("strategy", "claim")
-    customer = session.get(Customer, instance.customer_id) if instance.customer_id is not None else None
+    # The customer as it is now, after any update applied earlier in this outcome.
     customer_data = cust.customer_dict(customer) if customer is not None else None
     if assignee is None and role and strategy in ("round_robin", "least_loaded"):
-        assignee = cust.pick_user(session, role, strategy, customer_data)
+        assignee = _pick_user(session, writes, role, strategy, customer_data)
     context = {"customer": customer_data or {}, "vars": outcome.state["vars"], "instance": _instance_info(instance)}
     initial = forms.prefill(latest_form(session, effect.form), context)
-    task = Task(
-        instance_id=instance.id, token=effect.token, gen=_token_gen(outcome, effect.token), step_id=effect.step,
-        form_id=effect.form, title=dict(effect.title), role=role, assignee=assignee, approval=effect.approval,
-        status="open", due_at=effect.due_at, readonly=list(effect.readonly), hidden=list(effect.hidden),
-        initial=initial, created_at=rt.now, escalation_level=0, reminders_sent=0,
-    )
-    session.add(task)
+    writes.add(TASK, {
+        "instance_id": instance.id, "token": effect.token, "gen": _token_gen(outcome, effect.token), "step_id": effect.step,
+        "form_id": effect.form, "title": dict(effect.title), "role": role, "assignee": assignee, "approval": effect.approval,
+        "status": "open", "due_at": effect.due_at, "readonly": list(effect.readonly), "hidden": list(effect.hidden),
+        "initial": initial, "created_at": rt.now, "escalation_level": 0, "reminders_sent": 0,
+    })

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from engine import forms
 from engine.crashpoints import crash_point
@@ -14,12 +16,12 @@ from engine.errors import Conflict, PermissionDenied, TaskLookupError
 from engine.runtime import events as ev
 from engine.store import customers as cust
 from engine.store.definitions import flow_of, latest_form
-from engine.store.instances import Runtime, deliver, get_instance
+from engine.store.instances import TASK, Runtime, Writes, deliver, deliver_with, get_instance, written_here
 from engine.store.models import FlowVersion, Task, TaskComment, User
 
 
 def get_task(session: Session, task_id: int) -> Task:
-    task = session.get(Task, task_id)
+    task = cust.load_by_id(session, Task, _TASK_BY_ID, task_id)
     if task is None:
         raise TaskLookupError(task_id)
     return task
@@ -52,7 +54,7 @@ def list_tasks(
 
 
 def _user(session: Session, username: str) -> User:
-    user = session.scalars(select(User).where(User.username == username)).first()
+    user = session.scalars(_USER_NAMED, {"b_username": username}).first()
     if user is None or not user.active:
         raise PermissionDenied(f"no active user {username!r}")
     return user
@@ -109,22 +111,45 @@ def complete_task(
     form = task_form(session, task)
     cleaned = forms.check_submission(form, data, locale=locale, current=task.initial or {})
     crash_point("during_form_submit_tx")
-    done = session.execute(
-        update(Task).where(Task.id == task_id, Task.status == "open")
-        .values(status="completed", completed_by=username, completed_at=rt.now, data=cleaned, outcome="completed")
-    ).rowcount
-    if done != 1:
-        raise Conflict(f"task {task_id} was completed by someone else")
+    _complete_open_task(session, task, username, rt.now, cleaned)
     instance = get_instance(session, task.instance_id)
+    writes = Writes(session)
     if instance.customer_id is not None:
-        cust.add_timeline(
-            session, instance.customer_id, rt.now, "task_completed",
+        writes.timeline(
+            instance.customer_id, rt.now, "task_completed",
             {"zh": f"任务完成：{task.title.get('zh', task.step_id)}", "en": f"Task done: {task.title.get('en', task.step_id)}"},
             {"by": username, "form": task.form_id, "answers": cleaned}, instance.id,
         )
-    deliver(session, rt, instance, ev.TaskDone(task.token, task.gen, cleaned, username, task.id))
-    session.refresh(task)
+    deliver_with(session, rt, instance, ev.TaskDone(task.token, task.gen, cleaned, username, task.id), writes)
     return task
+
+
+def _complete_open_task(session: Session, task: Task, username: str, now: datetime, cleaned: Mapping[str, Any]) -> None:
+    """Compare-and-set the task from open to completed; of two submissions exactly one wins.
+
+    The UPDATE returns the row as stored, which becomes the loaded state of ``task``: the same as
+    refreshing it afterwards (nothing later in the request changes a completed task), one query less.
+    """
+    session.flush()  # as the ORM would before a statement: the caller's pending changes go first
+    row = session.connection().execute(
+        _COMPLETE_OPEN_TASK, {"b_id": task.id, "b_by": username, "b_at": now, "b_data": cleaned}
+    ).mappings().first()
+    if row is None:
+        raise Conflict(f"task {task.id} was completed by someone else")
+    for key, value in row.items():
+        set_committed_value(task, key, value)
+    written_here(session, task)
+
+
+# Hot statements, built once: building and hashing a statement costs more than running it.
+_TASK_BY_ID = select(Task).where(Task.id == bindparam("b_id"))
+_USER_NAMED = select(User).where(User.username == bindparam("b_username"))
+_COMPLETE_OPEN_TASK = (
+    update(TASK).where(TASK.c.id == bindparam("b_id"), TASK.c.status == "open")
+    .values(status="completed", completed_by=bindparam("b_by"), completed_at=bindparam("b_at"),
+            data=bindparam("b_data"), outcome="completed")
+    .returning(*TASK.c)
+)
 
 
 def hand_over(session: Session, rt: Runtime, task_id: int, username: str, to_user: str, comment: str = "") -> Task:
