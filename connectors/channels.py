@@ -26,7 +26,12 @@ class ChannelConnector:
     settings_schema: ClassVar[Mapping[str, Any]] = {
         "type": "object",
         "required": ["provider"],
-        "properties": {"provider": {"type": "string", "description": "The connector that delivers this channel"}},
+        "additionalProperties": False,
+        "properties": {
+            "provider": {"type": "string", "minLength": 1, "description": "The connector that delivers this channel"},
+            "marketing_per_week": {"type": "integer", "minimum": 0,
+                                   "description": "At most this many marketing messages per customer in 7 days"},
+        },
     }
 
     def route(self, customer: Mapping[str, Any] | None) -> str:

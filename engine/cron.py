@@ -9,13 +9,52 @@ from zoneinfo import ZoneInfo
 from apscheduler.triggers.cron import CronTrigger
 
 
+#: Crontab weekday numbers: 0 and 7 are Sunday.
+_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
 @lru_cache(maxsize=256)
 def parse_cron(expression: str, tz: str) -> CronTrigger:
-    """A CronTrigger for a 5-field crontab line; raises ValueError naming the bad field."""
+    """A CronTrigger for a 5-field crontab line; raises ValueError naming the bad field.
+
+    Weekday numbers follow crontab (0 or 7 = Sunday, 1 = Monday); APScheduler's own numbering
+    starts at Monday = 0, so numbers are turned into day names before it sees them. As in
+    APScheduler, a day of month and a weekday given together must both match.
+    """
     fields = expression.split()
     if len(fields) != 5:
         raise ValueError(f"expected 5 fields (minute hour day month weekday), got {len(fields)}")
-    return CronTrigger.from_crontab(expression, timezone=ZoneInfo(tz))
+    minute, hour, day, month, weekday = fields
+    return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=_weekday_names(weekday),
+                       timezone=ZoneInfo(tz))
+
+
+def _weekday_names(field: str) -> str:
+    return ",".join(_weekday_part(part) for part in field.split(","))
+
+
+def _weekday_part(part: str) -> str:
+    body, _, step = part.partition("/")
+    suffix = f"/{step}" if step else ""
+    if "-" in body:
+        first, last = body.split("-", 1)
+        if first.isdigit() and last.isdigit():
+            lo, hi = _weekday_number(first), _weekday_number(last)
+            if lo == 0 and hi != 0:
+                # "0-5": Sunday plus Monday to Friday, since APScheduler's week starts on Monday.
+                return "sun," + (f"mon-{_WEEKDAYS[hi]}{suffix}" if hi > 1 else "mon")
+            return f"{_WEEKDAYS[lo]}-{_WEEKDAYS[hi]}{suffix}"
+        return part
+    if body.isdigit():
+        return _WEEKDAYS[_weekday_number(body)] + suffix
+    return part
+
+
+def _weekday_number(text: str) -> int:
+    number = int(text)
+    if number > 7:
+        raise ValueError(f"weekday {number} is out of range (0–7, where 0 and 7 are Sunday)")
+    return number
 
 
 def next_fire(expression: str, tz: str, after: datetime) -> datetime:

@@ -186,6 +186,7 @@ def _record(session: Session, rt: Runtime, mid: int, attempt: _Attempt, report: 
     elif error is None:
         delivery = attempt.delivery or Delivery()
         row.provider_ref = delivery.provider_ref
+        row.last_error = None
         _finish(session, rt, row, "sent", {"provider_ref": row.provider_ref, **dict(delivery.detail)})
         report.sent += 1
     elif getattr(error, "ambiguous", False) and not attempt.idempotent:
@@ -289,4 +290,26 @@ def retry_message(session: Session, rt: Runtime, outbox_id: int, by: str | None)
         update(Incident).where(Incident.outbox_id == outbox_id, Incident.status == "open")
         .values(status="resolved", resolution="retried", resolved_at=rt.now, resolved_by=by)
     )
+    return row
+
+
+def settle_message(session: Session, rt: Runtime, outbox_id: int, outcome: str, by: str | None) -> OutboxMessage:
+    """An admin closes a failed or unknown message: ``sent`` (confirmed with the provider) or ``skipped``."""
+    row = session.get(OutboxMessage, outbox_id)
+    if row is None:
+        raise LookupError(f"No outbox message by the id {outbox_id!r} was found")
+    if row.status not in ("failed", "unknown"):
+        raise Conflict(f"message {outbox_id} is {row.status}; only failed or unknown messages can be settled")
+    session.execute(
+        update(Incident).where(Incident.outbox_id == outbox_id, Incident.status == "open")
+        .values(status="resolved", resolution="confirmed" if outcome == "sent" else "skipped", resolved_at=rt.now, resolved_by=by)
+    )
+    if outcome == "sent":
+        _finish(session, rt, row, "sent", {"confirmed_by": by})
+    else:
+        row.status = "skipped"
+        row.lease_until = None
+        if row.wait and row.instance_id is not None and row.token is not None:
+            # The flow waited for this message: let it go on, telling it the message was skipped.
+            deliver(session, rt, get_instance(session, row.instance_id), ev.ActionDone(row.token, row.gen or 0, {"skipped": True}))
     return row

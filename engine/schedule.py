@@ -24,7 +24,7 @@ from engine import expr
 from engine.calendar import birthday_keys_on
 from engine.crashpoints import crash_point
 from engine.cron import fires_between
-from engine.errors import ExpressionError
+from engine.errors import EngineError, ExpressionError
 from engine.flow.model import Flow, Trigger
 from engine.runtime import events as ev
 from engine.store import customers as cust
@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 CATCH_UP_WINDOW = timedelta(hours=24)
 #: A ``catch_up: skip`` trigger fires an occurrence only if the tick is at most this late.
 SKIP_GRACE = timedelta(minutes=10)
+#: Customers no scheduled trigger starts a flow for: lost ones, and deleted ones (only a tombstone is left).
+NOT_SCHEDULED = ("lost", "deleted")
 #: Date triggers look back at most this many days after downtime.
 MAX_DAYS_BACK = 31
 
@@ -96,6 +98,12 @@ def _fire_timer(factory: sessionmaker[Session], runtime: Callable[[], Runtime], 
         return True
     except StaleDataError:
         # Someone else advanced the instance meanwhile; the rollback left the timer pending.
+        return False
+    except EngineError as exc:
+        # The rollback left the timer pending for the next tick; one broken instance must not
+        # stop every other timer, trigger and message from being processed.
+        log.warning("timer %s could not fire: %s", timer_id, exc)
+        report.errors.append(f"timer {timer_id}: {exc}")
         return False
 
 
@@ -197,7 +205,7 @@ def _start_for_occurrence(session: Session, rt: Runtime, flow: Flow, trigger: Tr
         data["date"] = celebrated.isoformat()
         candidates: Iterable[Customer] = birthday_customers(session, celebrated, trigger)
     else:
-        candidates = session.scalars(select(Customer).where(Customer.status != "lost").order_by(Customer.id))
+        candidates = session.scalars(select(Customer).where(Customer.status.not_in(NOT_SCHEDULED)).order_by(Customer.id))
     condition = expr.compile_expression(trigger.customers) if trigger.customers else None
     started = 0
     for customer in candidates:
@@ -223,4 +231,4 @@ def birthday_customers(session: Session, day: date, trigger: Trigger) -> list[Cu
     conds = [and_(Customer.birthday_calendar == "solar", Customer.birthday_key.in_(list(solar)))]
     if trigger.lunar != "never" and lunar:
         conds.append(and_(Customer.birthday_calendar == "lunar", Customer.birthday_key.in_(list(lunar))))
-    return list(session.scalars(select(Customer).where(or_(*conds), Customer.status != "lost").order_by(Customer.id)))
+    return list(session.scalars(select(Customer).where(or_(*conds), Customer.status.not_in(NOT_SCHEDULED)).order_by(Customer.id)))

@@ -119,3 +119,13 @@ def test_preview_renders_a_message_in_either_language_without_sending(run) -> No
     wrong = run("preview", "birthday", "is_grade_a")
     assert wrong.exit_code == 1 and "not an action" in wrong.output
     assert json.loads(run("--json", "connectors", "log").output) == []
+
+
+def test_deploy_reports_each_version(run, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    run("demo", "--customers", "0", "--no-mail")
+    flow = tmp_path / "hello.yaml"
+    flow.write_text("id: hello\nname: Hello\nsteps:\n  - id: done\n    type: end\n", "utf-8")
+    first = run("deploy", str(flow))
+    assert first.exit_code == 0 and "flow hello v1 deployed" in first.output
+    again = json.loads(run("--json", "deploy", str(flow)).output)
+    assert again == [{"kind": "flow", "id": "hello", "version": 1, "changed": False, "source": str(flow)}]

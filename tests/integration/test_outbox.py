@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from sqlalchemy import select, update
 
+from engine.errors import Conflict
 from engine.store.models import Incident, OutboxMessage
 from tests.support.flowtest import later
 
@@ -126,3 +129,27 @@ def test_no_answer_from_the_provider_is_unknown_not_retried(cf, clock, provider)
     assert row.status == "unknown" and "not resent" in (row.last_error or "")
     later(cf, clock, hours=1)
     assert provider.sent == [] and [i.kind for i in incidents(cf)] == ["delivery_unknown"]
+
+
+def test_an_unknown_send_can_be_confirmed_or_skipped_by_an_admin(cf, clock, provider):
+    start_winback(cf)
+    provider.fail_next("ambiguous")
+    cf.tick()
+    [incident] = incidents(cf)
+    cf.resolve_incident(incident.id, "confirm", "admin")
+    [row] = rows(cf)
+    assert row.status == "sent" and provider.sent == []
+    assert incidents(cf)[0].resolution == "confirmed"
+    with pytest.raises(Conflict, match="already resolved"):
+        cf.resolve_incident(incident.id, "skip", "admin")
+
+
+def test_a_failed_send_can_be_skipped(cf, provider):
+    start_winback(cf)
+    provider.fail_next("permanent")
+    cf.tick()
+    [incident] = incidents(cf)
+    cf.resolve_incident(incident.id, "skip", "admin")
+    assert [r.status for r in rows(cf)] == ["skipped"]
+    with pytest.raises(ValueError, match="unknown incident action"):
+        cf.resolve_incident(incident.id, "ignore", "admin")

@@ -65,3 +65,19 @@ def test_my_inbox_has_my_tasks_and_my_roles_unclaimed_ones(cf, upgraded):
     assert cf.tasks(user="wang") == []
     cf.claim(only_task(cf, upgraded["child"])["id"], "liu")
     assert cf.tasks(user="chen") == []
+
+
+def test_a_subflow_refused_by_enrollment_is_an_incident_and_the_parent_goes_on(cf):
+    refusing = (DATA / "child.yaml").read_text("utf-8").replace("enrollment: {concurrent: unlimited}",
+                                                                 "enrollment: {reenroll: never}")
+    cf.deploy_flow_text(refusing, "child.yaml")
+    cf.deploy([DATA / "parent.yaml"])
+    cid = cf.create_customer({"name": "陈晨", "phone": "13800138000", "grade": "B"}, fire_triggers=False)
+    first = cf.start("child", customer_id=cid)
+    cf.complete(only_task(cf, first)["id"], {"subject": "x", "description": "y"}, "chen")
+    cf.update_customer(cid, {"grade": "A"})  # parent starts and asks for the child a second time
+    with cf.session() as s:
+        parent = s.scalars(select(Instance).where(Instance.flow_id == "parent")).one()
+    info = cf.describe(parent.id)
+    assert (info["status"], info["outcome"]) == ("completed", "odd")  # the child's outcome was not_enrolled
+    assert [i["kind"] for i in info["incidents"]] == ["subflow_refused"]

@@ -325,3 +325,45 @@ steps:
         d = Driver(flow(text), customer={"name": "Li", "language": language})
         d.send(ev.Start())
         assert d.of(fx.SendMessage)[0].params == {"subject": subject, "text": "same for all"}
+
+
+def test_named_people_with_any_approval_each_get_a_task() -> None:
+    text = """
+steps:
+  - id: check
+    type: task
+    form: f
+    assignee: {users: [wang, li]}
+    next: done
+  - id: done
+    type: end
+"""
+    d = Driver(flow(text))
+    d.send(ev.Start())
+    assert [(t.assignee["user"], t.approval) for t in d.of(fx.CreateTask)] == [("wang", "any"), ("li", "any")]
+    tid, gen = d.token_at("check")
+    out = d.send(ev.TaskDone(tid, gen, {}, "li"))
+    assert out.state["outcome"] == "completed"
+    assert fx.CancelTasks(tid, reason="completed_by_other") in out.effects
+
+
+def test_computed_dates_are_stored_as_text_and_bad_profile_values_are_incidents() -> None:
+    text = """
+steps:
+  - id: remember
+    type: set
+    values: {follow_up_on: "{{ now | add_days(3) }}"}
+    next: grade
+  - id: grade
+    type: update_customer
+    fields: {grade: "D"}
+    next: done
+  - id: done
+    type: end
+"""
+    d = Driver(flow(text), customer={"grade": "A"})
+    out = d.send(ev.Start())
+    assert out.state["vars"]["follow_up_on"] == (NOW + timedelta(days=3)).isoformat()
+    [incident] = d.of(fx.RaiseIncident)
+    assert incident.step == "grade" and "'D' is not one of A, B, C" in incident.message
+    assert d.customer == {"grade": "A"}
