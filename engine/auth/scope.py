@@ -61,6 +61,7 @@ PERMISSIONS: dict[str, tuple[str, frozenset[str]]] = {
     "audit.read": ("admin", frozenset({ADMIN})),
     "incidents.admin": ("admin", frozenset({ADMIN})),
     "webhooks.admin": ("admin", frozenset({ADMIN})),
+    "connectors.admin": ("admin", frozenset({ADMIN})),
 }
 
 

@@ -45,10 +45,7 @@ def _validate(connector: Connector, settings: Mapping[str, Any]) -> None:
     validator = jsonschema.Draft202012Validator(
         dict(connector.settings_schema), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
     )
-    errors = [
-        FieldError(e.json_path, str(e.path[0]) if e.path else "", e.message, str(e.validator))
-        for e in validator.iter_errors(dict(settings))
-    ]
+    errors = [FieldError(e.json_path, _field_of(e), e.message, str(e.validator)) for e in validator.iter_errors(dict(settings))]
     check = getattr(connector, "check_settings", None)
     if check is not None:
         # Connectors that dial out check their address here (no private ranges, see connectors.net).
@@ -58,6 +55,16 @@ def _validate(connector: Connector, settings: Mapping[str, Any]) -> None:
             errors.append(FieldError("$", "", str(exc), "invalid"))
     if errors:
         raise SubmissionInvalid(errors)
+
+
+def _field_of(error: jsonschema.ValidationError) -> str:
+    """The setting an error is about; for a missing one, its name (jsonschema reports the object)."""
+    if error.path:
+        return str(error.path[0])
+    if error.validator == "required" and isinstance(error.instance, dict):
+        missing = [k for k in error.validator_value if k not in error.instance]
+        return str(missing[0]) if missing else ""
+    return ""
 
 
 def save_config(

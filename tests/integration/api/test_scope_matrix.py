@@ -174,6 +174,18 @@ MATRIX: list[tuple[str, Op, tuple[int, ...]]] = [
     ("DELETE /api/webhooks/{name}", lambda a, cf, w, u: a.delete(
         f"/api/webhooks/{cf.create_webhook(f'del-{u}', actor='admin')[0]['name']}", as_=u),
      (204, 403, 403, 403, 403, 403, 403)),
+    ("GET /api/connectors", lambda a, cf, w, u: a.get("/api/connectors", as_=u),
+     (200, 403, 403, 403, 403, 403, 403)),
+    ("GET /api/connector-types", lambda a, cf, w, u: a.get("/api/connector-types", as_=u),
+     (200, 403, 403, 403, 403, 403, 403)),
+    ("GET /api/deliveries", lambda a, cf, w, u: a.get("/api/deliveries", as_=u),
+     (200, 403, 403, 403, 403, 403, 403)),
+    ("PUT /api/connectors/{name}", lambda a, cf, w, u: a.request(
+        "PUT", f"/api/connectors/email-{u}", as_=u, json={"type": "email", "settings": {"provider": "smtp-main"}}),
+     (200, 403, 403, 403, 403, 403, 403)),
+    ("POST /api/connectors/{name}/test", lambda a, cf, w, u: a.post(
+        "/api/connectors/timeline/test", as_=u, json={"to": "a@example.com"}),
+     (200, 403, 403, 403, 403, 403, 403)),
 ]
 
 
