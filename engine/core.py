@@ -546,8 +546,4 @@ def task_summary(t: Task) -> dict[str, Any]:
     }
 
 
-def customer_summary(c: Customer) -> dict[str, Any]:
-    return cust.customer_dict(c)
-
-
-__all__ = ["Careflow", "Instance", "task_summary", "customer_summary"]
+__all__ = ["Careflow", "task_summary"]
