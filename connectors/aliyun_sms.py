@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from connectors.base import ConnectorError, Delivery, Message, TransientConnectorError
+from connectors.messages import ALIYUN_MESSAGE
 from connectors.net import AmbiguousSendError, short
 from connectors.sms_text import SMS_SETTINGS_PROPERTIES, prepare_sms
 
@@ -33,6 +34,7 @@ class AliyunSmsConnector:
     name: ClassVar[str] = "aliyun_sms"
     channel: ClassVar[str | None] = "sms"
     idempotent: ClassVar[bool] = False
+    message_schema: ClassVar[Mapping[str, Any]] = ALIYUN_MESSAGE
     settings_schema: ClassVar[Mapping[str, Any]] = {
         "type": "object",
         "required": ["access_key_id", "access_key_secret", "sign_name", "template_code"],

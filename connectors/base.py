@@ -1,7 +1,8 @@
 """The connector interface: how Careflow reaches the outside world.
 
 A connector is a class with a ``name``, the ``channel`` it speaks on (for consent checks), a
-``settings_schema`` the admin pages render, and ``send``. Delivery goes through the outbox: the
+``settings_schema`` the admin pages render, a ``message_schema`` (the parameters a flow's action
+step may pass it, checked by ``careflow validate``), and ``send``. Delivery goes through the outbox: the
 dispatcher calls ``send`` after the step's transaction committed, with the message's idempotency
 key, and retries on ``ConnectorError(retryable=True)``.
 """
@@ -77,5 +78,7 @@ class Connector(Protocol):
     #: True when a resend with the same effect_key cannot reach the customer twice.
     idempotent: ClassVar[bool]
     settings_schema: ClassVar[Mapping[str, Any]]
+    #: JSON Schema of an action step's ``params`` (see connectors.messages).
+    message_schema: ClassVar[Mapping[str, Any]]
 
     def send(self, message: Message, settings: Mapping[str, Any]) -> Delivery: ...

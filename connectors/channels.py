@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from connectors.base import ConnectorError, Delivery, Message
+from connectors.messages import EMAIL_CHANNEL_MESSAGE, PREFERRED_MESSAGE, SMS_CHANNEL_MESSAGE
 
 #: The contact field each channel needs.
 RECIPIENT_FIELD = {"email": "email", "sms": "phone"}
@@ -23,6 +24,7 @@ class ChannelConnector:
     channel: ClassVar[str | None] = None
     idempotent: ClassVar[bool] = False
     routes: ClassVar[bool] = True
+    message_schema: ClassVar[Mapping[str, Any]] = {"type": "object"}
     settings_schema: ClassVar[Mapping[str, Any]] = {
         "type": "object",
         "required": ["provider"],
@@ -46,11 +48,13 @@ class ChannelConnector:
 class EmailChannel(ChannelConnector):
     name = "email"
     channel = "email"
+    message_schema = EMAIL_CHANNEL_MESSAGE
 
 
 class SmsChannel(ChannelConnector):
     name = "sms"
     channel = "sms"
+    message_schema = SMS_CHANNEL_MESSAGE
 
 
 class PreferredChannel(ChannelConnector):
@@ -58,6 +62,9 @@ class PreferredChannel(ChannelConnector):
 
     name = "preferred"
     channel = None
+    message_schema = PREFERRED_MESSAGE
+    #: It picks ``email`` or ``sms`` per customer; a configuration of its own would never be read.
+    configurable = False
 
     def route(self, customer: Mapping[str, Any] | None) -> str:
         preferred = (customer or {}).get("preferred_channel") or ""

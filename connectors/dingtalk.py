@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from urllib.parse import quote_plus
 
 from connectors.base import Delivery, Message
+from connectors.messages import ROBOT_MESSAGE
 from connectors.net import ROBOT_SETTINGS_PROPERTIES, check_url, post_robot, robot_message
 
 #: 130101/410100: more than 20 messages a minute, after which DingTalk throttles for 10 minutes;
@@ -32,6 +33,7 @@ class DingTalkConnector:
     name: ClassVar[str] = "dingtalk"
     channel: ClassVar[str | None] = "dingtalk"
     idempotent: ClassVar[bool] = False
+    message_schema: ClassVar[Mapping[str, Any]] = ROBOT_MESSAGE
     settings_schema: ClassVar[Mapping[str, Any]] = {
         "type": "object",
         "required": ["webhook_url"],

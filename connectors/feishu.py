@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from connectors.base import Delivery, Message
+from connectors.messages import ROBOT_MESSAGE
 from connectors.net import ROBOT_SETTINGS_PROPERTIES, check_url, post_robot, robot_message
 
 #: 9499: too many requests; 11232: tenant message rate limit; 230020: per-chat rate limit.
@@ -31,6 +32,7 @@ class FeishuConnector:
     name: ClassVar[str] = "feishu"
     channel: ClassVar[str | None] = "feishu"
     idempotent: ClassVar[bool] = False
+    message_schema: ClassVar[Mapping[str, Any]] = ROBOT_MESSAGE
     settings_schema: ClassVar[Mapping[str, Any]] = {
         "type": "object",
         "required": ["webhook_url"],

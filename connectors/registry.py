@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from importlib.metadata import entry_points
+from typing import Any
 
 from connectors.base import Connector, ConnectorLookupError
 
@@ -27,7 +29,7 @@ class Registry:
         instance = connector() if isinstance(connector, type) else connector
         if not isinstance(instance, Connector):
             raise TypeError(
-                f"{type(instance).__name__} is not a connector: it needs name, channel, idempotent, settings_schema and send()"
+                f"{type(instance).__name__} is not a connector: it needs name, channel, idempotent, settings_schema, message_schema and send()"
             )
         key = name or instance.name
         self._classes[key] = type(instance)
@@ -48,3 +50,11 @@ class Registry:
                 raise TypeError(f"{cls.__name__} registered as {name!r} is not a connector")
             self._instances[name] = instance
         return self._instances[name]
+
+    def message_schemas(self) -> dict[str, Mapping[str, Any]]:
+        """Every connector type's message schema, for validating flows without a database."""
+        return {name: self.get(name).message_schema for name in sorted(self.names())}
+
+    def configurable(self) -> frozenset[str]:
+        """The types a flow may address by configuration name (``feishu/care-team``)."""
+        return frozenset(name for name in self.names() if getattr(self.get(name), "configurable", True))

@@ -19,6 +19,7 @@ from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
 from connectors.base import ConnectorError, Delivery, Message, TransientConnectorError
+from connectors.messages import EMAIL_MESSAGE
 from connectors.net import AmbiguousSendError, retry_after, short
 from connectors.smtp import checked_address, checked_line, email_fields
 
@@ -33,6 +34,7 @@ class SendGridConnector:
     name: ClassVar[str] = "sendgrid"
     channel: ClassVar[str | None] = "email"
     idempotent: ClassVar[bool] = False
+    message_schema: ClassVar[Mapping[str, Any]] = EMAIL_MESSAGE
     settings_schema: ClassVar[Mapping[str, Any]] = {
         "type": "object",
         "required": ["api_key", "from_address"],

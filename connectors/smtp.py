@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 from email_validator import EmailNotValidError, validate_email
 
 from connectors.base import ConnectorError, Delivery, Message, TransientConnectorError
+from connectors.messages import EMAIL_MESSAGE
 from connectors.net import AmbiguousSendError, short
 from engine.errors import ExpressionError
 from engine.expr import single_line
@@ -89,6 +90,7 @@ class SmtpConnector:
     name: ClassVar[str] = "smtp"
     channel: ClassVar[str | None] = "email"
     idempotent: ClassVar[bool] = False
+    message_schema: ClassVar[Mapping[str, Any]] = EMAIL_MESSAGE
     settings_schema: ClassVar[Mapping[str, Any]] = {
         "type": "object",
         "required": ["host", "from_address"],

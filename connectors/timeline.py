@@ -10,12 +10,16 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from connectors.base import ConnectorError, Delivery, Message
+from connectors.messages import TIMELINE_MESSAGE
 
 
 class TimelineConnector:
     name: ClassVar[str] = "timeline"
     channel: ClassVar[str | None] = None
     idempotent: ClassVar[bool] = True
+    message_schema: ClassVar[Mapping[str, Any]] = TIMELINE_MESSAGE
+    #: Nothing to configure, so there is no named configuration to address.
+    configurable: ClassVar[bool] = False
     settings_schema: ClassVar[Mapping[str, Any]] = {"type": "object", "properties": {}}
 
     def send(self, message: Message, settings: Mapping[str, Any]) -> Delivery:

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from urllib.parse import quote, urlencode, urlsplit
 
 from connectors.base import ConnectorError, Delivery, Message
+from connectors.messages import TWILIO_MESSAGE
 from connectors.net import raise_for_status, safe_post
 from connectors.sms_text import SMS_SETTINGS_PROPERTIES, prepare_sms
 
@@ -26,6 +27,7 @@ class TwilioSmsConnector:
     name: ClassVar[str] = "twilio_sms"
     channel: ClassVar[str | None] = "sms"
     idempotent: ClassVar[bool] = False
+    message_schema: ClassVar[Mapping[str, Any]] = TWILIO_MESSAGE
     settings_schema: ClassVar[Mapping[str, Any]] = {
         "type": "object",
         "required": ["account_sid", "auth_token"],

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from connectors.base import ConnectorError, Delivery, Message
+from connectors.messages import WEBHOOK_MESSAGE
 from connectors.net import check_url, raise_for_status, safe_post
 from engine.errors import ExpressionError
 from engine.expr import single_line
@@ -78,6 +79,7 @@ class WebhookConnector:
     name: ClassVar[str] = "webhook"
     channel: ClassVar[str | None] = "webhook"
     idempotent: ClassVar[bool] = True
+    message_schema: ClassVar[Mapping[str, Any]] = WEBHOOK_MESSAGE
     settings_schema: ClassVar[Mapping[str, Any]] = {
         "type": "object",
         "required": ["url", "secret"],

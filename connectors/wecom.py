@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from connectors.base import ConnectorError, Delivery, Message
+from connectors.messages import ROBOT_MESSAGE
 from connectors.net import ROBOT_SETTINGS_PROPERTIES, check_url, post_robot, robot_message
 
 #: WeCom's documented content limits, in UTF-8 bytes.
@@ -23,6 +24,7 @@ class WeComConnector:
     name: ClassVar[str] = "wecom"
     channel: ClassVar[str | None] = "wecom"
     idempotent: ClassVar[bool] = False
+    message_schema: ClassVar[Mapping[str, Any]] = ROBOT_MESSAGE
     settings_schema: ClassVar[Mapping[str, Any]] = {
         "type": "object",
         "required": ["webhook_url"],

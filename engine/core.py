@@ -127,7 +127,7 @@ class Careflow(SecurityOperations):
 
     def deploy(self, paths: Iterable[str | Path], by: str | None = None) -> list[defs.Deployed]:
         with self.sessions.begin() as s:
-            results = defs.deploy_paths(s, paths, self.clock.now(), self.registry.names(), by)
+            results = defs.deploy_paths(s, paths, self.clock.now(), self.registry, by)
             for r in results:
                 if r.changed:
                     audit(s, by, f"{r.kind}.deploy", r.kind, r.id, {"version": r.version, "source": r.source}, at=self.clock.now())
@@ -138,7 +138,7 @@ class Careflow(SecurityOperations):
 
     def deploy_flow_text(self, text: str | bytes, source: str, by: str | None = None) -> defs.Deployed:
         with self.sessions.begin() as s:
-            cat = defs.catalog(s, self.registry.names())
+            cat = defs.catalog(s, self.registry)
             result = defs.deploy_flow(s, text, source, self.clock.now(), cat, by)
             if result.changed:
                 audit(s, by, "flow.deploy", "flow", result.id, {"version": result.version, "source": source}, at=self.clock.now())

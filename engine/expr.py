@@ -966,6 +966,17 @@ def is_template(text: str) -> bool:
     return isinstance(text, str) and ("{{" in text or "{%" in text)
 
 
+def is_lone_expression(text: str) -> bool:
+    """Whether a value string is one ``{{ expr }}`` and nothing else, so it renders to a native value."""
+    if not is_template(text):
+        return False
+    try:
+        _check_source(text)
+        return isinstance(_compile_value(text), Expression)
+    except (ExpressionError, TemplateSyntaxError):
+        return False
+
+
 def render_value(value: Any, context: Mapping[str, Any]) -> Any:
     """Render every string in dicts/lists/tuples; a lone ``{{ expr }}`` yields its native value."""
     if isinstance(value, str):

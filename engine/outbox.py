@@ -42,9 +42,16 @@ class DispatchReport:
     errors: list[str] = field(default_factory=list)
 
 
+#: Bounds on a provider's Retry-After: "0" or a date in the past must not resend within the same
+#: tick (a burst that uses up every attempt at once), and a bogus far-off date must not park a
+#: message for months.
+RETRY_AFTER_MIN = 1.0
+RETRY_AFTER_MAX = 86_400.0
+
+
 def _backoff(attempts: int, base: float, retry_after: float | None) -> timedelta:
     if retry_after is not None:
-        return timedelta(seconds=retry_after)
+        return timedelta(seconds=min(max(retry_after, RETRY_AFTER_MIN), RETRY_AFTER_MAX))
     # Full exponential backoff with jitter so that many failing sends do not retry in lockstep.
     return timedelta(seconds=base * (2 ** max(attempts - 1, 0)) * (0.5 + random.random()))
 
@@ -211,7 +218,11 @@ def _route(
     if not getattr(connector, "routes", False):
         return connector, message, settings, connector.channel, settings.get("marketing_per_week")
     channel = connector.route(customer)  # type: ignore[attr-defined]
-    _channel_connector, channel_settings = resolve(channel)
+    if channel == connector.channel:
+        # ``email`` or a named ``email/marketing``: the configuration just resolved is the channel's.
+        channel_settings = settings
+    else:
+        _channel_connector, channel_settings = resolve(channel)
     provider = channel_settings.get("provider")
     if not provider:
         raise ConnectorError(f"no provider is attached to the {channel} channel; attach one in the connector settings")

@@ -35,11 +35,14 @@ def validate_paths(paths: Iterable[str | Path], registry: Registry | None = None
     known_forms = {p.name.removesuffix(FORM_SUFFIX) for p in form_files}
     known_forms |= {p.name.removesuffix(FORM_SUFFIX) for p in BUILTIN_FORMS.glob(f"*{FORM_SUFFIX}")}
     known_flows = {p.stem for p in flow_files} | {p.stem for p in BUILTIN_FLOWS.glob("*.yaml")}
+    registry = registry or Registry()
     catalog = Catalog(
         forms=frozenset(known_forms),
-        connectors=(registry or Registry()).names(),
+        connectors=registry.names(),
         roles=BUILTIN_ROLES,
         flows=frozenset(known_flows),
+        message_schemas=registry.message_schemas(),
+        configurable=registry.configurable(),
     )
     for path in flow_files:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -23,6 +24,19 @@ STEP_TYPES = (
 
 #: Steps at which a token stops and waits for the outside world.
 WAIT_STATES = frozenset({"task", "wait", "subflow"})
+
+#: The name of an attached connector configuration (``care-team``, ``smtp-main``).
+CONFIGURATION_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+
+
+def split_connector(reference: str) -> tuple[str, str | None]:
+    """``feishu/care-team`` -> (``feishu``, ``care-team``); a plain ``feishu`` -> (``feishu``, None).
+
+    An action step names a connector type or channel, optionally with the configuration to use
+    after a slash, so that the type (and with it the message schema) is known without a database.
+    """
+    type_, slash, name = reference.partition("/")
+    return (type_, name) if slash else (reference, None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -11,7 +11,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from engine import expr
 from engine.cron import parse_cron
 from engine.errors import ExpressionError, Problem
-from engine.flow.model import WAIT_STATES, Flow, Step
+from engine.flow.messages import check_params
+from engine.flow.model import CONFIGURATION_NAME, WAIT_STATES, Flow, Step, split_connector
 from engine.flow.yaml_loader import Located, json_path
 
 
@@ -20,9 +21,15 @@ class Catalog:
     """What exists outside the flow; ``None`` means "do not check this kind"."""
 
     forms: frozenset[str] | None = None
-    connectors: frozenset[str] | None = None
+    connectors: frozenset[str] | None = None  # connector types and channels
     roles: frozenset[str] | None = None
     flows: frozenset[str] | None = None
+    #: Each connector type's message schema: the ``params`` its action steps may pass.
+    message_schemas: Mapping[str, Mapping[str, Any]] | None = None
+    #: The types that can be addressed by configuration name (``feishu/care-team``).
+    configurable: frozenset[str] | None = None
+    #: Attached configurations, name -> type; known at deploy, not offline.
+    configurations: Mapping[str, str] | None = None
 
 
 class _Checker:
@@ -38,6 +45,14 @@ class _Checker:
     def report(self, path: tuple[Any, ...], message: str) -> None:
         line, col = self.located.position(path)
         self.problems.append(Problem(self.flow.source, line, col, message, json_path(path)))
+
+    def report_key(self, path: tuple[Any, ...], message: str) -> None:
+        """A problem with a mapping key itself (an unknown parameter): point at the key."""
+        found = self.located.key_positions.get(tuple(path))
+        if found is None:
+            self.report(path, message)
+            return
+        self.problems.append(Problem(self.flow.source, found[0], found[1], message, json_path(path)))
 
     def step_path(self, step: Step, *rest: Any) -> tuple[Any, ...]:
         return ("steps", self.index[step.id], *rest)
@@ -278,7 +293,8 @@ def _check_steps(c: _Checker) -> None:
                     if expr.is_template(text):
                         _check_expression(c, p(key), text, expression=False)
         elif step.type == "action":
-            _check_known(c, p("connector"), "connector", step.connector or "", cat.connectors)
+            if _check_connector(c, step, p("connector")):
+                _check_message(c, step, p("params"))
             _check_templates(c, p("params"), dict(step.params))
         elif step.type == "decision":
             for i, case in enumerate(step.cases):
@@ -306,6 +322,52 @@ def _check_steps(c: _Checker) -> None:
             if step.flow == c.flow.id:
                 c.report(p("flow"), "a flow cannot start itself as a subflow")
             _check_templates(c, p("data"), dict(step.data))
+
+
+def _check_connector(c: _Checker, step: Step, path: tuple[Any, ...]) -> bool:
+    """Whether the connector reference is sound (``type`` or ``type/configuration``)."""
+    cat = c.catalog
+    reference = step.connector or ""
+    type_, config = split_connector(reference)
+    known = cat.connectors
+    if config is None:
+        if known is None or type_ in known:
+            return True
+        hint = _did_you_mean(type_, known)
+        owner = (cat.configurations or {}).get(type_)
+        if owner is not None:
+            hint = f"; {type_!r} is a {owner} configuration: write '{owner}/{type_}'"
+        elif not hint:
+            hint = "; a named configuration is written type/name, e.g. 'feishu/care-team'"
+        c.report(path, f"unknown connector {type_!r}{hint}")
+        return False
+    if known is not None and type_ not in known:
+        c.report(path, f"unknown connector type {type_!r} in {reference!r}" + _did_you_mean(type_, known))
+        return False
+    if cat.configurable is not None and type_ not in cat.configurable:
+        c.report(path, f"connector {type_!r} has no named configurations: write 'connector: {type_}'")
+        return False
+    if not CONFIGURATION_NAME.fullmatch(config):
+        c.report(path, f"{config!r} is not a configuration name: lower-case letters, digits, '_' and '-', "
+                       "starting with a letter, at most 64")
+        return False
+    actual = (cat.configurations or {}).get(config)
+    if actual is not None and actual != type_:
+        c.report(path, f"configuration {config!r} is a {actual} connector, not {type_}; did you mean '{actual}/{config}'?")
+        return False
+    return True
+
+
+def _check_message(c: _Checker, step: Step, path: tuple[Any, ...]) -> None:
+    schemas = c.catalog.message_schemas
+    type_, _config = split_connector(step.connector or "")
+    if schemas is None or type_ not in schemas:
+        return
+    for problem in check_params(schemas[type_], dict(step.params), step.connector or ""):
+        if problem.at_key:
+            c.report_key((*path, *problem.path), problem.message)
+        else:
+            c.report((*path, *problem.path), problem.message)
 
 
 def _check_triggers(c: _Checker) -> None:

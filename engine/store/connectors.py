@@ -22,10 +22,11 @@ from sqlalchemy.orm import Session
 from connectors.base import Connector, ConnectorLookupError
 from connectors.registry import Registry
 from engine.errors import Conflict, FieldError, NotFound, SubmissionInvalid
+from engine.flow.model import CONFIGURATION_NAME, split_connector
 from engine.secrets import SecretBox, mask, secret_fields
 from engine.store.models import ConnectorConfig
 
-NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
+NAME_PATTERN = CONFIGURATION_NAME.pattern
 
 
 class ConnectorConfigLookupError(NotFound):
@@ -135,6 +136,18 @@ def rotate_secrets(session: Session, box: SecretBox) -> int:
     return count
 
 
+class ConfigurationUnavailable(ConnectorLookupError):
+    """Raised when a flow names a configuration (``feishu/care-team``) that is missing, disabled or of another type.
+
+    The message names the configuration and says what to do; the delivery fails with an incident
+    that an admin retries once the configuration is attached or enabled.
+    """
+
+    def __init__(self, reference: str, message: str):
+        LookupError.__init__(self, message)
+        self.name = reference
+
+
 class Resolver:
     """Finds the connector and settings behind a name: an attached configuration, else a built-in.
 
@@ -156,9 +169,30 @@ class Resolver:
         return self._resolve(session, name)
 
     def _resolve(self, session: Session, name: str) -> tuple[Connector, Mapping[str, Any]]:
+        type_, config = split_connector(name)
+        if config is not None:
+            return self._named(session, type_, config)
         row = session.scalars(select(ConnectorConfig).where(ConnectorConfig.name == name)).first()
         if row is not None:
             if not row.enabled:
                 raise ConnectorLookupError(f"{name} (disabled)")
             return self.registry.get(row.type), full_settings(row, self.box)
         return self.registry.get(name), self.fallback.get(name, {})
+
+    def _named(self, session: Session, type_: str, config: str) -> tuple[Connector, Mapping[str, Any]]:
+        reference = f"{type_}/{config}"
+        row = session.scalars(select(ConnectorConfig).where(ConnectorConfig.name == config)).first()
+        if row is None:
+            raise ConfigurationUnavailable(
+                reference, f"the flow sends through {reference!r}, but no connector configuration named {config!r} is "
+                           f"attached; attach it (careflow connectors set {config} --type {type_} --settings ...) "
+                           "and retry this incident")
+        if row.type != type_:
+            raise ConfigurationUnavailable(
+                reference, f"the flow sends through {reference!r}, but the configuration {config!r} is a "
+                           f"{row.type} connector, not {type_}")
+        if not row.enabled:
+            raise ConfigurationUnavailable(
+                reference, f"the flow sends through {reference!r}, but the configuration {config!r} is disabled; "
+                           f"enable it (careflow connectors enable {config}) and retry this incident")
+        return self.registry.get(type_), full_settings(row, self.box)

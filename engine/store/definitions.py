@@ -15,13 +15,14 @@ from typing import Any
 from sqlalchemy import Engine, event, func, select
 from sqlalchemy.orm import Session
 
+from connectors.registry import Registry
 from engine.errors import DefinitionInvalid, FlowLookupError, FormLookupError, Problem
 from engine.flow.loader import content_hash, load_flow_text
 from engine.flow.model import Flow
 from engine.flow.validate import Catalog
 from engine.forms import Form, load_form_text
 from engine.roles import BUILTIN_ROLES
-from engine.store.models import FlowVersion, FormVersion, User
+from engine.store.models import ConnectorConfig, FlowVersion, FormVersion, User
 
 FORM_SUFFIX = ".schema.json"
 
@@ -211,12 +212,20 @@ def latest_form(session: Session, form_id: str) -> Form:
     return _cached_latest(session, "form", form_id, load)  # type: ignore[no-any-return]
 
 
-def catalog(session: Session, connectors: Iterable[str], extra_forms: Iterable[str] = (), extra_flows: Iterable[str] = ()) -> Catalog:
+def catalog(
+    session: Session, connectors: Registry | Iterable[str], extra_forms: Iterable[str] = (), extra_flows: Iterable[str] = ()
+) -> Catalog:
+    """What a deployed flow may refer to; given the registry, also message schemas and attached configurations."""
     forms = set(session.scalars(select(FormVersion.form_id).distinct())) | set(extra_forms)
     flows = set(session.scalars(select(FlowVersion.flow_id).distinct())) | set(extra_flows)
     roles = set(BUILTIN_ROLES)
     for user_roles in session.scalars(select(User.roles)):
         roles.update(user_roles or [])
+    if isinstance(connectors, Registry):
+        configurations = {name: type_ for name, type_ in session.execute(select(ConnectorConfig.name, ConnectorConfig.type))}
+        return Catalog(forms=frozenset(forms), connectors=connectors.names(), roles=frozenset(roles), flows=frozenset(flows),
+                       message_schemas=connectors.message_schemas(), configurable=connectors.configurable(),
+                       configurations=configurations)
     return Catalog(forms=frozenset(forms), connectors=frozenset(connectors), roles=frozenset(roles), flows=frozenset(flows))
 
 
@@ -303,7 +312,9 @@ def collect_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
     return flows, forms
 
 
-def deploy_paths(session: Session, paths: Iterable[str | Path], now: datetime, connectors: Iterable[str], by: str | None = None) -> list[Deployed]:
+def deploy_paths(
+    session: Session, paths: Iterable[str | Path], now: datetime, connectors: Registry | Iterable[str], by: str | None = None
+) -> list[Deployed]:
     """Validate everything first, then deploy: one bad file deploys nothing."""
     flow_files, form_files = collect_files(paths)
     problems: list[Problem] = []

@@ -21,6 +21,7 @@ class RecordingProvider:
     channel: ClassVar[str | None] = None
     idempotent: ClassVar[bool] = False
     settings_schema: ClassVar[Mapping[str, Any]] = {"type": "object"}
+    message_schema: ClassVar[Mapping[str, Any]] = {"type": "object"}
 
     def __init__(self) -> None:
         self.sent: list[dict[str, Any]] = []

@@ -19,8 +19,10 @@ ROOT = Path(__file__).resolve().parents[2]
 BAD = sorted((ROOT / "tests/data/flows").glob("bad_*.yaml"))
 BUILTIN = sorted((ROOT / "workflows").glob("*.yaml"))
 FORMS = frozenset(p.name.removesuffix(".schema.json") for p in (ROOT / "forms").glob("*.schema.json"))
-CATALOG = Catalog(forms=FORMS, connectors=Registry().names(), roles=BUILTIN_ROLES,
-                  flows=frozenset(p.stem for p in BUILTIN))
+REGISTRY = Registry()
+CATALOG = Catalog(forms=FORMS, connectors=REGISTRY.names(), roles=BUILTIN_ROLES,
+                  flows=frozenset(p.stem for p in BUILTIN), message_schemas=REGISTRY.message_schemas(),
+                  configurable=REGISTRY.configurable())
 
 
 @pytest.mark.parametrize("path", BUILTIN, ids=lambda p: p.stem)
