@@ -813,5 +813,7 @@ def webhooks_delete(state: State, name: str, by: str | None) -> None:
     state.engine().delete_webhook(name, actor=by)
     state.emit({"ok": True}, f"webhook {name} deleted")
 
+from engine import cli_connectors  # noqa: E402,F401  (adds `connectors types`)
+
 if __name__ == "__main__":
     main()

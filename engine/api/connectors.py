@@ -1,7 +1,8 @@
 """Connectors (admin): attach and change them, test a send, read the delivery log.
 
 Secrets go in with the settings and never come back: responses show them masked. The settings a
-connector takes are its JSON Schema, listed at ``GET /api/connector-types``; every message
+connector takes and the message parameters a flow passes it are JSON Schemas, listed at
+``GET /api/connector-types``; every message
 and its delivery status is at ``GET /api/deliveries``.
 """
 
@@ -27,6 +28,10 @@ class ConnectorTypeOut(Schema):
     channel = String(allow_none=True, required=True)
     idempotent = Boolean(required=True)
     settings_schema = Dict(required=True)
+    message_schema = Dict(required=True, metadata={
+        "description": "JSON Schema of the params an action step passes this connector; careflow validate checks them"})
+    named_configurations = Boolean(required=True, metadata={
+        "description": "Whether flows can name a configuration of this type: connector: TYPE/NAME"})
 
 
 class ConnectorIn(Schema):
@@ -80,13 +85,15 @@ class DeliveryOut(Schema):
 @bp.output(ConnectorTypeOut(many=True))
 @requires("connectors.admin")
 def list_types() -> Any:
-    """Every installed connector type with the settings it takes (a JSON Schema)."""
+    """Every installed connector type with the settings it takes and the message parameters flows pass it."""
     registry = careflow().registry
+    configurable = registry.configurable()
     out = []
     for name in sorted(registry.names()):
         connector = registry.get(name)
         out.append({"type": name, "channel": connector.channel, "idempotent": bool(connector.idempotent),
-                    "settings_schema": dict(connector.settings_schema)})
+                    "settings_schema": dict(connector.settings_schema), "message_schema": dict(connector.message_schema),
+                    "named_configurations": name in configurable})
     return out
 
 

@@ -279,7 +279,8 @@ class OutboxMessage(Base):
     gen: Mapped[int | None] = mapped_column(Integer)
     step_id: Mapped[str | None] = mapped_column(String(64))
     customer_id: Mapped[int | None] = mapped_column(BigId)
-    connector: Mapped[str] = mapped_column(String(64))
+    #: A type or channel, or ``type/configuration`` (64 + 1 + 64).
+    connector: Mapped[str] = mapped_column(String(140))
     payload: Mapped[dict[str, Any]]
     #: The channel it went out on once routed (email, sms, ...), for consent and frequency caps.
     channel: Mapped[str | None] = mapped_column(String(16))

@@ -95,3 +95,64 @@ def test_schema_text_is_printed_by_the_cli_schema_command() -> None:
     result = CliRunner().invoke(main, ["schema"])
     assert result.exit_code == 0
     assert json.loads(result.output)["title"] == "Careflow flow"
+
+
+ACCEPTED_ACTIONS = """
+id: messages_ok
+name: Messages that pass
+steps:
+  - id: robot
+    type: action
+    connector: feishu/care-team          # a named configuration, checked by its type's schema
+    params: {markdown: "**{{ customer.name }}**", subject: 新客户}
+    next: aliyun
+  - id: aliyun
+    type: action
+    connector: sms
+    params:
+      template_code: SMS_987654321
+      template_params: "{{ vars.pickup }}"   # a lone expression may render to a mapping
+    next: hook
+  - id: hook
+    type: action
+    connector: webhook/crm
+    params: {event: vip.callback_needed, customer_name: "{{ customer.name }}", score: 5}
+    next: mail
+  - id: mail
+    type: action
+    connector: smtp/smtp-main
+    params:
+      to: "{{ customer.email }}"           # a template: its format is known only when sent
+      subject: {zh: "您好", en: "Hello"}
+      text: {zh: "正文", en: "Body"}
+      category: marketing
+    next: done
+  - id: done
+    type: end
+"""
+
+
+def test_templates_language_maps_and_named_configurations_pass() -> None:
+    flow = load_flow_text(ACCEPTED_ACTIONS, "messages_ok.yaml", CATALOG)
+    assert flow.step("robot").connector == "feishu/care-team"
+
+
+def test_a_problem_in_one_language_points_at_that_language() -> None:
+    text = ACCEPTED_ACTIONS.replace('text: {zh: "正文", en: "Body"}', 'text: {zh: "正文", en: ""}')
+    with pytest.raises(FlowInvalid) as exc:
+        load_flow_text(text, "messages_ok.yaml", CATALOG)
+    [problem] = exc.value.problems
+    assert problem.message == "parameter 'text' must not be empty"
+    assert problem.path == "$.steps[3].params.text.en"
+
+
+def test_a_provider_named_directly_needs_a_recipient() -> None:
+    text = ACCEPTED_ACTIONS.replace('to: "{{ customer.email }}"', 'html: "<p>hi</p>"')
+    with pytest.raises(FlowInvalid) as exc:
+        load_flow_text(text, "messages_ok.yaml", CATALOG)
+    assert [p.message for p in exc.value.problems] == ["connector 'smtp/smtp-main' needs the parameter 'to'"]
+
+
+def test_without_message_schemas_params_are_not_checked() -> None:
+    bare = Catalog(forms=FORMS, connectors=REGISTRY.names(), roles=BUILTIN_ROLES)
+    load_flow(ROOT / "tests/data/flows/bad_unknown_param.yaml", bare)

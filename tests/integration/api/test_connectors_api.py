@@ -31,6 +31,9 @@ def test_attach_a_provider_and_a_channel_then_test_send(api: Api, mail) -> None:
     assert (entry["connector"], entry["channel"]) == ("email", "email")
     types = {t["type"]: t for t in api.get("/api/connector-types").get_json()}
     assert types["smtp"]["settings_schema"]["properties"]["password"]["x-secret"] is True
+    assert types["sms"]["message_schema"]["anyOf"] == [{"required": ["text"]}, {"required": ["template_params"]}]
+    assert types["email"]["message_schema"]["required"] == ["subject", "text"]
+    assert types["feishu"]["named_configurations"] is True and types["preferred"]["named_configurations"] is False
 
 
 def test_bad_settings_are_field_errors(api: Api, mail) -> None:  # type: ignore[no-untyped-def]

@@ -189,3 +189,57 @@ def test_retry_after_zero_does_not_burn_every_attempt_in_one_tick(cf, clock, stu
     start(cf)
     cf.tick()
     assert len(care.requests) == 1 and outbox(cf)["tell_care"].attempts == 1
+
+
+CHANNEL_FLOW = """
+id: two_mail_routes
+name: {zh: 两条邮件线路, en: Two mail routes}
+steps:
+  - id: receipt
+    type: action
+    connector: email
+    params: {subject: 回执, text: 已收到您的申请。}
+    next: offer
+  - id: offer
+    type: action
+    connector: email/marketing
+    params: {subject: 会员优惠, text: 本周会员 8 折。, category: marketing}
+    next: done
+  - id: done
+    type: end
+"""
+
+
+def test_a_named_channel_configuration_routes_through_its_own_provider(cf, smtp_server):
+    service, marketing = smtp_server("none"), smtp_server("none")
+    cf.save_connector("smtp-service", "smtp", service.settings(), by="admin")
+    cf.save_connector("smtp-marketing", "smtp", marketing.settings(from_address="offers@example.com"), by="admin")
+    cf.save_connector("email", "email", {"provider": "smtp-service"})
+    cf.save_connector("marketing", "email", {"provider": "smtp-marketing", "marketing_per_week": 1})
+    cf.deploy_flow_text(CHANNEL_FLOW, "two_mail_routes.yaml", by="ops")
+    cid = cf.create_customer({"name": "韩梅梅", "email": "meimei@example.com", "region": "北京", "owner": "li"},
+                             fire_triggers=False)
+    for _ in range(2):
+        cf.start("two_mail_routes", customer_id=cid)
+    cf.tick()
+    assert [m.rcpt_tos for m in service.handler.messages] == [["meimei@example.com"]] * 2
+    assert [m.mail_from for m in marketing.handler.messages] == ["offers@example.com"]  # the cap of 1 a week
+    statuses = sorted((m.step_id, m.status) for m in outbox_rows(cf))
+    assert statuses == [("offer", "sent"), ("offer", "suppressed"), ("receipt", "sent"), ("receipt", "sent")]
+
+
+def outbox_rows(cf):  # type: ignore[no-untyped-def]
+    with cf.session() as s:
+        return list(s.scalars(select(OutboxMessage)))
+
+
+def test_the_longest_configuration_name_fits_the_outbox(cf, stub_server):
+    name = "c" + "x" * 63
+    care = stub_server(feishu_group(CARE_SECRET))
+    attach(cf, name, care, CARE_SECRET)
+    flow = FLOW.replace("feishu/care-team", f"feishu/{name}").replace("connector: feishu/vip-desk", "connector: timeline") \
+        .replace('markdown: "**{{ customer.name }}** 是 A 类客户"', 'text: "已通知"')
+    cf.deploy_flow_text(flow, "notify_groups.yaml", by="ops")
+    start(cf)
+    cf.tick()
+    assert outbox(cf)["tell_care"].status == "sent" and len(care.requests) == 1

@@ -32,3 +32,24 @@ def test_registered_with_a_valid_schema(name):
     assert marked == secrets
     assert all(schema["properties"][k].get("writeOnly") for k in marked)
     assert set(schema.get("required", [])) <= set(schema["properties"])
+
+
+@pytest.mark.parametrize("name", sorted(set(CONNECTORS) | {"email", "sms", "preferred", "timeline"}))
+def test_declares_a_message_schema_whose_required_parameters_it_lists(name):
+    schema = dict(Registry().get(name).message_schema)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    listed = set(schema["properties"])
+    assert set(schema.get("required", [])) <= listed
+    assert all(set(branch["required"]) <= listed for branch in schema.get("anyOf", []))
+    assert "category" in listed  # every message may be marked marketing
+
+
+def test_a_class_without_a_message_schema_is_not_a_connector():
+    class NoMessages:
+        name, channel, idempotent, settings_schema = "nomsg", None, False, {"type": "object"}
+
+        def send(self, message, settings):  # pragma: no cover - never called
+            raise AssertionError
+
+    with pytest.raises(TypeError, match="message_schema"):
+        Registry().register(NoMessages)
