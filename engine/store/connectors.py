@@ -175,9 +175,19 @@ class Resolver:
         row = session.scalars(select(ConnectorConfig).where(ConnectorConfig.name == name)).first()
         if row is not None:
             if not row.enabled:
-                raise ConnectorLookupError(f"{name} (disabled)")
+                raise ConfigurationUnavailable(
+                    name, f"the connector configuration {name!r} is disabled; enable it "
+                          f"(careflow connectors enable {name}) and retry this incident")
             return self.registry.get(row.type), full_settings(row, self.box)
-        return self.registry.get(name), self.fallback.get(name, {})
+        connector = self.registry.get(name)
+        if name not in self.fallback and not getattr(connector, "routes", False) and connector.settings_schema.get("required"):
+            # A provider type named in a flow with nothing attached under that name: say so, rather
+            # than let the connector fail on its empty settings ("URL refused: empty").
+            raise ConfigurationUnavailable(
+                name, f"no connector configuration named {name!r} is attached; attach one (careflow connectors set "
+                      f"{name} --type {name} --settings ...) or name an attached {name} configuration in the flow "
+                      f"({name}/NAME), then retry this incident")
+        return connector, self.fallback.get(name, {})
 
     def _named(self, session: Session, type_: str, config: str) -> tuple[Connector, Mapping[str, Any]]:
         reference = f"{type_}/{config}"

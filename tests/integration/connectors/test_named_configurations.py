@@ -243,3 +243,13 @@ def test_the_longest_configuration_name_fits_the_outbox(cf, stub_server):
     start(cf)
     cf.tick()
     assert outbox(cf)["tell_care"].status == "sent" and len(care.requests) == 1
+
+
+def test_a_type_named_without_any_configuration_says_what_to_attach(cf):
+    flow = FLOW.replace("connector: feishu/care-team", "connector: feishu")
+    cf.deploy_flow_text(flow, "notify_groups.yaml", by="ops")
+    start(cf)
+    cf.tick()
+    messages = sorted(i.message for i in open_incidents(cf))
+    assert messages[0].startswith("no connector configuration named 'feishu' is attached")
+    assert "'feishu/vip-desk'" in messages[1]
