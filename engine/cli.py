@@ -814,6 +814,7 @@ def webhooks_delete(state: State, name: str, by: str | None) -> None:
     state.emit({"ok": True}, f"webhook {name} deleted")
 
 from engine import cli_connectors  # noqa: E402,F401  (adds `connectors types`)
+from engine import cli_import  # noqa: E402,F401  (adds the import commands to the customers group)
 
 if __name__ == "__main__":
     main()

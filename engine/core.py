@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
@@ -517,6 +517,33 @@ class Careflow(SecurityOperations):
                 setattr(total, key, getattr(total, key) + getattr(report, key))
             if report.sent + report.failed + report.suppressed + report.retried == 0:
                 return total
+
+    # ----- customer import (engine/imports.py) ----------------------------------------------------
+
+    def after_import(self, customer_ids: Sequence[int], *, created: Collection[int] = (),
+                     changed: Mapping[int, Sequence[str]] | None = None, start_flows: bool = False) -> list[int]:
+        """Called once an import has committed, with every customer it created or changed.
+
+        With ``start_flows`` the customer events fire as for customers created or changed through
+        the API (``created`` for new ones, ``updated`` with the changed fields for the others), so
+        onboarding starts for imported customers; without it (the default for imports) nothing
+        starts. Returns the ids of the instances started. Grading after imports hooks in here.
+        """
+        if not start_flows:
+            return []
+        new, changed = set(created), dict(changed or {})
+        started: list[int] = []
+        for customer_id in customer_ids:
+            with self.transition() as s:
+                rt = self.runtime()
+                customer = cust.get_customer(s, customer_id)
+                if customer.status == DELETED:
+                    continue
+                if customer_id in new:
+                    started += self._customer_event(s, rt, customer, "created", [])
+                elif changed.get(customer_id):
+                    started += self._customer_event(s, rt, customer, "updated", list(changed[customer_id]))
+        return started
 
 
 #: The customer a preview uses when none is named.

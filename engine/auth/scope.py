@@ -56,6 +56,8 @@ PERMISSIONS: dict[str, tuple[str, frozenset[str]]] = {
     "customers.create": ("write", STAFF),
     "customers.update": ("write", STAFF),
     "customers.delete": ("write", frozenset({ADMIN})),
+    "customers.import": ("write", frozenset({ADMIN})),  # an import may merge into any customer
+    "customers.imports": ("read", frozenset({ADMIN})),
     "users.admin": ("admin", frozenset({ADMIN})),
     "tokens.admin": ("admin", frozenset({ADMIN})),
     "audit.read": ("admin", frozenset({ADMIN})),

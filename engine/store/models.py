@@ -467,3 +467,76 @@ __all__ = [
     "WebhookEndpoint",
     "WebhookReceipt",
 ]
+
+
+# ----- customer import: import runs, saved column mappings, merge log, orders ------------------------
+
+from sqlalchemy import LargeBinary  # noqa: E402
+
+
+class ImportRun(Base):
+    """One import of a customers or orders file: the file, its options, progress and report.
+
+    ``done_groups`` is the commit's watermark: batches commit with it, so a crashed import resumes
+    after the last whole batch.
+    """
+
+    __tablename__ = "import_run"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    filename: Mapped[str] = mapped_column(String(255))
+    file_format: Mapped[str] = mapped_column(String(8))
+    encoding: Mapped[str | None] = mapped_column(String(32))
+    source: Mapped[bytes] = mapped_column(LargeBinary)
+    options: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    total_rows: Mapped[int] = mapped_column(Integer, default=0)
+    done_rows: Mapped[int] = mapped_column(Integer, default=0)
+    done_groups: Mapped[int] = mapped_column(Integer, default=0)
+    summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    report: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    committed_at: Mapped[datetime | None]
+
+
+class ColumnMapping(Base):
+    """A column mapping saved by name for the next file from the same source."""
+
+    __tablename__ = "column_mapping"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    columns: Mapped[dict[str, Any]]
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    updated_at: Mapped[datetime]
+
+
+class CustomerMerge(Base):
+    """Rows merged into one customer: which rows, matched on what, which fields changed (old, new)."""
+
+    __tablename__ = "customer_merge"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id", ondelete="CASCADE"), index=True)
+    import_id: Mapped[int | None] = mapped_column(ForeignKey("import_run.id", ondelete="SET NULL"), index=True)
+    at: Mapped[datetime]
+    created: Mapped[bool] = mapped_column(Boolean, default=False)
+    rows: Mapped[list[Any]] = mapped_column(default=list)
+    matched_on: Mapped[list[Any]] = mapped_column(default=list)
+    changes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class CustomerOrder(Base):
+    """One purchase; ``order_id`` is unique, so importing the same order twice counts it once."""
+
+    __tablename__ = "customer_order"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    order_id: Mapped[str] = mapped_column(String(64), unique=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id", ondelete="CASCADE"), index=True)
+    ordered_at: Mapped[datetime]
+    amount: Mapped[float] = mapped_column(Float)
+    import_id: Mapped[int | None] = mapped_column(ForeignKey("import_run.id", ondelete="SET NULL"), index=True)
+
+
+__all__ += ["ColumnMapping", "CustomerMerge", "CustomerOrder", "ImportRun"]

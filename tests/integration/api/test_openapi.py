@@ -3,6 +3,7 @@ set of calls (successes and errors) validate against the schema it gives for the
 
 from __future__ import annotations
 
+import io
 import re
 from typing import Any
 
@@ -153,6 +154,15 @@ def test_responses_validate_against_the_document(app: Any, api: Api, cf: Careflo
     call("DELETE", f"/api/customers/{created['id']}")
     call("GET", f"/api/customers/{created['id']}")
     call("GET", "/api/customers", as_="ops")
+    upload = {"file": (io.BytesIO(f"姓名,手机,生日\n导入,{wd.phone()},2023-02-30\n".encode()), "c.csv")}
+    imported = call("POST", "/api/customers/imports", data=upload, content_type="multipart/form-data").get_json()
+    call("GET", f"/api/customers/imports/{imported['id']}")
+    call("POST", f"/api/customers/imports/{imported['id']}/commit")
+    call("POST", f"/api/customers/imports/{imported['id']}/commit")
+    call("POST", "/api/customers/imports", data={"file": (io.BytesIO(b"a,b\n1,2\n"), "x.csv")}, content_type="multipart/form-data")
+    call("POST", "/api/customers/order-imports", content_type="multipart/form-data",
+         data={"file": (io.BytesIO("订单号,手机,下单时间,金额\nO-1,13800138000,2026-11-01,10\n".encode()), "o.csv")})
+    call("GET", "/api/customers/merges?per_page=5")
     call("GET", "/api/users")
     call("POST", "/api/users", json={"username": "openapi", "roles": ["service_agent"]})
     call("GET", "/api/users/openapi")

@@ -8,6 +8,7 @@ Operations that change something get a fresh target per call, so the order does 
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from engine.core import Careflow
+from engine.imports import Importer
 from engine.store.models import Incident
 from tests.integration.api import world as wd
 from tests.integration.api.conftest import Api
@@ -51,6 +53,17 @@ def incident(cf: Careflow) -> int:
         s.add(row)
         s.flush()
         return row.id
+
+
+ORDERS = "订单号,手机,下单时间,金额\nM-1,13800138000,2026-11-01,10\n"
+
+
+def upload(text: str | None = None) -> tuple[io.BytesIO, str]:
+    return io.BytesIO((text or f"姓名,手机\n导入,{wd.phone()}\n").encode()), "customers.csv"
+
+
+def planned(cf: Careflow) -> int:
+    return int(Importer(cf).plan(upload()[0].getvalue(), "customers.csv")["id"])
 
 
 Op = Callable[[Api, Careflow, wd.World, str], Any]
@@ -141,6 +154,21 @@ MATRIX: list[tuple[str, Op, tuple[int, ...]]] = [
      (200, 403, 403, 403, 403, 403, 403)),
     ("GET /api/customers/{c_wang}/timeline", lambda a, cf, w, u: a.get(f"/api/customers/{w.c_wang}/timeline", as_=u),
      (200, 403, 200, 200, 404, 404, 403)),
+    ("POST /api/customers/imports", lambda a, cf, w, u: a.post(
+        "/api/customers/imports", as_=u, data={"file": upload()}, content_type="multipart/form-data"),
+     (201, 403, 403, 403, 403, 403, 403)),
+    ("POST /api/customers/order-imports", lambda a, cf, w, u: a.post(
+        "/api/customers/order-imports", as_=u, data={"file": upload(ORDERS)}, content_type="multipart/form-data"),
+     (201, 403, 403, 403, 403, 403, 403)),
+    ("GET /api/customers/imports/{id}", lambda a, cf, w, u: a.get(f"/api/customers/imports/{planned(cf)}", as_=u),
+     (200, 403, 403, 403, 403, 403, 403)),
+    ("POST /api/customers/imports/{id}/commit", lambda a, cf, w, u: a.post(f"/api/customers/imports/{planned(cf)}/commit", as_=u),
+     (200, 403, 403, 403, 403, 403, 403)),
+    ("GET /api/customers/imports/{id}/report.csv", lambda a, cf, w, u: a.get(
+        f"/api/customers/imports/{planned(cf)}/report.csv", as_=u),
+     (200, 403, 403, 403, 403, 403, 403)),
+    ("GET /api/customers/merges", lambda a, cf, w, u: a.get("/api/customers/merges", as_=u),
+     (200, 403, 403, 403, 403, 403, 403)),
     ("GET /api/users", lambda a, cf, w, u: a.get("/api/users", as_=u),
      (200, 403, 403, 403, 403, 403, 403)),
     ("POST /api/users", lambda a, cf, w, u: a.post("/api/users", as_=u, json={"username": f"new.{u}", "roles": ["service_agent"]}),
