@@ -813,5 +813,10 @@ def webhooks_delete(state: State, name: str, by: str | None) -> None:
     state.engine().delete_webhook(name, actor=by)
     state.emit({"ok": True}, f"webhook {name} deleted")
 
+from engine.cli_segments import reports, segments  # noqa: E402  (registers ``customers risk`` too)
+
+main.add_command(segments)
+main.add_command(reports)
+
 if __name__ == "__main__":
     main()

@@ -66,6 +66,13 @@ def customer_dict(c: Customer) -> dict[str, Any]:
         purchase_count=c.purchase_count,
         purchase_total=c.purchase_total,
         created_at=c.created_at.isoformat(),
+        # written by the grading recompute and by survey answers (engine/segments)
+        rfm_r=c.rfm_r,
+        rfm_f=c.rfm_f,
+        rfm_m=c.rfm_m,
+        churn_score=c.churn_score,
+        last_nps=c.last_nps,
+        last_satisfaction=c.last_satisfaction,
     )
     return out
 

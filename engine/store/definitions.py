@@ -21,7 +21,7 @@ from engine.flow.model import Flow
 from engine.flow.validate import Catalog
 from engine.forms import Form, load_form_text
 from engine.roles import BUILTIN_ROLES
-from engine.store.models import FlowVersion, FormVersion, User
+from engine.store.models import FlowVersion, FormVersion, Segment, User
 
 FORM_SUFFIX = ".schema.json"
 
@@ -217,7 +217,9 @@ def catalog(session: Session, connectors: Iterable[str], extra_forms: Iterable[s
     roles = set(BUILTIN_ROLES)
     for user_roles in session.scalars(select(User.roles)):
         roles.update(user_roles or [])
-    return Catalog(forms=frozenset(forms), connectors=frozenset(connectors), roles=frozenset(roles), flows=frozenset(flows))
+    segments = frozenset(session.scalars(select(Segment.name)))
+    return Catalog(forms=frozenset(forms), connectors=frozenset(connectors), roles=frozenset(roles), flows=frozenset(flows),
+                   segments=segments)
 
 
 @dataclass(frozen=True, slots=True)
