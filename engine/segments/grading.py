@@ -172,8 +172,10 @@ def recompute_grades(
                 score_high(float(f.purchase_total), edges["monetary"]),
             )
         churn = churn_of(f, now, settings)
+        # Without any figure of value (no purchase, no expected value) a grade given by hand stays.
+        known_value = f.purchase_count > 0 or f.purchase_total > 0 or f.expected_value is not None
         values = {
-            "grade": grade_for(customer_value(f), settings),
+            "grade": grade_for(customer_value(f), settings) if known_value or r.grade is None else r.grade,
             "rfm_r": rfm[0], "rfm_f": rfm[1], "rfm_m": rfm[2],
             "churn_score": churn.score if churn else None,
             "churn_reason": churn.explanation() if churn else None,

@@ -53,13 +53,18 @@ def run_daily_recompute(factory: sessionmaker[Session], runtime: Callable[[], Ru
     due = latest_due(settings, runtime().now)
     if last is not None and last >= due:
         return False
+    # The very first tick only marks where the schedule starts (like a flow's schedule trigger,
+    # which starts at its deployment): the first run is at the next due time, or on demand.
+    first = last is None
     try:
         with factory.begin() as session:
             rt = runtime()
             row = TriggerOccurrence(flow_id=SYSTEM, trigger_key=JOB_KEY, scheduled_for=due, fired_at=rt.now,
-                                    status="fired", started=0)
+                                    status="missed" if first else "fired", started=0)
             session.add(row)
             session.flush()  # the unique key decides which ticker runs it
+            if first:
+                return False
             result = recompute(session, rt)
             row.started = int(result["segments"]["instances_started"])
     except IntegrityError:
