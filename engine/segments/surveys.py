@@ -99,6 +99,11 @@ def nps_of(scores: list[int]) -> dict[str, Any]:
 def nps_report(session: Session, by: str, start: date | None, end: date | None, tz: str = "Asia/Shanghai") -> dict[str, Any]:
     """NPS per month (``YYYY-MM`` in ``tz``) or per flow, over answers from ``start`` to ``end`` inclusive."""
     zone = ZoneInfo(tz)
+    # Days beyond these would overflow when shifted to UTC; no answer is that old or that new.
+    if start is not None and start < _FIRST:
+        start = _FIRST
+    if end is not None and end > _LAST:
+        end = _LAST
     query = select(SurveyAnswer.flow_id, SurveyAnswer.score, SurveyAnswer.answered_at).where(SurveyAnswer.kind == "nps")
     if start is not None:
         query = query.where(SurveyAnswer.answered_at >= datetime.combine(start, time(0), zone))
@@ -119,3 +124,4 @@ def nps_report(session: Session, by: str, start: date | None, end: date | None, 
 
 
 _DAY = timedelta(days=1)
+_FIRST, _LAST = date(1970, 1, 1), date(9000, 1, 1)
