@@ -29,6 +29,8 @@ from engine.errors import Conflict, CustomerLookupError, NotFound
 from engine.outbox import DispatchReport, dispatch_due, retry_message, settle_message
 from engine.runtime import events as ev
 from engine.schedule import TickReport, fire_due_timers, fire_triggers
+from engine.segments.jobs import run_daily_recompute
+from engine.segments.operations import SegmentOperations, erase_grading
 from engine.store import customers as cust
 from engine.store import definitions as defs
 from engine.secrets import SecretBox
@@ -59,7 +61,7 @@ BUILTIN_FLOWS = PROJECT_ROOT / "workflows"
 BUILTIN_FORMS = PROJECT_ROOT / "forms"
 
 
-class Careflow(SecurityOperations):
+class Careflow(SecurityOperations, SegmentOperations):
     def __init__(
         self,
         database_url: str,
@@ -341,6 +343,7 @@ class Careflow(SecurityOperations):
             for field in ("phone", "email", "birthday", "birthday_key", "region", "grade", "expected_value", "owner",
                           "preferred_channel", "last_purchase_at"):
                 setattr(customer, field, None)
+            erase_grading(s, customer)
             customer.tags, customer.attributes, customer.consent = [], {}, {}
             customer.status = DELETED
             customer.updated_at = rt.now
@@ -504,6 +507,7 @@ class Careflow(SecurityOperations):
         self.load_calendar()  # another process may have changed the overrides
         fire_due_timers(self.sessions, self.runtime, report)
         fire_triggers(self.sessions, self.runtime, report)
+        run_daily_recompute(self.sessions, self.runtime, report)
         # Triggers may have started instances whose first steps are already due.
         fire_due_timers(self.sessions, self.runtime, report)
         sent = self.dispatch()

@@ -27,6 +27,7 @@ from engine.cron import fires_between
 from engine.errors import EngineError, ExpressionError
 from engine.flow.model import Flow, Trigger
 from engine.runtime import events as ev
+from engine.segments.membership import segment_memberships
 from engine.store import customers as cust
 from engine.store.definitions import flow_of, latest_flow_versions
 from engine.store.instances import NotEnrolled, Runtime, deliver, start_instance
@@ -207,11 +208,16 @@ def _start_for_occurrence(session: Session, rt: Runtime, flow: Flow, trigger: Tr
     else:
         candidates = session.scalars(select(Customer).where(Customer.status.not_in(NOT_SCHEDULED)).order_by(Customer.id))
     condition = expr.compile_expression(trigger.customers) if trigger.customers else None
+    # ``customer.segments`` (the names of the segments a customer is in) costs one query per firing.
+    segments = segment_memberships(session) if trigger.customers and "segments" in trigger.customers else None
     started = 0
     for customer in candidates:
         if condition is not None:
+            values = cust.customer_dict(customer)
+            if segments is not None:
+                values["segments"] = segments.get(customer.id, [])
             try:
-                if not condition.evaluate({"customer": cust.customer_dict(customer), "now": rt.now}):
+                if not condition.evaluate({"customer": values, "now": rt.now}):
                     continue
             except ExpressionError as exc:
                 log.warning("flow %s: trigger condition failed for customer %s: %s", flow.id, customer.id, exc)

@@ -15,13 +15,14 @@ from flask_wtf.csrf import CSRFProtect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
-from engine.api import admin, connectors, customers, errors, flows, forms, hooks, imports, instances, links, meta, spec, tasks
+from engine.api import admin, connectors, customers, errors, flows, forms, hooks, imports, instances, links, meta, segments, spec, tasks
 from engine.api.errors import ApiError
 from engine.api.safety import ContentRejected, IdConverter, IdentConverter, SafeJSONProvider, UsernameConverter, check_text, check_value
 
 API_BLUEPRINTS = (
     meta.bp, flows.bp, instances.bp, tasks.bp, forms.bp, customers.bp, *admin.BLUEPRINTS, connectors.bp, hooks.bp,
     imports.bp,
+    segments.bp,
 )
 
 

@@ -52,7 +52,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
 }
 
 KINDS_ZH = {"task": "任务", "instance": "流程实例", "customer": "客户", "flow": "流程", "form": "表单", "user": "用户",
-            "token": "令牌", "webhook": "Webhook", "incident": "异常", "object": "对象"}
+            "token": "令牌", "webhook": "Webhook", "incident": "异常", "object": "对象", "segment": "分群"}
 
 
 def locale() -> str:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from engine.errors import CustomerLookupError, InstanceLookupError, TaskLookupError
 from engine.auth.scope import Principal, visible_customers, visible_instances, visible_tasks
 from engine.core import DELETED
+from engine.segments.operations import grading_dict
 from engine.store.models import Customer, FlowVersion, Incident, Instance, Task, TaskComment, TimelineEntry
 
 T = TypeVar("T")
@@ -141,6 +142,8 @@ def customer_out(c: Customer) -> dict[str, Any]:
         "attributes": dict(c.attributes or {}),
         "created_at": iso(c.created_at),
         "updated_at": iso(c.updated_at),
+        "first_purchase_at": iso(c.first_purchase_at),
+        **grading_dict(c),
     }
 
 

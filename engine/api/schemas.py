@@ -387,6 +387,13 @@ class SubmissionOut(Schema):
 # ----- customers -------------------------------------------------------------------------------------
 
 
+class RfmOut(Schema):
+    r = Integer(allow_none=True, required=True)
+    f = Integer(allow_none=True, required=True)
+    m = Integer(allow_none=True, required=True)
+    cell = String(allow_none=True, required=True, metadata={"description": "R, F and M as one code, e.g. 545."})
+
+
 class CustomerOut(Schema):
     id = Integer(required=True)
     name = String(required=True)
@@ -409,6 +416,16 @@ class CustomerOut(Schema):
     attributes = Dict(required=True, metadata={"description": "Custom fields."})
     created_at = DateTimeText(required=True)
     updated_at = DateTimeText(required=True)
+    first_purchase_at = DateTimeText(allow_none=True, required=True)
+    rfm = Nested(RfmOut, required=True, metadata={"description": "Recency, frequency and monetary scores (1–5) of the last recompute."})
+    churn_score = Float(allow_none=True, required=True, metadata={
+        "description": "Days since the last purchase ÷ the usual interval between purchases."})
+    churn_reason = Dict(keys=String(), values=String(), allow_none=True, required=True,
+                        metadata={"description": "The churn score explained, in zh and en."})
+    graded_at = DateTimeText(allow_none=True, required=True)
+    last_nps = Integer(allow_none=True, required=True)
+    last_satisfaction = Integer(allow_none=True, required=True)
+    last_survey_at = DateTimeText(allow_none=True, required=True)
 
 
 ATTRIBUTE_NAME = r"^[A-Za-z][A-Za-z0-9_]{0,63}$"
@@ -432,6 +449,7 @@ class CustomerIn(Schema):
                    metadata={"x-property-names": {"enum": list(CHANNELS)}})
     status = String(validate=OneOf(["active", "at_risk", "lost"]))
     last_purchase_at = AwareDateTime(allow_none=True, default_timezone=timezone.utc, format="iso")
+    first_purchase_at = AwareDateTime(allow_none=True, default_timezone=timezone.utc, format="iso")
     purchase_count = StrictInteger(validate=Range(min=0, max=2_000_000_000))
     purchase_total = StrictFloat(validate=Range(min=0, max=1e15))
     attributes = Dict(keys=String(validate=Regexp(ATTRIBUTE_NAME)), metadata={

@@ -27,6 +27,7 @@ from engine.clock import Clock
 from engine.errors import Conflict, CustomerLookupError, FieldError, NotFound, PermissionDenied, SubmissionInvalid
 from engine.runtime import events as ev
 from engine.secrets import SecretBox
+from engine.segments.surveys import record_answer as record_survey_answer
 from engine.store import customers as cust
 from engine.store.definitions import flow_of, latest_form
 from engine.store.instances import NotEnrolled, Runtime, deliver, get_instance, start_instance
@@ -425,6 +426,7 @@ class SecurityOperations:
             if used != 1:
                 raise links.LinkGone("this link has already been used")
             deliver(s, rt, instance, ev.Message(link.event, cleaned))
+            record_survey_answer(s, rt, instance, link.form_id, cleaned)
             audit(s, "customer", "link.submit", "instance", instance.id,
                   {"link": link.id, "form": link.form_id, "event": link.event, "data": cleaned}, at=rt.now, ip=ip)
             return {"instance_id": instance.id, "event": link.event, "data": cleaned}

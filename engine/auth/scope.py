@@ -64,6 +64,10 @@ PERMISSIONS: dict[str, tuple[str, frozenset[str]]] = {
     "incidents.admin": ("admin", frozenset({ADMIN})),
     "webhooks.admin": ("admin", frozenset({ADMIN})),
     "connectors.admin": ("admin", frozenset({ADMIN})),
+    "segments.read": ("read", STAFF | {DESIGNER}),
+    "segments.manage": ("write", frozenset({ADMIN, DESIGNER})),
+    "segments.recompute": ("write", frozenset({ADMIN})),
+    "reports.read": ("read", STAFF | {DESIGNER}),
 }
 
 

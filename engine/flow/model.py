@@ -197,12 +197,16 @@ class Trigger:
     feb29: str = "feb28"
     event: str | None = None
     when: str | None = None
+    #: segment triggers: the segment's name (``event`` is enter or leave)
+    segment: str | None = None
 
     @property
     def key(self) -> str:
         """A stable identity for trigger state rows (independent of list order edits elsewhere)."""
         parts = [self.type, self.form or "", self.cron or "", self.field or "", self.event or ""]
         parts += [self.customers or "", self.at, str(self.offset_days)]
+        if self.segment:
+            parts.append(self.segment)
         return "|".join(parts)
 
 

@@ -30,6 +30,7 @@ class Catalog:
     configurable: frozenset[str] | None = None
     #: Attached configurations, name -> type; known at deploy, not offline.
     configurations: Mapping[str, str] | None = None
+    segments: frozenset[str] | None = None
 
 
 class _Checker:
@@ -386,6 +387,8 @@ def _check_triggers(c: _Checker) -> None:
             source = getattr(trig, key)
             if source:
                 _check_expression(c, (*path, key), source, expression=True)
+        if trig.type == "segment" and trig.segment:
+            _check_known(c, (*path, "segment"), "segment", trig.segment, c.catalog.segments)
         if trig.type == "customer_event" and trig.event == "field_changed" and not trig.field:
             c.report(path, "a 'field_changed' trigger needs 'field'")
 

@@ -38,6 +38,7 @@ PROFILE_FIELDS = (
     "consent",
     "status",
     "last_purchase_at",
+    "first_purchase_at",
     "purchase_count",
     "purchase_total",
 )
@@ -63,9 +64,17 @@ def customer_dict(c: Customer) -> dict[str, Any]:
         consent=dict(c.consent or {}),
         status=c.status,
         last_purchase_at=c.last_purchase_at.isoformat() if c.last_purchase_at else None,
+        first_purchase_at=c.first_purchase_at.isoformat() if c.first_purchase_at else None,
         purchase_count=c.purchase_count,
         purchase_total=c.purchase_total,
         created_at=c.created_at.isoformat(),
+        # written by the grading recompute and by survey answers (engine/segments)
+        rfm_r=c.rfm_r,
+        rfm_f=c.rfm_f,
+        rfm_m=c.rfm_m,
+        churn_score=c.churn_score,
+        last_nps=c.last_nps,
+        last_satisfaction=c.last_satisfaction,
     )
     return out
 
@@ -124,11 +133,15 @@ def _clean(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[FieldError]]:
             out["birthday"] = date.fromisoformat(out["birthday"])
         except ValueError:
             bad("birthday", f"{out['birthday']!r} is not a date (YYYY-MM-DD)")
-    if isinstance(out.get("last_purchase_at"), str):
-        try:
-            out["last_purchase_at"] = datetime.fromisoformat(out["last_purchase_at"])
-        except ValueError:
-            bad("last_purchase_at", f"{out['last_purchase_at']!r} is not a date-time")
+    for key in ("last_purchase_at", "first_purchase_at"):
+        if isinstance(out.get(key), str):
+            try:
+                out[key] = datetime.fromisoformat(out[key])
+            except ValueError:
+                bad(key, f"{out[key]!r} is not a date-time")
+                continue
+        if isinstance(out.get(key), datetime) and out[key].tzinfo is None:
+            bad(key, f"{out[key].isoformat()!r} needs a time zone (e.g. +08:00)")
     for key, message in choice_problems(out):
         bad(key, message)
     consent = out.get("consent")

@@ -22,7 +22,7 @@ from engine.flow.model import Flow
 from engine.flow.validate import Catalog
 from engine.forms import Form, load_form_text
 from engine.roles import BUILTIN_ROLES
-from engine.store.models import ConnectorConfig, FlowVersion, FormVersion, User
+from engine.store.models import ConnectorConfig, FlowVersion, FormVersion, Segment, User
 
 FORM_SUFFIX = ".schema.json"
 
@@ -221,12 +221,14 @@ def catalog(
     roles = set(BUILTIN_ROLES)
     for user_roles in session.scalars(select(User.roles)):
         roles.update(user_roles or [])
+    segments = frozenset(session.scalars(select(Segment.name)))
     if isinstance(connectors, Registry):
         configurations = {name: type_ for name, type_ in session.execute(select(ConnectorConfig.name, ConnectorConfig.type))}
         return Catalog(forms=frozenset(forms), connectors=connectors.names(), roles=frozenset(roles), flows=frozenset(flows),
                        message_schemas=connectors.message_schemas(), configurable=connectors.configurable(),
-                       configurations=configurations)
-    return Catalog(forms=frozenset(forms), connectors=frozenset(connectors), roles=frozenset(roles), flows=frozenset(flows))
+                       configurations=configurations, segments=segments)
+    return Catalog(forms=frozenset(forms), connectors=frozenset(connectors), roles=frozenset(roles), flows=frozenset(flows),
+                   segments=segments)
 
 
 @dataclass(frozen=True, slots=True)

@@ -126,6 +126,17 @@ class Customer(Base):
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # grading and segments (engine/segments): written by the recompute and by survey answers
+    first_purchase_at: Mapped[datetime | None]
+    rfm_r: Mapped[int | None] = mapped_column(Integer)
+    rfm_f: Mapped[int | None] = mapped_column(Integer)
+    rfm_m: Mapped[int | None] = mapped_column(Integer)
+    churn_score: Mapped[float | None] = mapped_column(Float)
+    churn_reason: Mapped[dict[str, Any] | None]
+    graded_at: Mapped[datetime | None]
+    last_nps: Mapped[int | None] = mapped_column(Integer)
+    last_satisfaction: Mapped[int | None] = mapped_column(Integer)
+    last_survey_at: Mapped[datetime | None]
 
 
 class TimelineEntry(Base):
@@ -440,8 +451,61 @@ class SchedulerLease(Base):
     until: Mapped[datetime]
 
 
+# ----- grading and segments ---------------------------------------------------------------
+
+
+class Segment(Base):
+    """A saved filter over customers; its members are kept in ``segment_member`` by the recompute."""
+
+    __tablename__ = "segment"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    title: Mapped[dict[str, Any]]
+    filter: Mapped[dict[str, Any]]
+    builtin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    updated_by: Mapped[str | None] = mapped_column(String(64))
+    recomputed_at: Mapped[datetime | None]
+
+
+class SegmentMember(Base):
+    """One customer in one segment since ``entered_at``; the primary key makes each entry happen once."""
+
+    __tablename__ = "segment_member"
+    segment_id: Mapped[int] = mapped_column(ForeignKey("segment.id", ondelete="CASCADE"), primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id", ondelete="CASCADE"), primary_key=True, index=True)
+    entered_at: Mapped[datetime]
+
+
+class SurveyAnswer(Base):
+    """A satisfaction or NPS answer a customer gave through a link: the NPS report's rows."""
+
+    __tablename__ = "survey_answer"
+    __table_args__ = (Index("ix_survey_answer_kind_at", "kind", "answered_at"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    customer_id: Mapped[int | None] = mapped_column(BigId, index=True)
+    instance_id: Mapped[int | None] = mapped_column(BigId, index=True)
+    flow_id: Mapped[str | None] = mapped_column(String(64))
+    form_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # nps, satisfaction
+    score: Mapped[int] = mapped_column(Integer)
+    answered_at: Mapped[datetime]
+
+
+class AppSetting(Base):
+    """An admin setting kept as JSON under a key (e.g. ``grading``)."""
+
+    __tablename__ = "app_setting"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[dict[str, Any]]
+    updated_at: Mapped[datetime]
+    updated_by: Mapped[str | None] = mapped_column(String(64))
+
+
 __all__ = [
     "ApiToken",
+    "AppSetting",
     "AuditEntry",
     "Base",
     "CalendarOverride",
@@ -458,6 +522,9 @@ __all__ = [
     "Notification",
     "OutboxMessage",
     "SchedulerLease",
+    "Segment",
+    "SegmentMember",
+    "SurveyAnswer",
     "Task",
     "TaskComment",
     "Timer",

@@ -29,7 +29,7 @@ def run(tmp_path):  # type: ignore[no-untyped-def]
 def test_validate_passes_the_builtin_flows_and_forms() -> None:
     result = CliRunner().invoke(main, ["validate", str(ROOT / "workflows"), str(ROOT / "forms")])
     assert result.exit_code == 0, result.output
-    assert "16 file(s) checked" in result.output
+    assert "18 file(s) checked" in result.output
 
 
 def test_validate_reports_every_problem_located_and_exits_1() -> None:

@@ -68,7 +68,7 @@ def known_values(engine: Careflow) -> dict[str, list[Any]]:
             "flow_ids": sorted(set(s.scalars(select(FlowVersion.flow_id)))),
             "form_ids": sorted(set(s.scalars(select(FormVersion.form_id)))),
             "usernames": list(s.scalars(select(User.username))),
-            "hook_names": ["shop"],
+            "hook_names": ["shop", "churn_risk", "grade_a", "detractors"],  # webhook and segment names
             "token_ids": list(s.scalars(select(ApiToken.id))),
         }
 

@@ -214,6 +214,25 @@ MATRIX: list[tuple[str, Op, tuple[int, ...]]] = [
     ("POST /api/connectors/{name}/test", lambda a, cf, w, u: a.post(
         "/api/connectors/timeline/test", as_=u, json={"to": "a@example.com"}),
      (200, 403, 403, 403, 403, 403, 403)),
+    ("GET /api/segments", lambda a, cf, w, u: a.get("/api/segments", as_=u),
+     (200, 200, 200, 200, 200, 200, 403)),
+    ("POST /api/segments", lambda a, cf, w, u: a.post(
+        "/api/segments", as_=u, json={"name": f"new_{u}", "filter": {"grade": ["A"]}}),
+     (201, 201, 403, 403, 403, 403, 403)),
+    ("GET /api/segments/{name}", lambda a, cf, w, u: a.get("/api/segments/churn_risk", as_=u),
+     (200, 200, 200, 200, 200, 200, 403)),
+    ("PATCH /api/segments/{name}", lambda a, cf, w, u: a.patch(
+        f"/api/segments/{cf.create_segment({'name': f'patch_{u}'})['name']}", as_=u, json={"filter": {"grade": ["B"]}}),
+     (200, 200, 403, 403, 403, 403, 403)),
+    ("DELETE /api/segments/{name}", lambda a, cf, w, u: a.delete(
+        f"/api/segments/{cf.create_segment({'name': f'del_{u}'})['name']}", as_=u),
+     (204, 204, 403, 403, 403, 403, 403)),
+    ("GET /api/segments/{name}/members", lambda a, cf, w, u: a.get("/api/segments/grade_a/members", as_=u),
+     (200, 403, 200, 200, 200, 200, 403)),
+    ("POST /api/segments/recompute", lambda a, cf, w, u: a.post("/api/segments/recompute", as_=u, json={}),
+     (200, 403, 403, 403, 403, 403, 403)),
+    ("GET /api/reports/nps", lambda a, cf, w, u: a.get("/api/reports/nps?by=flow", as_=u),
+     (200, 200, 200, 200, 200, 200, 403)),
 ]
 
 
@@ -262,6 +281,13 @@ def test_scopes_limit_what_a_token_may_do(cf: Careflow, api: Api, world: wd.Worl
 def test_lists_only_show_records_in_scope(cf: Careflow, api: Api, world: wd.World) -> None:
     def ids(path: str, user: str) -> set[int]:
         return {item["id"] for item in api.get(path, as_=user).get_json()["items"]}
+
+    cf.update_customer(world.c_wang, {"expected_value": 500000})
+    cf.update_customer(world.c_li, {"expected_value": 500000})
+    cf.recompute_segments()
+    assert ids("/api/segments/grade_a/members", "admin") == {world.c_wang, world.c_li}
+    assert ids("/api/segments/grade_a/members", "wang") == {world.c_wang}
+    assert ids("/api/segments/grade_a/members", "chen") == {world.c_li}
 
     assert ids("/api/customers", "wang") == {world.c_wang}
     assert ids("/api/customers", "zhao") == {world.c_wang}
