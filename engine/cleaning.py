@@ -22,6 +22,9 @@ NO_YEAR = 1904
 CHINA = ZoneInfo("Asia/Shanghai")
 
 
+_SPACES = re.compile(r"\s+")
+
+
 class CleaningProblem(ValueError):
     """A value that cannot be standardised; ``code`` names the kind, ``zh``/``en`` explain it."""
 
@@ -36,8 +39,8 @@ def text(value: object) -> str:
         return ""
     if isinstance(value, float) and value.is_integer():
         value = int(value)  # a phone number Excel stored as a number
-    out = unicodedata.normalize("NFKC", str(value)).replace("\u3000", " ")
-    return re.sub(r"\s+", " ", out).strip()
+    out = unicodedata.normalize("NFKC", str(value))
+    return _SPACES.sub(" ", out).strip()
 
 
 # ----- phone and e-mail ---------------------------------------------------------------------------
