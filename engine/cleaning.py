@@ -22,6 +22,9 @@ NO_YEAR = 1904
 CHINA = ZoneInfo("Asia/Shanghai")
 
 
+_SPACES = re.compile(r"\s+")
+
+
 class CleaningProblem(ValueError):
     """A value that cannot be standardised; ``code`` names the kind, ``zh``/``en`` explain it."""
 
@@ -36,13 +39,26 @@ def text(value: object) -> str:
         return ""
     if isinstance(value, float) and value.is_integer():
         value = int(value)  # a phone number Excel stored as a number
-    out = unicodedata.normalize("NFKC", str(value)).replace("\u3000", " ")
-    return re.sub(r"\s+", " ", out).strip()
+    out = unicodedata.normalize("NFKC", str(value))
+    return _SPACES.sub(" ", out).strip()
 
 
 # ----- phone and e-mail ---------------------------------------------------------------------------
 
 _PHONE_JUNK = re.compile(r"[\s\-()（）.]")
+
+
+_CN_MOBILE = re.compile(r"^(?:\+86)?(1\d{10})$")
+#: Whether Chinese mobile numbers starting with these 7 digits are valid. phonenumbers decides a
+#: CN mobile on its first 5 digits at most, so one answer per prefix holds for every number under
+#: it; a large import then parses each prefix once instead of every number.
+_MOBILE_PREFIXES: dict[str, bool] = {}
+_ASCII_EMAIL = re.compile(
+    r"^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*@"
+    r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+([a-z]{2,63})$"
+)
+#: Top-level domains email-validator refuses (special-use names); such addresses take the slow path.
+_SPECIAL_TLDS = frozenset({"arpa", "invalid", "local", "localhost", "onion", "test"})
 
 
 def clean_phone(value: str) -> str:
@@ -52,6 +68,13 @@ def clean_phone(value: str) -> str:
         raw = "+" + raw[2:]
     elif raw.startswith("86") and len(raw) == 13:
         raw = "+" + raw
+    if (mobile := _CN_MOBILE.match(raw)) is not None:
+        national = mobile.group(1)
+        valid = _MOBILE_PREFIXES.get(national[:7])
+        if valid is None:
+            valid = _MOBILE_PREFIXES[national[:7]] = e164("+86" + national) is not None
+        if valid:
+            return "+86" + national
     phone = e164(raw)
     if phone is None:
         raise CleaningProblem("bad_phone", f"“{value}”不是有效的电话号码", f"{value!r} is not a valid phone number")
@@ -59,6 +82,12 @@ def clean_phone(value: str) -> str:
 
 
 def clean_email(value: str) -> str:
+    """Checked and lower-cased; plain ASCII addresses that are plainly valid skip the full check,
+    which gives the same answer for them (what the store's ``normalize_email`` keeps)."""
+    lowered = value.lower()
+    if len(lowered) <= 254 and (plain := _ASCII_EMAIL.match(lowered)) is not None and \
+            plain.group(1) not in _SPECIAL_TLDS and len(lowered.partition("@")[0]) <= 64:
+        return lowered
     email = normalize_email(value)
     if email is None:
         raise CleaningProblem("bad_email", f"“{value}”不是有效的电子邮箱", f"{value!r} is not a valid e-mail address")

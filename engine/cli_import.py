@@ -7,6 +7,7 @@ report with ``--report``); ``--commit`` writes it.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,7 @@ def _summary_text(report: dict[str, Any], lang: str) -> str:
 def _commit_with_bar(state: State, importer: Any, run_id: int, total: int) -> dict[str, Any]:
     if state.as_json:
         return importer.commit(run_id)  # type: ignore[no-any-return]
-    with click.progressbar(length=max(total, 1), label="importing", file=click.get_text_stream("stderr")) as bar:
+    with click.progressbar(length=max(total, 1), label="importing", file=sys.stderr) as bar:
         seen = [0]
 
         def progress(done: int, _total: int) -> None:

@@ -51,6 +51,10 @@ class Importer:
 
     def __init__(self, engine: Careflow):
         self.cf = engine
+        # The cleaned rows of runs planned by this importer, so that a commit right after the dry
+        # run (CLI --commit, API commit=true) does not clean the file twice. A commit in another
+        # process (or a resume) cleans the stored file again: the result is the same.
+        self._prepared: dict[int, Prepared] = {}
 
     # ----- dry run ------------------------------------------------------------------------------
 
@@ -81,6 +85,7 @@ class Importer:
             if kind == "customers":
                 prepared = self._prepare(s, table, options)
                 report = self._customer_report(s, prepared, options)
+                self._prepared = {run.id: prepared}
             else:
                 report = self._order_report(s, table, mapping)
             run.summary, run.report = report["summary"], {"rows": report["rows"], "problems": report["problems"]}
@@ -268,8 +273,10 @@ class Importer:
 
     def _commit_customers(self, run_id: int, table: Table, options: dict[str, Any], start: int,
                           progress: Progress | None) -> tuple[list[int], dict[int, list[str]]]:
-        with self.cf.session() as s:
-            prepared = self._prepare(s, table, options)
+        prepared = self._prepared.pop(run_id, None)
+        if prepared is None:
+            with self.cf.session() as s:
+                prepared = self._prepare(s, table, options)
         created: list[int] = []
         changed: dict[int, list[str]] = {}
         now = self.cf.clock.now()

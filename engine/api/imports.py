@@ -104,6 +104,10 @@ class MergeOut(Schema):
     changes = Dict(required=True, metadata={"description": "field -> [before, after]"})
 
 
+class ImportQuery(Schema):
+    summary_only = Boolean(load_default=False, metadata={"description": "Leave out rows and problems (to poll progress)."})
+
+
 class MergeQuery(PageQuery):
     customer_id = Integer(validate=Range(min=1, max=MAX_ID))
     import_id = Integer(validate=Range(min=1, max=MAX_ID))
@@ -153,11 +157,15 @@ def import_orders(form: dict[str, Any]) -> Any:
 
 @bp.get("/imports/<id:import_id>")
 @bp.auth_required(token_auth)
+@bp.input(ImportQuery, location="query", arg_name="query")
 @bp.output(ImportOut)
 @requires("customers.imports")
-def get_import(import_id: int) -> Any:
-    """An import's report and progress (also while it is being committed)."""
-    return Importer(careflow()).get(import_id)
+def get_import(import_id: int, query: dict[str, Any]) -> Any:
+    """An import's report and progress (also while it is being committed); ``summary_only`` to poll."""
+    report = Importer(careflow()).get(import_id)
+    if query["summary_only"]:
+        report["rows"], report["problems"] = [], []
+    return report
 
 
 @bp.post("/imports/<id:import_id>/commit")

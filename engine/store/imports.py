@@ -203,7 +203,10 @@ def write_customer_batch(session: Session, run: ImportRun, groups: Sequence[Grou
                        "matched_on": sorted(set(match.on[cid])),
                        "changes": {k: [_json(v) for v in pair] for k, pair in changes.items()}})
     if new_rows:
-        ids = list(session.scalars(insert(Customer).returning(Customer.id, sort_by_parameter_order=True), new_rows))
+        # A plain executemany (no RETURNING, which SQLAlchemy pages slowly on SQLite); every new
+        # customer has a phone or an e-mail that is unique, so that finds their ids.
+        session.execute(insert(Customer.__table__), new_rows)
+        ids = _ids_of(session, new_rows)
         result.created.extend(ids)
         session.execute(insert(TimelineEntry), [
             {"customer_id": cid, "at": now, "kind": "created", "title": {"zh": "客户已导入", "en": "Customer imported"},
@@ -215,6 +218,17 @@ def write_customer_batch(session: Session, run: ImportRun, groups: Sequence[Grou
     if merges:
         session.execute(insert(CustomerMerge), merges)
     return result
+
+
+def _ids_of(session: Session, rows: Sequence[Mapping[str, Any]]) -> list[int]:
+    found: dict[tuple[str, Any], int] = {}
+    for name in ("phone", "email"):
+        values = [r[name] for r in rows if r[name] is not None and (name == "phone" or r["phone"] is None)]
+        column = getattr(Customer, name)
+        for start in range(0, len(values), _CHUNK):
+            found.update(((name, v), cid) for cid, v in session.execute(
+                select(Customer.id, column).where(column.in_(values[start:start + _CHUNK]))))
+    return [found[("phone", r["phone"])] if r["phone"] is not None else found[("email", r["email"])] for r in rows]
 
 
 def _shared_keys(group: Group) -> list[str]:

@@ -554,14 +554,15 @@ class ImportRun(Base):
     filename: Mapped[str] = mapped_column(String(255))
     file_format: Mapped[str] = mapped_column(String(8))
     encoding: Mapped[str | None] = mapped_column(String(32))
-    source: Mapped[bytes] = mapped_column(LargeBinary)
+    # The file and the report can be large: loaded only when asked for, not with every batch.
+    source: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
     options: Mapped[dict[str, Any]]
     status: Mapped[str] = mapped_column(String(16), index=True)
     total_rows: Mapped[int] = mapped_column(Integer, default=0)
     done_rows: Mapped[int] = mapped_column(Integer, default=0)
     done_groups: Mapped[int] = mapped_column(Integer, default=0)
     summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    report: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    report: Mapped[dict[str, Any]] = mapped_column(default=dict, deferred=True)
     error: Mapped[str | None] = mapped_column(Text)
     created_by: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime]

@@ -31,6 +31,8 @@ def test_upload_report_commit_and_merges(cf: Careflow, api: Api) -> None:
 
     got = api.get(f"/api/customers/imports/{report['id']}")
     assert got.status_code == 200 and got.get_json()["progress"] == {"done_rows": 0, "total_rows": 4, "percent": 0.0}
+    polled = api.get(f"/api/customers/imports/{report['id']}?summary_only=true").get_json()
+    assert polled["rows"] == [] and polled["problems"] == [] and polled["summary"] == report["summary"]
     csv = api.get(f"/api/customers/imports/{report['id']}/report.csv")
     assert csv.status_code == 200 and csv.mimetype == "text/csv"
     assert "5,create,,,联系电话,phone,1370000,bad_phone" in csv.get_data(as_text=True)
