@@ -159,7 +159,7 @@ def segment_members(name: str, query: dict[str, Any]) -> Any:
     return paged(items, total, query["page"], query["per_page"])
 
 
-@bp.post("/segments/recompute")
+@bp.post("/grading/recompute")
 @bp.auth_required(token_auth)
 @bp.input(RecomputeIn, arg_name="body", example={})
 @bp.output(RecomputeOut)

@@ -29,3 +29,16 @@ def test_engine_benchmark_quick_reports_every_figure() -> None:
             continue
         assert isinstance(figures[key], (int, float)) and figures[key] > 0, (key, figures.get(key))
     assert figures["birthday_1m_seconds"] > 0
+
+
+def test_segments_benchmark_quick_reports_every_figure() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "CAREFLOW_DATABASE_URL"}
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "segments.py"), "--quick", "--json"],
+                            capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout)
+    runs = [figures["sqlite"]] + ([figures["postgres"]] if os.environ.get("CAREFLOW_REQUIRE_POSTGRES") == "1" else [])
+    for run in runs:
+        assert run["customers"] == 2000 and run["changed_first"] == 2000
+        assert run["recompute_seconds"] > 0 and run["row_by_row_customers_per_s"] > 0
+        assert set(run["members"]) >= {"churn_risk", "grade_a", "vip_birthday_this_month"}

@@ -229,7 +229,7 @@ MATRIX: list[tuple[str, Op, tuple[int, ...]]] = [
      (204, 204, 403, 403, 403, 403, 403)),
     ("GET /api/segments/{name}/members", lambda a, cf, w, u: a.get("/api/segments/grade_a/members", as_=u),
      (200, 403, 200, 200, 200, 200, 403)),
-    ("POST /api/segments/recompute", lambda a, cf, w, u: a.post("/api/segments/recompute", as_=u, json={}),
+    ("POST /api/grading/recompute", lambda a, cf, w, u: a.post("/api/grading/recompute", as_=u, json={}),
      (200, 403, 403, 403, 403, 403, 403)),
     ("GET /api/reports/nps", lambda a, cf, w, u: a.get("/api/reports/nps?by=flow", as_=u),
      (200, 200, 200, 200, 200, 200, 403)),

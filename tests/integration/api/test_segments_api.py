@@ -25,7 +25,7 @@ def test_segment_crud_and_members(api: Api, cf) -> None:  # type: ignore[no-unty
         "name": "王总", "region": "上海", "purchase_count": 8, "purchase_total": 250000,
         "first_purchase_at": (NOW - timedelta(days=140)).isoformat(), "last_purchase_at": (NOW - timedelta(days=42)).isoformat(),
     }).get_json()["id"]
-    recomputed = api.post("/api/segments/recompute", json={})
+    recomputed = api.post("/api/grading/recompute", json={})
     assert recomputed.status_code == 200 and recomputed.get_json()["segments"]["entered"]["sh_vip"] == 1
 
     shown = api.get("/api/segments/sh_vip").get_json()
