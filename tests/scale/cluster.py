@@ -222,6 +222,7 @@ class Cluster:
             incidents = int(s.scalar(select(func.count()).select_from(Incident)) or 0)
             keys = set(s.scalars(select(OutboxMessage.effect_key)))
         sends = ledger_counts(self.ledger)
+        per_key = {key for key, _attempt in sends}
         return {
             "instances": statuses,
             "outbox": outbox,
@@ -229,8 +230,12 @@ class Cluster:
             "executions": executions,
             "duplicate_steps": len(dup_exec),
             "provider_requests": sum(sends.values()),
+            # Two requests under one claim: fencing failed. Never allowed.
             "duplicate_sends": sum(c - 1 for c in sends.values() if c > 1),
-            "unsent": len(keys - set(sends)),
+            # Requests repeated with the same key by a newer claim, after a worker died between the
+            # provider call and recording it; the provider de-duplicates them on the key.
+            "resends": sum(sends.values()) - len(per_key),
+            "unsent": len(keys - set(per_key)),
             "incidents": incidents,
         }
 

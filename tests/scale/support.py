@@ -9,7 +9,9 @@ The provider is a fake on purpose (no real e-mail or SMS service can run here): 
 line per request to ``CAREFLOW_SCALE_LEDGER`` with a single ``write`` on an ``O_APPEND`` file,
 so lines from several processes never interleave, and a process killed right after the call
 still leaves its line behind. It de-duplicates on the idempotency key the way Resend-style APIs
-do, so the engine may resend a message whose outcome it lost (RELIABILITY T01 b).
+do, so the engine may resend a message whose outcome it lost (RELIABILITY T01 b): such a resend
+carries the same key and a newer attempt number. Two requests under the *same* claim (key and
+attempt) would mean two workers sent for one claim, which fencing must make impossible.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class LoggingProvider:
         if self.ledger:
             fd = os.open(self.ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
-                os.write(fd, f"{message.effect_key}\t{os.getpid()}\n".encode())
+                os.write(fd, f"{message.effect_key}\t{message.attempt}\t{os.getpid()}\n".encode())
             finally:
                 os.close(fd)
         return Delivery(provider_ref=f"log-{message.effect_key}")
@@ -60,7 +62,9 @@ def build() -> Careflow:
                     registry=registry(), migrate_schema=False)
 
 
-def ledger_counts(path: Path) -> Counter[str]:
+def ledger_counts(path: Path) -> Counter[tuple[str, int]]:
+    """Requests per (idempotency key, attempt number of the claim that sent it)."""
     if not path.exists():
         return Counter()
-    return Counter(line.split("\t", 1)[0] for line in path.read_text().splitlines() if line)
+    lines = (line.split("\t") for line in path.read_text().splitlines() if line)
+    return Counter((key, int(attempt)) for key, attempt, _pid in lines)
