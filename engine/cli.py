@@ -820,7 +820,7 @@ if __name__ == "__main__":
     main()
 
 
-from engine.cli_scale import scheduler, worker  # noqa: E402 - the scale-out commands register on ``main``
+from engine.cli_scale import health, scheduler, worker  # noqa: E402 - the scale-out commands register on ``main``
 
-main.add_command(scheduler)
-main.add_command(worker)
+for _command in (scheduler, worker, health):
+    main.add_command(_command)

@@ -133,6 +133,68 @@ def worker(state: State, concurrency: int | None, pool: str, loglevel: str, host
     celery_app.worker_main(argv)
 
 
+@click.command()
+@click.option("--max-lag", default=60.0, show_default=True, type=float,
+              help="Unhealthy when due work has waited unclaimed longer than this many seconds (no scheduler running).")
+@click.option("--ping-workers/--no-ping-workers", default=True, show_default=True, help="Ask the Celery workers to answer.")
+@click.pass_obj
+def health(state: State, max_lag: float, ping_workers: bool) -> None:
+    """Check the distributed mode: database, broker, workers, and how long due work has waited.
+
+    Exit 0 when healthy, 1 otherwise; usable as a systemd or docker-compose health check.
+    """
+    from celery import Celery
+    from sqlalchemy import func, or_, select
+
+    from engine.executors import celery_config
+    from engine.scale import in_flight, wall_now
+    from engine.store.models import OutboxMessage, Timer
+
+    url = _broker()
+    problems: list[str] = []
+    out: dict[str, Any] = {}
+    cf = build_engine(state)
+    try:
+        now, wall = cf.clock.now(), wall_now()
+        with cf.sessions() as s:
+            oldest_timer = s.scalar(select(func.min(Timer.due_at)).where(
+                Timer.status == "pending", Timer.due_at <= now, or_(Timer.lease_until.is_(None), Timer.lease_until < wall)))
+            oldest_message = s.scalar(select(func.min(OutboxMessage.next_attempt_at)).where(
+                OutboxMessage.status == "pending", OutboxMessage.next_attempt_at <= now))
+            out["in_flight"] = in_flight(s, wall)
+        oldest = min((d for d in (oldest_timer, oldest_message) if d is not None), default=None)
+        out["database"] = "ok"
+        out["oldest_unclaimed_due_seconds"] = round((now - oldest).total_seconds(), 1) if oldest else 0.0
+        if oldest is not None and (now - oldest).total_seconds() > max_lag:
+            problems.append(f"due work has waited {out['oldest_unclaimed_due_seconds']} s unclaimed: is a scheduler running? "
+                            "/ 到期任务长时间未被领取：调度器是否在运行？")
+    except Exception as exc:  # report it, never a traceback
+        out["database"] = "unreachable"
+        problems.append(f"database: {exc}".splitlines()[0])
+    finally:
+        cf.close()
+    celery_app = Celery("careflow", set_as_current=False)
+    celery_app.config_from_object(celery_config(url))
+    try:
+        with celery_app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=3)
+        out["broker"] = "ok"
+        if ping_workers:
+            replies = celery_app.control.ping(timeout=2.0) or []
+            out["workers"] = sorted(name for reply in replies for name in reply)
+            if not replies:
+                problems.append("no worker answered / 没有工作进程响应")
+    except Exception as exc:
+        out["broker"] = "unreachable"
+        problems.append(f"broker: {exc}".splitlines()[0])
+    out["ok"] = not problems
+    out["problems"] = problems
+    state.emit(out, lambda d: "\n".join([f"{k}: {v}" for k, v in d.items() if k not in ("problems", "ok")]
+                                          + [f"problem: {p}" for p in d["problems"]] + ["healthy" if d["ok"] else "UNHEALTHY"]))
+    if problems:
+        raise SystemExit(1)
+
+
 def serve_web(state: State, host: str, port: int, workers: int) -> None:
     """Serve the web pages and the API with gunicorn; the schedulers tick, not this process."""
     from gunicorn.app.base import BaseApplication
@@ -157,4 +219,4 @@ def serve_web(state: State, host: str, port: int, workers: int) -> None:
     WebServer().run()
 
 
-__all__ = ["build_engine", "scheduler", "serve_web", "worker"]
+__all__ = ["build_engine", "health", "scheduler", "serve_web", "worker"]
