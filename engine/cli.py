@@ -820,7 +820,7 @@ if __name__ == "__main__":
     main()
 
 
-from engine.cli_scale import health, scheduler, worker  # noqa: E402 - the scale-out commands register on ``main``
+from engine.cli_scale import health, migrate, scheduler, worker  # noqa: E402 - the scale-out commands register on ``main``
 
-for _command in (scheduler, worker, health):
+for _command in (scheduler, worker, health, migrate):
     main.add_command(_command)

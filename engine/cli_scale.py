@@ -195,6 +195,30 @@ def health(state: State, max_lag: float, ping_workers: bool) -> None:
         raise SystemExit(1)
 
 
+@click.command()
+@click.pass_obj
+def migrate(state: State) -> None:
+    """Upgrade the database schema to this version's newest Alembic revision, then exit.
+
+    Run it once per upgrade, before starting the new schedulers and workers (which never migrate).
+    """
+    from alembic.migration import MigrationContext
+
+    from engine.store.db import database_url, make_engine
+    from engine.store.db import migrate as upgrade
+
+    engine = make_engine(state.database or database_url())
+    try:
+        with engine.connect() as conn:
+            before = MigrationContext.configure(conn).get_current_revision()
+        upgrade(engine)
+        with engine.connect() as conn:
+            after = MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+    state.emit({"from": before, "to": after}, f"database schema: {before or '(empty)'} -> {after}")
+
+
 def serve_web(state: State, host: str, port: int, workers: int) -> None:
     """Serve the web pages and the API with gunicorn; the schedulers tick, not this process."""
     from gunicorn.app.base import BaseApplication
@@ -219,4 +243,4 @@ def serve_web(state: State, host: str, port: int, workers: int) -> None:
     WebServer().run()
 
 
-__all__ = ["build_engine", "health", "scheduler", "serve_web", "worker"]
+__all__ = ["build_engine", "health", "migrate", "scheduler", "serve_web", "worker"]
