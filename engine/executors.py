@@ -100,6 +100,33 @@ def register_tasks(celery_app: Celery) -> None:
         return {"sent": report.sent, "failed": report.failed, "unknown": report.unknown}
 
 
+class InlinePublisher:
+    """Does the claimed work at once in this process: the embedded counterpart of ``CeleryPublisher``.
+
+    ``careflow run`` without a broker ticks through ``Careflow.tick``; this executor runs the
+    scheduler's claim-and-fence path in one process (tests, a single machine on PostgreSQL).
+    """
+
+    def __init__(self, cf: Careflow):
+        self.cf = cf
+
+    def fire_timer(self, timer_id: int, attempt: int) -> None:
+        from engine.scale import run_timer
+
+        run_timer(self.cf, timer_id, attempt)
+
+    def deliver_message(self, message_id: int, attempt: int) -> None:
+        from engine.scale import run_message
+
+        run_message(self.cf, message_id, attempt)
+
+
+def publisher_for(app: Flask) -> CeleryPublisher | InlinePublisher:
+    """Celery when the app has a broker (``app.extensions["celery"]``), else inline."""
+    celery_app = app.extensions.get("celery")
+    return CeleryPublisher(celery_app) if celery_app is not None else InlinePublisher(app.extensions["careflow"])
+
+
 class CeleryPublisher:
     """Publishes claimed work by task name (ids and attempt numbers only, no ETA)."""
 
@@ -113,4 +140,4 @@ class CeleryPublisher:
         self.celery.send_task(DELIVER_MESSAGE, args=[message_id, attempt], queue=QUEUE, retry_policy=PUBLISH_RETRY)
 
 
-__all__ = ["CeleryPublisher", "broker_url", "celery_config", "celery_init_app", "register_tasks"]
+__all__ = ["CeleryPublisher", "InlinePublisher", "broker_url", "celery_config", "celery_init_app", "publisher_for", "register_tasks"]

@@ -177,3 +177,44 @@ def test_two_schedulers_claim_disjoint_rows_while_both_transactions_are_open(pg_
         assert len(mine) == 4 and len(theirs) == 6
         assert not {t for t, _ in mine} & {t for t, _ in theirs}
     cf.close()
+
+
+def test_the_scheduler_with_the_inline_executor_runs_every_instance_to_its_end(cf: Careflow, tmp_path: Any) -> None:
+    from engine.app import create_app
+    from engine.executors import InlinePublisher, publisher_for
+
+    app = create_app({"TESTING": True, "SECRET_KEY": "x"}, engine=cf)
+    assert "celery" not in app.extensions  # no broker URL: embedded, nothing published anywhere
+    publisher = publisher_for(app)
+    assert isinstance(publisher, InlinePublisher)
+    start(cf, 7)
+    cf.clock.set(DUE)  # type: ignore[attr-defined]
+    scheduler = Scheduler(cf, publisher, Settings(lease=LEASE, batch=3))
+    for _ in range(3):
+        scheduler.tick()
+    with cf.sessions() as s:
+        assert s.scalars(select(Instance.status)).all() == ["completed"] * 7
+    assert sum(ledger_counts(tmp_path / "ledger.tsv").values()) == 7
+    assert sorted(a for _, a in executions(cf, "timer")) == [1] * 7
+
+
+def test_work_is_published_only_by_the_scheduler_after_its_claim_commits_and_never_with_an_eta() -> None:
+    """RELIABILITY T04 and T06 as a lint: one publish path, outside any transaction, and no ETA/countdown."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    publishing: list[str] = []
+    for path in sorted((root / "engine").rglob("*.py")) + sorted((root / "connectors").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                if node.func.attr in ("delay", "apply_async", "send_task"):
+                    publishing.append(f"{path.relative_to(root)}:{node.func.attr}")
+                assert not any(k.arg in ("eta", "countdown") for k in node.keywords), f"{path}:{node.lineno} uses an ETA"
+    assert sorted(set(publishing)) == ["engine/executors.py:send_task"]
+    source = (root / "engine" / "scale.py").read_text(encoding="utf-8")
+    tick = source[source.index("    def publish_due"):source.index("    def _publish")]
+    # The claim's transaction is closed (the ``with`` block ends) before ``_publish`` is called.
+    claim_block_end = tick.index("            if not timers and not messages:")
+    assert tick.index("self._publish(") > claim_block_end
