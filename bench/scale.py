@@ -15,7 +15,7 @@ instance that workers do (the timer firing, the message recorded), each fenced b
    is not counted. Every run checks that every instance completed and counts duplicate steps (the
    execution log) and duplicate sends (the provider's log).
 2. Latency from due to done: timers fall due at ``--rate`` transitions per second (the clock file
-   moves with the real time), with 4 workers; by default 1,000/s, or 80% of the measured 4-worker
+   moves with the real time), with 4 workers; by default 1,000/s, or 60% of the measured 4-worker
    throughput when that is less (above saturation the latency only measures the backlog); due = when the clock reached the timer's due time,
    done = when the message's result committed. p50 and p99.
 3. The embedded mode on the same PostgreSQL: one process, ``Careflow.tick()`` fires the timers and
@@ -113,7 +113,7 @@ def throughput(base_url: str, workers: int, n: int, workdir: Path, timeout: floa
         for _ in range(workers):
             cluster.start_worker()
         cluster.start_scheduler()
-        time.sleep(3)  # let the workers connect before the work falls due
+        cluster.wait_workers()  # process start-up is not what is measured
         cluster.advance(START + DAY + timedelta(minutes=1))
         cluster.wait_completed(n, timeout)
         time.sleep(1)
@@ -134,7 +134,7 @@ def latency(base_url: str, workers: int, rate: float, seconds: float, workdir: P
     n = max(10, int(rate / 2 * seconds))
     spacing = timedelta(seconds=2 / rate)
     schema = Schema(base_url)
-    cluster = Cluster(schema.url, REDIS_URL, workdir / "latency", START, lease_seconds=60, max_in_flight=400,
+    cluster = Cluster(schema.url, REDIS_URL, workdir / "latency", START, lease_seconds=60, max_in_flight=100,
                       scheduler_interval=0.1)
     moves: list[tuple[float, datetime]] = []
     stop = threading.Event()
@@ -143,7 +143,8 @@ def latency(base_url: str, workers: int, rate: float, seconds: float, workdir: P
         for _ in range(workers):
             cluster.start_worker()
         cluster.start_scheduler()
-        time.sleep(3)
+        cluster.wait_workers()
+        time.sleep(2)  # and the scheduler's first tick
         first_due = START + DAY
         w0 = time.time()
 
@@ -237,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds per section")
     parser.add_argument("-n", type=int, default=None, help="instances per throughput run (default 2000, quick 100)")
     parser.add_argument("--rate", type=float, default=None,
-                        help="transitions/s offered in the latency run (default: 1000, or 80%% of the measured "
+                        help="transitions/s offered in the latency run (default: 1000, or 60%% of the measured "
                              "4-worker throughput if that is less, so the latency is measured below saturation)")
     parser.add_argument("--latency-seconds", type=float, default=None, help="length of the latency run (default 10, quick 2)")
     args = parser.parse_args(argv)
@@ -251,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="careflow-bench-scale-") as tmp:
         workdir = Path(tmp)
         runs = [throughput(base_url, w, n, workdir, timeout=120 + n * 0.2) for w in (1, 2, 4)]
-        rate = args.rate or min(1000.0, 0.8 * runs[-1]["transitions_per_s"])
+        rate = args.rate or min(1000.0, 0.6 * runs[-1]["transitions_per_s"])
         lat = latency(base_url, 4, rate, latency_seconds, workdir)
     emb = embedded(base_url, n)
     peer = spiff_and_raw(base_url, max(20, n // 4), 1.0 if args.quick else 3.0)

@@ -83,6 +83,7 @@ class Cluster:
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     schedulers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _logs: list[IO[bytes]] = field(default_factory=list)
+    worker_names: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -117,8 +118,10 @@ class Cluster:
 
     def start_worker(self, index: int | None = None) -> subprocess.Popen[bytes]:
         index = len(self.workers) if index is None else index
+        name = f"w{index}-{uuid.uuid4().hex[:6]}@scale"
+        self.worker_names.append(name)
         proc = self._spawn(["worker", f"--pool={self.worker_pool}", f"--concurrency={self.worker_concurrency}",
-                            "--loglevel=WARNING", f"--name=w{index}-{uuid.uuid4().hex[:6]}@scale"], f"worker{index}")
+                            "--loglevel=WARNING", f"--name={name}"], f"worker{index}")
         if index < len(self.workers):
             self.workers[index] = proc
         else:
@@ -133,6 +136,23 @@ class Cluster:
         else:
             self.schedulers.append(proc)
         return proc
+
+    def wait_workers(self, timeout: float = 120) -> None:
+        """Until every worker started last (one per index) answers a ping: ready to take tasks."""
+        from celery import Celery
+
+        from engine.executors import celery_config
+
+        app = Celery("careflow-test", set_as_current=False)
+        app.config_from_object(celery_config(self.broker_url))
+        wanted = set(self.worker_names[-len(self.workers):]) if self.workers else set()
+        deadline = time.monotonic() + timeout
+        while True:
+            replies = app.control.ping(destination=sorted(wanted), timeout=1.0) or []
+            if wanted <= {name for reply in replies for name in reply}:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"workers not ready after {timeout:.0f} s\n{self.logs()}")
 
     @staticmethod
     def kill9(proc: subprocess.Popen[bytes]) -> None:
@@ -160,6 +180,17 @@ class Cluster:
             log.close()
         self._logs.clear()
         self.cf.close()
+        self._drop_queue()
+
+    def _drop_queue(self) -> None:
+        """Leave no queue of this run behind on the shared broker (best effort)."""
+        from kombu import Connection
+
+        try:
+            with Connection(self.broker_url, connect_timeout=3) as conn:
+                conn.default_channel.queue_delete(self.queue)
+        except Exception:
+            pass
 
     def dead(self) -> list[str]:
         """Processes that exited although nobody stopped them (a crash is a test failure)."""
