@@ -28,7 +28,7 @@ N = int(os.environ.get("CAREFLOW_SCALE_N", "500"))
 REQUIRED = os.environ.get("CAREFLOW_REQUIRE_SCALE") == "1"
 DUE = START + timedelta(days=1, minutes=1)
 #: Generous: on two shared cores the reduced run takes seconds, the 10,000 one a few minutes.
-TIMEOUT = 120 + N * 0.06
+TIMEOUT = 120 + N * 0.1
 
 
 def _missing(what: str) -> None:
