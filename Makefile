@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export CAREFLOW_HOME ?= $(CURDIR)/instance
 
-.PHONY: run test bench bench-import reliability install contracts clean
+.PHONY: run test bench bench-import reliability scale install contracts clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ bench-import: install
 
 reliability: install
 	CAREFLOW_SWEEP=full $(BIN)/pytest -q tests/reliability
+	CAREFLOW_SCALE_N=10000 $(BIN)/pytest -q tests/scale
+
+# The distributed mode at full size: 10,000 instances on 4 workers and 2 schedulers (PostgreSQL, Redis, RabbitMQ).
+scale: install
+	CAREFLOW_SCALE_N=10000 $(BIN)/pytest -q tests/scale
 
 clean:
 	rm -rf $(VENV) instance

@@ -29,6 +29,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy import func, select
 
 from engine import api
+from engine.executors import celery_init_app
 from engine.core import Careflow
 from engine.store.db import database_url
 from engine.store.definitions import latest_flow_versions
@@ -97,6 +98,7 @@ def create_app(config: Mapping[str, Any] | None = None, engine: Careflow | None 
     app.session_interface = CareflowSessionInterface()
     careflow = engine or Careflow(app.config.get("DATABASE_URL") or database_url())
     app.extensions["careflow"] = careflow
+    celery_init_app(app)  # app.extensions["celery"] when CAREFLOW_BROKER_URL is set (distributed mode)
 
     csrf = CSRFProtect(app)
     api.init_app(app, csrf)

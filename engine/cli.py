@@ -592,11 +592,20 @@ def demo(state: State, count: int, mail: bool) -> None:
 @click.option("--port", default=5000, show_default=True, type=int)
 @click.option("--tick-seconds", default=1.0, show_default=True, type=float)
 @click.option("--demo-mail", is_flag=True, help="Also run the local demo mailbox on 127.0.0.1:8025 (see /demo/mail).")
+@click.option("--workers", default=2, show_default=True, type=int, help="gunicorn workers (distributed mode only).")
 @click.pass_obj
-def run(state: State, host: str, port: int, tick_seconds: float, demo_mail: bool) -> None:
-    """Serve the web pages and REST API, tick every second, deliver the outbox."""
+def run(state: State, host: str, port: int, tick_seconds: float, demo_mail: bool, workers: int) -> None:
+    """Serve the web pages and REST API, tick every second, deliver the outbox.
+
+    With CAREFLOW_BROKER_URL set it only serves (gunicorn); `careflow scheduler` and `careflow worker` do the rest.
+    """
     from engine.app import create_app
     from engine.ticker import start_ticker
+
+    if os.environ.get("CAREFLOW_BROKER_URL"):
+        from engine.cli_scale import serve_web
+
+        return serve_web(state, host, port, workers)
 
     engine = state.engine(running=True)
     engine.deploy_builtins()
@@ -620,12 +629,6 @@ def run(state: State, host: str, port: int, tick_seconds: float, demo_mail: bool
             mailbox.stop()
 
 
-@main.command()
-def worker() -> None:
-    """A Celery worker (scale-out mode; needs CAREFLOW_BROKER_URL)."""
-    if not os.environ.get("CAREFLOW_BROKER_URL"):
-        raise click.UsageError("set CAREFLOW_BROKER_URL (redis://... or amqp://...) to run workers")
-    raise click.UsageError("Celery workers are not available in this release; run `careflow run` (embedded mode)")
 
 
 
@@ -822,3 +825,9 @@ main.add_command(reports)
 
 if __name__ == "__main__":
     main()
+
+
+from engine.cli_scale import health, migrate, scheduler, worker  # noqa: E402 - the scale-out commands register on ``main``
+
+for _command in (scheduler, worker, health, migrate):
+    main.add_command(_command)

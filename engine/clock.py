@@ -60,3 +60,24 @@ def clock_from_env(environ: dict[str, str] | None = None) -> Clock:
     env = os.environ if environ is None else environ
     fixed = env.get("CAREFLOW_NOW")
     return FixedClock(parse_instant(fixed)) if fixed else SystemClock()
+
+
+class FileClock:
+    """The time written in a file, re-read when the file changes (``CAREFLOW_CLOCK_FILE``).
+
+    Lets a test move the clock of several processes at once (schedulers and workers of the
+    distributed mode); like ``FixedClock`` it stands still until the file is rewritten.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self._stamp: int | None = None
+        self._at: datetime | None = None
+
+    def now(self) -> datetime:
+        stamp = os.stat(self.path).st_mtime_ns
+        if stamp != self._stamp or self._at is None:
+            with open(self.path, encoding="utf-8") as f:
+                self._at = parse_instant(f.read())
+            self._stamp = stamp
+        return self._at

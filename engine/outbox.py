@@ -15,10 +15,11 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
 
 from connectors.base import STAFF_CHANNELS, Connector, ConnectorError, Delivery, Message
 from connectors.channels import recipient
@@ -30,6 +31,8 @@ from engine.store.instances import Runtime, deliver, get_instance
 from engine.store.models import Customer, Incident, OutboxMessage
 
 LEASE = timedelta(seconds=120)
+#: How often recording a result is tried again when the instance changed meanwhile.
+RECORD_TRIES = 5
 
 
 @dataclass
@@ -135,11 +138,18 @@ class _Attempt:
 
 
 def _deliver_one(
-    factory: sessionmaker[Session], runtime: Callable[[], Runtime], resolve: Resolve, mid: int, report: DispatchReport
+    factory: sessionmaker[Session], runtime: Callable[[], Runtime], resolve: Resolve, mid: int, report: DispatchReport,
+    *, fence: Fence | None = None,
 ) -> None:
+    """Send one claimed message and record the result.
+
+    With a ``fence`` (distributed mode) the message is sent and recorded only while its claim is
+    still the one the task was published for: a worker whose lease was taken over does nothing.
+    """
     with factory() as session:
         row = session.get(OutboxMessage, mid)
-        assert row is not None
+        if row is None or (fence is not None and (row.status != "claimed" or row.attempts != fence.attempt)):
+            return  # already settled, or claimed again by someone else: a repeat delivery of the task
         customer = session.get(Customer, row.customer_id) if row.customer_id is not None else None
         customer_data = cust.customer_dict(customer) if customer is not None else None
         message = Message(row.effect_key, row.connector, dict(row.payload), customer_data, row.attempts)
@@ -154,7 +164,7 @@ def _deliver_one(
             attempt.suppressed = "frequency_cap"
         else:
             crash_point("before_provider_call")
-            if _mark_sending(factory, mid):
+            if _mark_sending(factory, mid, fence):
                 attempt.delivery = connector.send(message, provider_settings)
                 crash_point("after_provider_accept_before_ledger")
             else:
@@ -166,24 +176,49 @@ def _deliver_one(
         attempt.error = ConnectorError(str(exc))
     if attempt.lost:
         return
-    with factory.begin() as session:
-        _record(session, runtime(), mid, attempt, report)
+    for tries in range(RECORD_TRIES):
+        try:
+            with factory.begin() as session:
+                if _record(session, runtime(), mid, attempt, report, fence) and fence is not None:
+                    fence.recorded(session, mid)
+            break
+        except StaleDataError:
+            # Another transition of the same instance committed first (a worker elsewhere fired
+            # its timer); the message was sent, so record it again on the fresh state.
+            if tries == RECORD_TRIES - 1:
+                raise
     crash_point("after_ledger_before_ack")
 
 
-def _mark_sending(factory: sessionmaker[Session], mid: int) -> bool:
+def _mark_sending(factory: sessionmaker[Session], mid: int, fence: Fence | None = None) -> bool:
     """Commit that the provider is about to be called; False if the claim was lost meanwhile."""
+    query = update(OutboxMessage).where(OutboxMessage.id == mid, OutboxMessage.status == "claimed")
+    values: dict[str, Any] = {"status": "sending"}
+    if fence is not None:
+        query = query.where(OutboxMessage.attempts == fence.attempt)
+        values["lease_until"] = fence.lease_until()
     with factory.begin() as session:
-        return bool(session.execute(
-            update(OutboxMessage).where(OutboxMessage.id == mid, OutboxMessage.status == "claimed").values(status="sending")
-        ).rowcount)
+        return bool(session.execute(query.values(**values)).rowcount)
 
 
-def _record(session: Session, rt: Runtime, mid: int, attempt: _Attempt, report: DispatchReport) -> None:
+class Fence(Protocol):
+    """A distributed claim: the attempt number the task was published with, and its lease."""
+
+    attempt: int
+
+    def lease_until(self) -> datetime: ...
+
+    def recorded(self, session: Session, mid: int) -> None: ...
+
+
+def _record(session: Session, rt: Runtime, mid: int, attempt: _Attempt, report: DispatchReport,
+            fence: Fence | None = None) -> bool:
     row = session.get(OutboxMessage, mid)
     assert row is not None
     if row.status not in ("claimed", "sending"):
-        return  # an admin or a reclaim changed it meanwhile
+        return False  # an admin or a reclaim changed it meanwhile
+    if fence is not None and row.attempts != fence.attempt:
+        return False  # the lease was taken over: this worker's result is stale
     row.channel = attempt.channel
     error = attempt.error
     if attempt.suppressed:
@@ -208,6 +243,7 @@ def _record(session: Session, rt: Runtime, mid: int, attempt: _Attempt, report: 
     else:
         _fail(session, rt, row, str(error))
         report.failed += 1
+    return True
 
 
 def _route(

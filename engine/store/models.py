@@ -240,7 +240,7 @@ class Notification(Base):
 
 class Timer(Base):
     __tablename__ = "timer"
-    __table_args__ = (Index("ix_timer_due", "status", "due_at"),)
+    __table_args__ = (Index("ix_timer_due", "status", "due_at"), Index("ix_timer_lease", "lease_until"))
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     instance_id: Mapped[int] = mapped_column(ForeignKey("instance.id"), index=True)
     token: Mapped[str] = mapped_column(String(32))
@@ -249,6 +249,10 @@ class Timer(Base):
     status: Mapped[str] = mapped_column(String(16))  # pending, fired, cancelled
     data: Mapped[dict[str, Any]]
     fired_at: Mapped[datetime | None]
+    #: Scale-out: the fencing number of the last claim (a worker commits only with the newest one)
+    #: and until when that claim stands (wall-clock time; NULL when nobody holds the timer).
+    attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    lease_until: Mapped[datetime | None]
 
 
 class TriggerOccurrence(Base):
@@ -501,6 +505,26 @@ class AppSetting(Base):
     value: Mapped[dict[str, Any]]
     updated_at: Mapped[datetime]
     updated_by: Mapped[str | None] = mapped_column(String(64))
+# ----- scale out (distributed mode) --------------------------------------------------------------
+
+
+class StepExecution(Base):
+    """The execution log: one row per unit of work a worker committed (a timer fired, a message settled).
+
+    Written in the transaction that commits the work, so a row exists exactly when the work took
+    effect; two rows for one ``(kind, ref_id)`` would mean it ran twice.
+    """
+
+    __tablename__ = "step_execution"
+    __table_args__ = (Index("ix_step_execution_ref", "kind", "ref_id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # timer, message
+    ref_id: Mapped[int] = mapped_column(BigId)
+    attempt: Mapped[int] = mapped_column(Integer)
+    instance_id: Mapped[int | None] = mapped_column(BigId)
+    worker: Mapped[str] = mapped_column(String(128))
+    outcome: Mapped[str] = mapped_column(String(16))  # done, retry (the message goes out again later)
+    at: Mapped[datetime]
 
 
 __all__ = [
@@ -525,6 +549,7 @@ __all__ = [
     "Segment",
     "SegmentMember",
     "SurveyAnswer",
+    "StepExecution",
     "Task",
     "TaskComment",
     "Timer",

@@ -1,0 +1,370 @@
+"""Distributed mode: schedulers claim due work with leases and publish ids, workers do it, fenced.
+
+The database decides who does what; the broker only carries ids (ARCHITECTURE principle 6,
+RELIABILITY T04–T14, docs/decisions/0010-leases-and-fencing.md):
+
+* A **scheduler** (``careflow scheduler``; any number may run) fires cron/date trigger
+  occurrences (the unique ``(flow, trigger, scheduled_for)`` key lets one of them win), hands
+  expired outbox claims back, then claims due timers and due outbox messages: on PostgreSQL with
+  ``FOR UPDATE SKIP LOCKED`` (two schedulers never wait on or take the same rows), on SQLite with
+  a compare-and-set per row. A claim bumps the row's attempt number (the fencing token) and sets
+  a lease; the ids and attempt numbers are published only after the claim commits. If publishing
+  fails (the broker is down) the claims are handed back at once, and in any case a claim whose
+  lease runs out is claimable again: a lost message only delays work.
+* A **worker** (``careflow worker``, Celery) does one claimed thing in one transaction whose first
+  statement checks the attempt number (``UPDATE … WHERE attempt = :fence``): a worker whose lease
+  was taken over, or a task the broker delivered twice, changes nothing. The same transaction
+  writes a ``step_execution`` row, the execution log the tests count duplicates in.
+
+Leases run on the wall clock, never on the engine clock, which tests move by days.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+
+from engine.clock import SystemClock
+from engine.crashpoints import crash_point
+from engine.errors import EngineError
+from engine.outbox import DispatchReport, Resolve, _deliver_one, _idempotent, _unknown
+from engine.runtime import events as ev
+from engine.schedule import TickReport, fire_triggers
+from engine.store.instances import deliver
+from engine.store.models import Instance, OutboxMessage, StepExecution, Timer
+
+if TYPE_CHECKING:
+    from engine.core import Careflow
+
+log = logging.getLogger(__name__)
+
+#: How long a published claim stands before a scheduler may claim (and publish) the work again.
+DEFAULT_LEASE = timedelta(seconds=60)
+#: At most this many claims are out at once, so a backlog waits as rows, not as broker messages
+#: whose leases would run out in the queue.
+DEFAULT_MAX_IN_FLIGHT = 500
+#: Rows claimed per statement.
+DEFAULT_BATCH = 500
+#: A timer whose instance another worker changed meanwhile is tried again this often at once.
+FIRE_TRIES = 5
+
+_wall = SystemClock()
+
+
+def wall_now() -> datetime:
+    """Leases use the real time: the engine clock may be a test's clock, moved by days."""
+    return _wall.now()
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    lease: timedelta = DEFAULT_LEASE
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    batch: int = DEFAULT_BATCH
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        """``CAREFLOW_LEASE_SECONDS``, ``CAREFLOW_MAX_IN_FLIGHT`` and ``CAREFLOW_CLAIM_BATCH``."""
+        env = os.environ if environ is None else environ
+        try:
+            return cls(
+                lease=timedelta(seconds=float(env.get("CAREFLOW_LEASE_SECONDS", DEFAULT_LEASE.total_seconds()))),
+                max_in_flight=int(env.get("CAREFLOW_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT)),
+                batch=int(env.get("CAREFLOW_CLAIM_BATCH", DEFAULT_BATCH)),
+            )
+        except ValueError as exc:
+            raise ValueError(f"CAREFLOW_LEASE_SECONDS, CAREFLOW_MAX_IN_FLIGHT and CAREFLOW_CLAIM_BATCH must be numbers: {exc}") from exc
+
+
+# ----- claiming ------------------------------------------------------------------------------------
+
+
+def _skip_locked(session: Session) -> bool:
+    # SQLAlchemy's SQLite dialect emits nothing for FOR UPDATE: there a compare-and-set decides.
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def claim_timers(session: Session, now: datetime, wall: datetime, lease: timedelta, limit: int) -> list[tuple[int, int]]:
+    """Claim up to ``limit`` timers due at ``now`` that nobody holds; returns ``(id, attempt)`` pairs."""
+    if limit <= 0:
+        return []
+    free = or_(Timer.lease_until.is_(None), Timer.lease_until < wall)
+    due = (select(Timer.id).where(Timer.status == "pending", Timer.due_at <= now, free)
+           .order_by(Timer.due_at, Timer.id).limit(limit))
+    if _skip_locked(session):
+        rows = session.execute(
+            update(Timer).where(Timer.id.in_(due.with_for_update(skip_locked=True).scalar_subquery()))
+            .values(attempt=Timer.attempt + 1, lease_until=wall + lease)
+            .returning(Timer.id, Timer.attempt).execution_options(synchronize_session=False)
+        ).all()
+        return sorted((int(i), int(a)) for i, a in rows)
+    claimed = []
+    for timer_id, attempt in session.execute(due.add_columns(Timer.attempt)).all():
+        n = session.execute(
+            update(Timer).where(Timer.id == timer_id, Timer.status == "pending", Timer.attempt == attempt)
+            .values(attempt=attempt + 1, lease_until=wall + lease).execution_options(synchronize_session=False)
+        ).rowcount
+        if n == 1:
+            claimed.append((int(timer_id), int(attempt) + 1))
+    return claimed
+
+
+def claim_messages(session: Session, now: datetime, wall: datetime, lease: timedelta, limit: int) -> list[tuple[int, int]]:
+    """Claim up to ``limit`` outbox messages due at ``now``; returns ``(id, attempt)`` pairs."""
+    if limit <= 0:
+        return []
+    due = (select(OutboxMessage.id).where(OutboxMessage.status == "pending", OutboxMessage.next_attempt_at <= now)
+           .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id).limit(limit))
+    values = {"status": "claimed", "lease_until": wall + lease, "attempts": OutboxMessage.attempts + 1}
+    if _skip_locked(session):
+        rows = session.execute(
+            update(OutboxMessage).where(OutboxMessage.id.in_(due.with_for_update(skip_locked=True).scalar_subquery()))
+            .values(**values).returning(OutboxMessage.id, OutboxMessage.attempts)
+            .execution_options(synchronize_session=False)
+        ).all()
+        return sorted((int(i), int(a)) for i, a in rows)
+    claimed = []
+    for (mid,) in session.execute(due).all():
+        row = session.execute(
+            update(OutboxMessage).where(OutboxMessage.id == mid, OutboxMessage.status == "pending")
+            .values(**values).returning(OutboxMessage.attempts).execution_options(synchronize_session=False)
+        ).first()
+        if row is not None:
+            claimed.append((int(mid), int(row[0])))
+    return claimed
+
+
+def in_flight(session: Session, wall: datetime) -> int:
+    """Claims published and not yet done whose lease still stands."""
+    timers = session.scalar(select(func.count()).select_from(Timer).where(
+        Timer.lease_until >= wall, Timer.status == "pending"))
+    messages = session.scalar(select(func.count()).select_from(OutboxMessage).where(
+        OutboxMessage.status.in_(("claimed", "sending")), OutboxMessage.lease_until >= wall))
+    return int(timers or 0) + int(messages or 0)
+
+
+def reclaim_messages(session: Session, resolve: Resolve, now: datetime, wall: datetime) -> int:
+    """Outbox claims whose lease ran out: due again if safe to resend, else ``unknown`` with an incident.
+
+    Each row changes only if it is still exactly as read (status and attempt number), so a
+    worker that records its result at the same moment is never overwritten.
+    """
+    stale = session.execute(
+        select(OutboxMessage.id, OutboxMessage.status, OutboxMessage.attempts, OutboxMessage.connector)
+        .where(OutboxMessage.status.in_(("claimed", "sending")), OutboxMessage.lease_until < wall)
+    ).all()
+    changed = 0
+    for mid, status, attempts, connector in stale:
+        unchanged = (OutboxMessage.id == mid, OutboxMessage.status == status, OutboxMessage.attempts == attempts,
+                     OutboxMessage.lease_until < wall)
+        if status == "claimed" or _idempotent(resolve, connector, session):
+            n = session.execute(update(OutboxMessage).where(*unchanged)
+                                .values(status="pending", next_attempt_at=now, lease_until=None)
+                                .execution_options(synchronize_session=False)).rowcount
+        else:
+            n = session.execute(update(OutboxMessage).where(*unchanged).values(status="unknown")
+                                .execution_options(synchronize_session=False)).rowcount
+            if n == 1:
+                row = session.get(OutboxMessage, mid)
+                assert row is not None
+                session.refresh(row)
+                _unknown(session, row, now, "the worker stopped after calling the provider; whether it was delivered is unknown")
+        changed += n
+    return changed
+
+
+def release(session: Session, timers: Iterable[tuple[int, int]], messages: Iterable[tuple[int, int]]) -> None:
+    """Hand back claims that were never published, so the next tick claims them again at once."""
+    for timer_id, attempt in timers:
+        session.execute(update(Timer).where(Timer.id == timer_id, Timer.attempt == attempt, Timer.status == "pending")
+                        .values(lease_until=None).execution_options(synchronize_session=False))
+    for mid, attempt in messages:
+        session.execute(update(OutboxMessage).where(OutboxMessage.id == mid, OutboxMessage.attempts == attempt,
+                                                    OutboxMessage.status == "claimed")
+                        .values(status="pending", lease_until=None, attempts=attempt - 1)
+                        .execution_options(synchronize_session=False))
+
+
+# ----- the scheduler -----------------------------------------------------------------------------
+
+
+class Publisher(Protocol):
+    """Where claimed work goes: Celery in distributed mode (``engine.executors``)."""
+
+    def fire_timer(self, timer_id: int, attempt: int) -> None: ...
+
+    def deliver_message(self, message_id: int, attempt: int) -> None: ...
+
+
+@dataclass
+class SchedulerReport:
+    timers_published: int = 0
+    messages_published: int = 0
+    reclaimed: int = 0
+    publish_failed: int = 0
+    tick: dict[str, Any] = field(default_factory=dict)
+
+
+class Scheduler:
+    """One ``careflow scheduler`` process: ticks, claims, publishes after commit."""
+
+    def __init__(self, cf: Careflow, publisher: Publisher, settings: Settings | None = None):
+        self.cf = cf
+        self.publisher = publisher
+        self.settings = settings or Settings.from_env()
+
+    def tick(self) -> SchedulerReport:
+        report = SchedulerReport()
+        ticked = TickReport()
+        self.cf.load_calendar()  # another process may have changed the overrides
+        fire_triggers(self.cf.sessions, self.cf.runtime, ticked)
+        report.tick = ticked.as_dict()
+        self.publish_due(report)
+        return report
+
+    def publish_due(self, report: SchedulerReport) -> None:
+        s = self.settings
+        while True:
+            wall = wall_now()
+            with self.cf.sessions.begin() as session:
+                now = self.cf.clock.now()
+                report.reclaimed += reclaim_messages(session, self.cf.resolve, now, wall)
+                room = min(s.batch, s.max_in_flight - in_flight(session, wall))
+                timers = claim_timers(session, now, wall, s.lease, room)
+                messages = claim_messages(session, now, wall, s.lease, room - len(timers))
+            if not timers and not messages:
+                return
+            crash_point("after_claim")
+            sent_t, sent_m = self._publish(timers, messages)
+            report.timers_published += sent_t
+            report.messages_published += sent_m
+            if sent_t < len(timers) or sent_m < len(messages):
+                report.publish_failed += len(timers) + len(messages) - sent_t - sent_m
+                return
+            if len(timers) + len(messages) < room:
+                return
+
+    def _publish(self, timers: list[tuple[int, int]], messages: list[tuple[int, int]]) -> tuple[int, int]:
+        done_t = done_m = 0
+        try:
+            for timer_id, attempt in timers:
+                self.publisher.fire_timer(timer_id, attempt)
+                done_t += 1
+            for mid, attempt in messages:
+                self.publisher.deliver_message(mid, attempt)
+                done_m += 1
+        except Exception as exc:  # the broker is down or refused: the rows stay due, nothing is lost
+            log.warning("could not publish to the broker (%s); %d claims handed back", exc,
+                        len(timers) - done_t + len(messages) - done_m)
+            try:
+                with self.cf.sessions.begin() as session:
+                    release(session, timers[done_t:], messages[done_m:])
+            except Exception:  # the leases run out by themselves
+                log.exception("could not hand the claims back; they are claimable again when their lease ends")
+        return done_t, done_m
+
+    def run_forever(self, interval: float, stop: Callable[[], bool] = lambda: False) -> None:
+        """Tick every ``interval`` seconds; a failing tick (database or broker down) never stops the loop."""
+        while not stop():
+            started = time.monotonic()
+            try:
+                report = self.tick()
+                if report.publish_failed:
+                    time.sleep(min(5.0, interval * 5))
+            except Exception:
+                log.exception("scheduler tick failed; trying again")
+                time.sleep(min(5.0, interval * 5))
+            time.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+
+# ----- the work a worker does ---------------------------------------------------------------------
+
+
+def _log(session: Session, kind: str, ref_id: int, attempt: int, instance_id: int | None, outcome: str = "done") -> None:
+    session.add(StepExecution(kind=kind, ref_id=ref_id, attempt=attempt, instance_id=instance_id,
+                              worker=worker_name(), outcome=outcome, at=wall_now()))
+
+
+def run_timer(cf: Careflow, timer_id: int, attempt: int) -> str:
+    """Fire one claimed timer; returns what happened (``fired``, ``stale``, ``retry``, ``error``)."""
+    for _ in range(FIRE_TRIES):
+        try:
+            with cf.transition() as session:
+                rt = cf.runtime()
+                claimed = session.execute(
+                    update(Timer).where(Timer.id == timer_id, Timer.status == "pending", Timer.attempt == attempt)
+                    .values(status="fired", fired_at=rt.now, lease_until=None).execution_options(synchronize_session=False)
+                ).rowcount
+                if claimed != 1:
+                    return "stale"  # fired already, or the lease was taken over: the newer claim does it
+                timer = session.get(Timer, timer_id)
+                assert timer is not None
+                _log(session, "timer", timer_id, attempt, timer.instance_id)
+                instance = session.get(Instance, timer.instance_id)
+                if instance is None or instance.status != "running":
+                    return "fired"
+                data = dict(timer.data)
+                data["scheduled_for"] = timer.due_at.isoformat()
+                deliver(session, rt, instance, ev.TimerFired(timer.token, int(data.get("gen", 0)), timer.kind, data))
+            return "fired"
+        except StaleDataError:
+            continue  # another worker advanced the instance first: fire on its fresh state
+        except EngineError as exc:
+            # Rolled back: the timer stays pending and is claimed again once the lease ends.
+            log.warning("timer %s could not fire: %s", timer_id, exc)
+            return "error"
+    return "retry"
+
+
+@dataclass
+class MessageFence:
+    """The claim a ``deliver_message`` task was published with (see ``engine.outbox.Fence``)."""
+
+    attempt: int
+    lease: timedelta
+
+    def lease_until(self) -> datetime:
+        return wall_now() + self.lease
+
+    def recorded(self, session: Session, mid: int) -> None:
+        row = session.get(OutboxMessage, mid)
+        outcome = "retry" if row is not None and row.status == "pending" else "done"
+        _log(session, "message", mid, self.attempt, row.instance_id if row is not None else None, outcome)
+
+
+def run_message(cf: Careflow, message_id: int, attempt: int, lease: timedelta | None = None) -> DispatchReport:
+    """Send one claimed outbox message, if the claim is still this attempt's."""
+    report = DispatchReport()
+    fence = MessageFence(attempt, lease or Settings.from_env().lease)
+    _deliver_one(cf.sessions, cf.runtime, cf.resolve, message_id, report, fence=fence)
+    return report
+
+
+__all__ = [
+    "Publisher",
+    "Scheduler",
+    "SchedulerReport",
+    "Settings",
+    "claim_messages",
+    "claim_timers",
+    "in_flight",
+    "reclaim_messages",
+    "release",
+    "run_message",
+    "run_timer",
+    "wall_now",
+]

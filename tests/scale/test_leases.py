@@ -1,0 +1,220 @@
+"""Claims, leases and fencing of the distributed mode, in one process, on SQLite and PostgreSQL.
+
+RELIABILITY T08 (SKIP LOCKED claims), T09 (compare-and-set on SQLite), T11 (lease expiry and
+fencing: a worker whose lease was taken over commits nothing), T04 (publish after commit: a
+failed publish hands the claims back and loses nothing).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from engine.clock import FixedClock
+from engine.core import Careflow
+from engine.scale import (
+    Scheduler,
+    Settings,
+    claim_messages,
+    claim_timers,
+    reclaim_messages,
+    run_message,
+    run_timer,
+    wall_now,
+)
+from engine.store.instances import start_instance
+from engine.store.models import Instance, OutboxMessage, StepExecution, Timer
+from tests.conftest import START
+from tests.scale.support import FLOW_ID, FLOWS, LoggingProvider, ledger_counts, registry
+
+LEASE = timedelta(seconds=30)
+DUE = START + timedelta(days=1, minutes=1)
+
+
+@pytest.fixture
+def cf(database_url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("CAREFLOW_SCALE_LEDGER", str(tmp_path / "ledger.tsv"))
+    engine = Careflow(database_url, clock=FixedClock(START), registry=registry())
+    engine.deploy([FLOWS])
+    yield engine
+    engine.close()
+
+
+def start(cf: Careflow, n: int) -> list[int]:
+    with cf.transition() as s:
+        return [start_instance(s, cf.runtime(), FLOW_ID, trigger={"type": "manual"}).id for _ in range(n)]
+
+
+def claim(cf: Careflow, kind: str, wall: Any, limit: int = 100) -> list[tuple[int, int]]:
+    fn = claim_timers if kind == "timer" else claim_messages
+    with cf.sessions.begin() as s:
+        return fn(s, cf.clock.now(), wall, LEASE, limit)
+
+
+def executions(cf: Careflow, kind: str) -> list[tuple[int, int]]:
+    with cf.sessions() as s:
+        return list(s.execute(select(StepExecution.ref_id, StepExecution.attempt).where(StepExecution.kind == kind)).all())
+
+
+def test_a_claim_holds_until_its_lease_ends_then_the_next_claim_fences_the_first(cf: Careflow) -> None:
+    start(cf, 3)
+    wall = wall_now()
+    assert claim(cf, "timer", wall) == []  # nothing due yet: the engine clock decides what is due
+    cf.clock.set(DUE)  # type: ignore[attr-defined]
+    first = claim(cf, "timer", wall)
+    assert [a for _, a in first] == [1, 1, 1]
+    assert claim(cf, "timer", wall + LEASE / 2) == []  # leased: nobody else gets them
+    second = claim(cf, "timer", wall + LEASE + timedelta(seconds=1))  # the lease ran out (a lost task)
+    assert [(t, a) for t, a in second] == [(t, 2) for t, _ in first]
+
+    timer_id = first[0][0]
+    assert run_timer(cf, timer_id, 1) == "stale"  # the worker whose lease was taken over commits nothing
+    with cf.sessions() as s:
+        assert s.get(Timer, timer_id).status == "pending"  # type: ignore[union-attr]
+    assert run_timer(cf, timer_id, 2) == "fired"
+    assert run_timer(cf, timer_id, 2) == "stale"  # the broker delivers the task again: nothing happens
+    assert executions(cf, "timer") == [(timer_id, 2)]
+
+
+def test_a_message_is_sent_only_under_the_current_claim(cf: Careflow, tmp_path: Any) -> None:
+    cf.clock.set(DUE)  # type: ignore[attr-defined]
+    start(cf, 1)
+    cf.clock.set(DUE + timedelta(days=1))  # type: ignore[attr-defined]
+    [(timer_id, attempt)] = claim(cf, "timer", wall_now())
+    assert run_timer(cf, timer_id, attempt) == "fired"
+    wall = wall_now()
+    [(mid, first)] = claim(cf, "message", wall)
+    later = wall + LEASE + timedelta(seconds=1)
+    with cf.sessions.begin() as s:
+        assert reclaim_messages(s, cf.resolve, cf.clock.now(), later) == 1
+    [(same, second)] = claim(cf, "message", later)
+    assert (same, second) == (mid, first + 1)
+
+    run_message(cf, mid, first, LEASE)  # stale: the provider is not called
+    assert ledger_counts(tmp_path / "ledger.tsv") == {}
+    run_message(cf, mid, second, LEASE)
+    run_message(cf, mid, second, LEASE)  # redelivered: already sent
+    with cf.sessions() as s:
+        row = s.get(OutboxMessage, mid)
+        assert row is not None and row.status == "sent"
+        assert s.scalars(select(Instance.status)).all() == ["completed"]
+    assert sum(ledger_counts(tmp_path / "ledger.tsv").values()) == 1
+    assert executions(cf, "message") == [(mid, second)]
+
+
+def test_an_expired_sending_claim_of_a_provider_without_keys_becomes_unknown_not_a_resend(
+        cf: Careflow, monkeypatch: pytest.MonkeyPatch) -> None:
+    cf.clock.set(DUE + timedelta(days=1))  # type: ignore[attr-defined]
+    start(cf, 1)
+    cf.clock.set(DUE + timedelta(days=3))  # type: ignore[attr-defined]
+    [(timer_id, attempt)] = claim(cf, "timer", wall_now())
+    run_timer(cf, timer_id, attempt)
+    wall = wall_now()
+    [(mid, _attempt)] = claim(cf, "message", wall)
+    with cf.sessions.begin() as s:
+        s.get(OutboxMessage, mid).status = "sending"  # type: ignore[union-attr]  # died after calling the provider
+    monkeypatch.setattr(LoggingProvider, "idempotent", False)
+    with cf.sessions.begin() as s:
+        assert reclaim_messages(s, cf.resolve, cf.clock.now(), wall + LEASE + timedelta(seconds=1)) == 1
+    with cf.sessions() as s:
+        assert s.get(OutboxMessage, mid).status == "unknown"  # type: ignore[union-attr]
+
+
+class Broker:
+    """Stands in for Celery in-process; ``down`` makes publishing fail like a stopped broker."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.timers: list[tuple[int, int]] = []
+        self.messages: list[tuple[int, int]] = []
+
+    def fire_timer(self, timer_id: int, attempt: int) -> None:
+        if self.down:
+            raise ConnectionError("broker down")
+        self.timers.append((timer_id, attempt))
+
+    def deliver_message(self, message_id: int, attempt: int) -> None:
+        if self.down:
+            raise ConnectionError("broker down")
+        self.messages.append((message_id, attempt))
+
+
+def test_when_the_broker_is_down_the_claims_are_handed_back_and_published_when_it_returns(cf: Careflow) -> None:
+    start(cf, 5)
+    cf.clock.set(DUE)  # type: ignore[attr-defined]
+    broker = Broker()
+    scheduler = Scheduler(cf, broker, Settings(lease=LEASE))
+    broker.down = True
+    report = scheduler.tick()
+    assert report.publish_failed == 5 and report.timers_published == 0
+    with cf.sessions() as s:
+        assert s.scalars(select(Timer.lease_until)).all() == [None] * 5  # due again at once, not after the lease
+    broker.down = False
+    assert scheduler.tick().timers_published == 5
+    assert scheduler.tick().timers_published == 0  # published once: the lease stands
+    for timer_id, attempt in broker.timers:
+        assert run_timer(cf, timer_id, attempt) == "fired"
+    assert scheduler.tick().messages_published == 5
+    for mid, attempt in broker.messages:
+        run_message(cf, mid, attempt, LEASE)
+    with cf.sessions() as s:
+        assert s.scalars(select(Instance.status)).all() == ["completed"] * 5
+
+
+def test_two_schedulers_claim_disjoint_rows_while_both_transactions_are_open(pg_schema_url: str) -> None:
+    # PostgreSQL only: on SQLite a writer waits for the other (BEGIN IMMEDIATE), there is no overlap to test.
+    cf = Careflow(pg_schema_url, clock=FixedClock(START), registry=registry())
+    cf.deploy([FLOWS])
+    start(cf, 10)
+    cf.clock.set(DUE)  # type: ignore[attr-defined]
+    wall = wall_now()
+    with cf.sessions.begin() as a, cf.sessions.begin() as b:
+        mine = claim_timers(a, DUE, wall, LEASE, 4)
+        theirs = claim_timers(b, DUE, wall, LEASE, 100)  # SKIP LOCKED: does not wait for a, skips its rows
+        assert len(mine) == 4 and len(theirs) == 6
+        assert not {t for t, _ in mine} & {t for t, _ in theirs}
+    cf.close()
+
+
+def test_the_scheduler_with_the_inline_executor_runs_every_instance_to_its_end(cf: Careflow, tmp_path: Any) -> None:
+    from engine.app import create_app
+    from engine.executors import InlinePublisher, publisher_for
+
+    app = create_app({"TESTING": True, "SECRET_KEY": "x"}, engine=cf)
+    assert "celery" not in app.extensions  # no broker URL: embedded, nothing published anywhere
+    publisher = publisher_for(app)
+    assert isinstance(publisher, InlinePublisher)
+    start(cf, 7)
+    cf.clock.set(DUE)  # type: ignore[attr-defined]
+    scheduler = Scheduler(cf, publisher, Settings(lease=LEASE, batch=3))
+    for _ in range(3):
+        scheduler.tick()
+    with cf.sessions() as s:
+        assert s.scalars(select(Instance.status)).all() == ["completed"] * 7
+    assert sum(ledger_counts(tmp_path / "ledger.tsv").values()) == 7
+    assert sorted(a for _, a in executions(cf, "timer")) == [1] * 7
+
+
+def test_work_is_published_only_by_the_scheduler_after_its_claim_commits_and_never_with_an_eta() -> None:
+    """RELIABILITY T04 and T06 as a lint: one publish path, outside any transaction, and no ETA/countdown."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    publishing: list[str] = []
+    for path in sorted((root / "engine").rglob("*.py")) + sorted((root / "connectors").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                if node.func.attr in ("delay", "apply_async", "send_task"):
+                    publishing.append(f"{path.relative_to(root)}:{node.func.attr}")
+                assert not any(k.arg in ("eta", "countdown") for k in node.keywords), f"{path}:{node.lineno} uses an ETA"
+    assert sorted(set(publishing)) == ["engine/executors.py:send_task"]
+    source = (root / "engine" / "scale.py").read_text(encoding="utf-8")
+    tick = source[source.index("    def publish_due"):source.index("    def _publish")]
+    # The claim's transaction is closed (the ``with`` block ends) before ``_publish`` is called.
+    claim_block_end = tick.index("            if not timers and not messages:")
+    assert tick.index("self._publish(") > claim_block_end
