@@ -134,6 +134,11 @@ class Series:
     seconds: float
     commits: int
     statements: int
+    cpu_seconds: float = 0.0  # this process's CPU time (not the PostgreSQL server's)
+
+    @property
+    def cpu_ms_per_instance(self) -> float:
+        return 1000 * self.cpu_seconds / self.n
 
     @property
     def ips(self) -> float:
@@ -299,7 +304,7 @@ def open_tasks(cf: Careflow, instance_ids: Sequence[int]) -> list[int]:
 def careflow_series(cf: Careflow, counters: Counters, customer_ids: Sequence[int], batch: int) -> Series:
     """Start one instance per customer, then answer each one's task; batch=1 uses the Careflow facade."""
     c0, s0 = counters.snapshot()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     if batch == 1:
         instances = [cf.start(FLOW, customer_id=c) for c in customer_ids]
         tasks = open_tasks(cf, instances)
@@ -320,10 +325,10 @@ def careflow_series(cf: Careflow, counters: Counters, customer_ids: Sequence[int
             failed = [d for d in done if isinstance(d, Exception)]
             if failed:
                 raise RuntimeError(f"careflow: {len(failed)} task answers failed, e.g. {failed[0]!r}")
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     c1, s1 = counters.snapshot()
     check_careflow(cf, instances)
-    return Series(len(customer_ids), elapsed, c1 - c0, s1 - s0)
+    return Series(len(customer_ids), elapsed, c1 - c0, s1 - s0, cpu)
 
 
 def check_careflow(cf: Careflow, instance_ids: Sequence[int]) -> None:
@@ -391,7 +396,7 @@ class Spiff:
 
     def series(self, counters: Counters, first: int, n: int, batch: int) -> Series:
         c0, s0 = counters.snapshot()
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         ids: list[int] = []
         for part in chunks(range(first, first + n), batch):
             with self.engine.begin() as conn:
@@ -400,9 +405,9 @@ class Spiff:
             with self.engine.begin() as conn:
                 for wid in part:
                     self.submit(conn, wid, FORM_ANSWER)
-        elapsed = time.perf_counter() - t0
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         c1, s1 = counters.snapshot()
-        return Series(n, elapsed, c1 - c0, s1 - s0)
+        return Series(n, elapsed, c1 - c0, s1 - s0, cpu)
 
 
 # --- section 1: throughput on one database -------------------------------------------------------------
@@ -699,7 +704,9 @@ def summarize(results: dict[str, Any], batch: int, quick: bool, pg_error: str | 
                 "{k}_raw_commits_per_s", "careflow_{k}_commits_per_s", "careflow_{k}_commits_per_s_unbatched",
                 "careflow_{k}_commit_fraction", "careflow_{k}_commit_fraction_unbatched",
                 "careflow_{k}_statements_per_instance", "spiff_{k}_commits_per_s", "careflow_{k}_vs_spiff",
-                "careflow_{k}_unbatched_vs_spiff", "goal_10x_{k}", "careflow_{k}_outbox_messages_per_s")
+                "careflow_{k}_unbatched_vs_spiff", "goal_10x_{k}", "careflow_{k}_outbox_messages_per_s",
+                "careflow_{k}_cpu_ms_per_instance", "careflow_{k}_cpu_ms_per_instance_unbatched",
+                "spiff_{k}_cpu_ms_per_instance", "spiff_{k}_cpu_ms_per_instance_batched")
         if r is None:
             out.update({key.format(k=kind): None for key in keys})
             continue
@@ -721,6 +728,12 @@ def summarize(results: dict[str, Any], batch: int, quick: bool, pg_error: str | 
             f"careflow_{kind}_unbatched_vs_spiff": round(cu.ips / su.ips, 2),
             f"goal_10x_{kind}": cb.ips >= 10 * su.ips,
             f"careflow_{kind}_outbox_messages_per_s": round(r["dispatch"]["per_s"], 1),
+            # CPU time of this process per instance: what the figures above come to when neither the
+            # disk nor the database server (nor other processes on the machine) make anyone wait.
+            f"careflow_{kind}_cpu_ms_per_instance": round(cb.cpu_ms_per_instance, 3),
+            f"careflow_{kind}_cpu_ms_per_instance_unbatched": round(cu.cpu_ms_per_instance, 3),
+            f"spiff_{kind}_cpu_ms_per_instance": round(su.cpu_ms_per_instance, 3),
+            f"spiff_{kind}_cpu_ms_per_instance_batched": round(sb.cpu_ms_per_instance, 3),
             f"{kind}_instances": {"unbatched": cu.n, "batched": cb.n},
         })
         out[f"{kind}_settings"] = r["settings"]
@@ -806,6 +819,8 @@ def table(out: dict[str, Any]) -> str:
     lines.append(f"{'  as a fraction of raw':44}" + "".join(f"{('n/a' if v is None else f'{v:.2%}'):>{w}}" for v, w in zip(vals, (12, 14))))
     row("SQL statements per Careflow instance", "careflow_{k}_statements_per_instance")
     row("Careflow outbox delivery, messages/s", "careflow_{k}_outbox_messages_per_s")
+    row("CPU ms per instance, Careflow batch API", "careflow_{k}_cpu_ms_per_instance")
+    row("CPU ms per instance, SpiffWorkflow", "spiff_{k}_cpu_ms_per_instance")
     if out["birthday_1m_seconds"] is not None:
         lines += [
             "",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import phonenumbers
@@ -45,6 +46,9 @@ def e164(value: object, region: str = DEFAULT_REGION) -> str | None:
 
 
 def _e164(text: str, region: str) -> str | None:
+    mobile = _cn_mobile(text) if region == "CN" else None
+    if mobile is not None:
+        return mobile
     # Full-width digits and plus signs come from Chinese input methods.
     text = text.translate({0xFF0B: "+", **{0xFF10 + i: str(i) for i in range(10)}})
     try:
@@ -54,6 +58,24 @@ def _e164(text: str, region: str) -> str | None:
     if not phonenumbers.is_valid_number(number):
         return None
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+# A Chinese mobile number as typed (11 digits, perhaps spaced or after +86) is checked against
+# phonenumbers' own CN mobile pattern directly: what parse + is_valid_number + format would say,
+# without their generic machinery (about 0.1 ms). Numbers starting 11, 12 or 179 are left to
+# phonenumbers, whose CN parsing strips such prefixes as carrier codes.
+_CN_TYPED = re.compile(r"(?:\+86)?(1[0-9]{10})")
+_CN_MOBILE = re.compile(phonenumbers.PhoneMetadata.metadata_for_region("CN").mobile.national_number_pattern)
+
+
+def _cn_mobile(text: str) -> str | None:
+    typed = _CN_TYPED.fullmatch(text.replace(" ", "").replace("-", ""))
+    if typed is None:
+        return None
+    digits = typed.group(1)
+    if digits.startswith(("11", "12", "179")) or not _CN_MOBILE.fullmatch(digits):
+        return None
+    return "+86" + digits
 
 
 def normalize_email(value: object) -> str | None:
