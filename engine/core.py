@@ -15,17 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from connectors.registry import Registry
 from engine import forms
-from engine.auth.audit import audit
+from engine.auth.audit import audit, audit_many
 from engine.auth.hooks import rotate_secrets as rotate_webhook_secrets
 from engine.auth.operations import SecurityOperations
 from engine.calendar import BusinessCalendar
 from engine.clock import Clock, SystemClock
 from engine.crashpoints import crash_point
-from engine.errors import Conflict, CustomerLookupError, NotFound
+from engine.errors import Conflict, CustomerLookupError, EngineError, NotFound
 from engine.outbox import DispatchReport, dispatch_due, retry_message, settle_message
 from engine.runtime import events as ev
 from engine.schedule import TickReport, fire_due_timers, fire_triggers
@@ -36,6 +37,7 @@ from engine.store import definitions as defs
 from engine.secrets import SecretBox
 from engine.store import connectors as conn_store
 from engine.store import tasks as task_store
+from engine.store import batch as batch_store
 from engine.store.connectors import Resolver
 from engine.store.db import make_engine, make_sessionmaker, migrate
 from engine.store.instances import NotEnrolled, Runtime, deliver, get_instance, start_instance
@@ -52,6 +54,10 @@ from engine.store.models import (
 )
 
 log = logging.getLogger(__name__)
+
+#: What fails one request of a batch: a refusal of the engine, or the database's (a lost optimistic
+#: lock, a unique constraint). The batch is then retried one request per transaction.
+BATCH_ERRORS = (EngineError, SQLAlchemyError)
 
 #: The status of a customer whose personal data was erased (see ``Careflow.delete_customer``).
 DELETED = "deleted"
@@ -548,6 +554,64 @@ class Careflow(SecurityOperations, SegmentOperations):
                 elif changed.get(customer_id):
                     started += self._customer_event(s, rt, customer, "updated", list(changed[customer_id]))
         return started
+
+    # ----- batches (engine/store/batch.py) ---------------------------------------------------
+
+    def start_batch(
+        self, flow_id: str, customer_ids: Iterable[int], *, data: Mapping[str, Any] | None = None,
+        started_by: str | None = None,
+    ) -> list[int | Exception]:
+        """``start`` for each customer, all in one transaction when every start succeeds.
+
+        If any fails, that transaction is rolled back and each start runs in its own, as ``start``
+        would: one failing start costs the others nothing. Returns, per customer in order, the
+        new instance's id or the error its start raised.
+        """
+        ids = list(customer_ids)
+        try:
+            with self.transition() as s:
+                rt = self.runtime()
+                instances = batch_store.start_instances(s, rt, flow_id, ids, data=data, trigger={"type": "manual"},
+                                                        started_by=started_by)
+                if started_by is not None:
+                    audit_many(s, [(started_by, "instance.start", "instance", instance.id,
+                                    {"flow": flow_id, "customer_id": instance.customer_id, "data": dict(data or {})})
+                                   for instance in instances], at=rt.now)
+                return [instance.id for instance in instances]
+        except BATCH_ERRORS as exc:
+            log.info("batch of %d starts failed (%s); starting them one by one", len(ids), exc)
+        results: list[int | Exception] = []
+        for customer_id in ids:
+            try:
+                results.append(self.start(flow_id, customer_id=customer_id, data=data, started_by=started_by))
+            except BATCH_ERRORS as exc:
+                results.append(exc)
+        return results
+
+    def complete_batch(
+        self, answers: Iterable[tuple[int, Mapping[str, Any], str]], locale: str = "zh",
+    ) -> list[dict[str, Any] | Exception]:
+        """``complete`` for each (task id, answer, user), all in one transaction when every one
+        succeeds; otherwise each in its own (see ``start_batch``). Returns, per answer in order,
+        the task's summary or the error its completion raised."""
+        items = list(answers)
+        try:
+            with self.transition() as s:
+                rt = self.runtime()
+                tasks = batch_store.complete_tasks(s, rt, items, locale=locale)
+                audit_many(s, [(user, "task.complete", "task", task.id, {"instance_id": task.instance_id,
+                                "step": task.step_id, "form": task.form_id, "data": task.data})
+                               for task, (_task_id, _data, user) in zip(tasks, items, strict=True)], at=rt.now)
+                return [task_summary(task) for task in tasks]
+        except BATCH_ERRORS as exc:
+            log.info("batch of %d task answers failed (%s); completing them one by one", len(items), exc)
+        results: list[dict[str, Any] | Exception] = []
+        for task_id, data, user in items:
+            try:
+                results.append(self.complete(task_id, data, user, locale=locale))
+            except BATCH_ERRORS as exc:
+                results.append(exc)
+        return results
 
 
 #: The customer a preview uses when none is named.

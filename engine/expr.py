@@ -9,8 +9,8 @@ Customer data passed in the context is only ever data: it is never parsed as a t
 Every failure, at compile or at run time, surfaces as :class:`~engine.errors.ExpressionError`
 carrying the 1-based line in the source (0 when unknown).
 
-This module is pure: it imports only the standard library, jinja2, phonenumbers, email_validator
-and engine.errors.
+This module is pure: it imports only the standard library, jinja2, phonenumbers, email_validator,
+engine.errors and engine.fastexpr (which evaluates the simplest trees without Jinja, same results).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace, pass_context, pass_eval_context
 from jinja2.visitor import NodeTransformer
 
-from engine import contact
+from engine import contact, fastexpr
 from engine.errors import ExpressionError
 
 __all__ = [
@@ -584,6 +584,7 @@ def _make_env(*, autoescape: bool) -> _Sandbox:
 
 _ENV = _make_env(autoescape=False)
 _HTML_ENV = _make_env(autoescape=True)
+_RESERVED = frozenset(_ENV.globals)  # names the plain-Python evaluator leaves to Jinja
 
 
 # ---------------------------------------------------------------------------------------------
@@ -825,21 +826,30 @@ def _native(value: Any, depth: int = 0) -> Any:
 class Expression:
     """A compiled condition/value expression (Jinja expression syntax, no braces)."""
 
-    __slots__ = ("source", "_template", "_paths", "_line")
+    __slots__ = ("source", "_template", "_paths", "_line", "_fast")
 
     def __init__(
-        self, source: str, template: jinja2.Template, paths: Mapping[str, set[str]], line: int
+        self, source: str, template: jinja2.Template, paths: Mapping[str, set[str]], line: int,
+        fast: fastexpr.Evaluator | None = None,
     ) -> None:
         self.source = source
         self._template = template
         self._paths = paths
         self._line = line  # where the expression starts, for errors found in its final value
+        self._fast = fast  # plain-Python evaluator of the same tree, when it is simple enough
 
     def __repr__(self) -> str:
         return f"Expression({self.source!r})"
 
     def evaluate(self, context: Mapping[str, Any]) -> Any:
         """Evaluate against ``context`` and return the native value; raises only ExpressionError."""
+        if self._fast is not None:
+            try:
+                value = self._fast(context)
+                if value is not fastexpr.UNDEFINED:
+                    return _native(value)
+            except Exception:  # noqa: BLE001 - Jinja evaluates it again and gives the answer or the error
+                pass
         token = _BUDGET.set(_Budget(MAX_WORK))
         try:
             ctx = self._template.new_context(dict(context))
@@ -858,7 +868,7 @@ class Expression:
 class Template:
     """A compiled text template ({{ }} / {% %})."""
 
-    __slots__ = ("source", "autoescape", "_template", "_paths", "_plain")
+    __slots__ = ("source", "autoescape", "_template", "_paths", "_plain", "_fast")
 
     def __init__(
         self,
@@ -867,12 +877,14 @@ class Template:
         paths: Mapping[str, set[str]],
         *,
         autoescape: bool,
+        fast: fastexpr.Evaluator | None = None,
     ) -> None:
         self.source = source
         self.autoescape = autoescape
         self._template = template
         self._paths = paths
         self._plain = _plain_text(source)
+        self._fast = None if autoescape else fast  # see Expression._fast
 
     def __repr__(self) -> str:
         return f"Template({self.source!r}, autoescape={self.autoescape})"
@@ -881,6 +893,11 @@ class Template:
         """Render against ``context``; too much output or any failure raises ExpressionError."""
         if self._plain is not None:
             return self._plain
+        if self._fast is not None:
+            try:
+                return str(self._fast(context))
+            except Exception:  # noqa: BLE001 - Jinja renders it again and gives the answer or the error
+                pass
         token = _BUDGET.set(_Budget(MAX_WORK))
         try:
             pieces: list[str] = []
@@ -914,16 +931,19 @@ def _plain_text(source: str) -> str | None:
 def _compile_expression(source: str) -> Expression:
     """Cached body of compile_expression."""
     expr = _parse_expression(_ENV, source)
+    fast = fastexpr.compile_expression(expr, _RESERVED)  # before _build, which rewrites the tree
     template, paths = _build(_ENV, _expression_tree(expr), source)
-    return Expression(source, template, paths, expr.lineno)
+    return Expression(source, template, paths, expr.lineno, fast)
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
 def _compile_template(source: str, autoescape: bool) -> Template:
     """Cached body of compile_template."""
     env = _HTML_ENV if autoescape else _ENV
-    template, paths = _build(env, _parse_template(env, source), source)
-    return Template(source, template, paths, autoescape=autoescape)
+    tree = _parse_template(env, source)
+    fast = None if autoescape else fastexpr.compile_template(tree, _RESERVED)
+    template, paths = _build(env, tree, source)
+    return Template(source, template, paths, autoescape=autoescape, fast=fast)
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
@@ -938,10 +958,12 @@ def _compile_value(source: str) -> Expression | Template:
         and not isinstance(body[0].nodes[0], nodes.TemplateData)
     ):
         expr = body[0].nodes[0]
+        fast = fastexpr.compile_expression(expr, _RESERVED)
         template, paths = _build(_ENV, _expression_tree(expr), source)
-        return Expression(source, template, paths, expr.lineno)
+        return Expression(source, template, paths, expr.lineno, fast)
+    fast = fastexpr.compile_template(tree, _RESERVED)
     template, paths = _build(_ENV, tree, source)
-    return Template(source, template, paths, autoescape=False)
+    return Template(source, template, paths, autoescape=False, fast=fast)
 
 
 # ---------------------------------------------------------------------------------------------

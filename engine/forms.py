@@ -1001,12 +1001,29 @@ def _size_problem(data: Any) -> str | None:
     return None
 
 
+# Building a validator costs more than running it on one submission; a loaded schema never changes
+# (per-step views share it), so one validator serves every submission of it. Kept with its schema,
+# so that the id cannot be reused while cached.
+_VALIDATORS: dict[int, tuple[Any, Any]] = {}
+
+
+def _validator_for(schema: Mapping[str, Any]) -> Any:
+    cached = _VALIDATORS.get(id(schema))
+    if cached is not None and cached[0] is schema:
+        return cached[1]
+    if len(_VALIDATORS) >= 256:
+        _VALIDATORS.clear()
+    validator = _Validator(schema, format_checker=_FORMAT_CHECKER)
+    _VALIDATORS[id(schema)] = (schema, validator)
+    return validator
+
+
 def _validate(form: Form, data: dict[str, Any], lang: str) -> list[FieldError]:
     """Run the schema over prepared data; a crash of the validator becomes an error, not an exception."""
     locked = {item.name for item in form.fields if item.readonly or item.hidden}
     errors: list[FieldError] = []
     try:
-        validator = _Validator(form.schema, format_checker=_FORMAT_CHECKER)
+        validator = _validator_for(form.schema)
         for error in validator.iter_errors(data):
             found = _field_error(error, form, lang)
             if found.field in locked:

@@ -14,7 +14,7 @@ commit still loses the whole request and nothing else.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -28,7 +28,7 @@ from sqlalchemy.sql import Executable
 
 from engine.calendar import BusinessCalendar
 from engine.crashpoints import crash_point
-from engine.errors import Conflict, InstanceLookupError
+from engine.errors import Conflict, InstanceLookupError, SubmissionInvalid
 from engine.flow.model import Duration, Flow
 from engine.runtime import effects as fx
 from engine.runtime import events as ev
@@ -93,10 +93,15 @@ class Writes:
     are the same (a JSON column left out stays SQL NULL, as with the ORM).
     """
 
-    __slots__ = ("session", "_changes", "_ops", "_open")
+    __slots__ = ("session", "batch", "claims", "_changes", "_ops", "_open")
 
-    def __init__(self, session: Session):
+    def __init__(self, session: Session, *, batch: bool = False):
         self.session = session
+        # A batch (see engine/store/batch.py) gathers the writes of many requests and flushes them
+        # once: a request's end does not flush, and phone/e-mail uniqueness is checked for all its
+        # customers at once, at flush (``claims``: (customer id, column, value) to be unique).
+        self.batch = batch
+        self.claims: list[tuple[int, str, Any]] = []
         self._changes: dict[int, _Change] = {}
         self._ops: list[tuple[Table, list[dict[str, Any]]] | _Update] = []
         self._open: dict[Table, list[dict[str, Any]]] = {}
@@ -128,13 +133,14 @@ class Writes:
         rows.append(row)
 
     def update(self, table: Table, statement: Executable, params: Mapping[str, Any] | None = None,
-               then: Callable[[], None] | None = None) -> None:
-        """Queue an UPDATE of ``table``; ``then`` runs right after it (to sync loaded objects).
+               then: _Sync | None = None) -> None:
+        """Queue an UPDATE of ``table``; ``then`` syncs the loaded objects right after it.
 
         Without ``params`` the statement is run by the ORM, which syncs loaded objects itself.
+        Consecutive UPDATEs of one prebuilt statement are run as one executemany.
         """
         self._open.pop(table, None)  # rows added from now on go after this statement
-        self._ops.append(_Update(statement, params, then))
+        self._ops.append(_Update(table, statement, params, then))
 
     def timeline(
         self, customer_id: int, at: datetime, kind: str, title: Mapping[str, str],
@@ -146,22 +152,29 @@ class Writes:
 
     def flush(self) -> None:
         """Write everything gathered so far, in order, in the session's transaction."""
+        if self.claims:
+            claims, self.claims = self.claims, []
+            _check_claims(self.session, claims)
         if not (self._changes or self._ops):
             return
         changes, self._changes = self._changes, {}
         ops, self._ops, self._open = self._ops, [], {}
         conn = self.session.connection()
         # Changed objects first: a lost optimistic lock then fails the request before anything else.
+        # Changes of the same shape (table, columns) go in one executemany.
+        shapes: dict[tuple[Table, tuple[str, ...], bool], list[_Change]] = {}
         for change in changes.values():
-            change.write(conn)
-        for op in ops:
-            if isinstance(op, _Update):
-                if op.params is None:
-                    self.session.execute(op.statement)
-                else:
-                    conn.execute(op.statement, op.params)
-                if op.then is not None:
-                    op.then()
+            shapes.setdefault((change.table, tuple(sorted(change.values)), change.versioned), []).append(change)
+        for (table, keys, versioned), group in shapes.items():
+            _write_changes(conn, table, keys, versioned, group)
+        for op in _merged(ops):
+            if isinstance(op, _Update):  # an ORM statement: the ORM syncs loaded objects itself
+                self.session.execute(op.statement)
+                continue
+            if isinstance(op, _Updates):
+                conn.execute(op.statement, op.params if len(op.params) > 1 else op.params[0])
+                if op.then:
+                    _sync_loaded(self.session, op.then)
                 continue
             table, rows = op
             conn.execute(_insert_into(table), rows)
@@ -179,21 +192,28 @@ class _Change:
     values: dict[str, Any] = field(default_factory=dict)
     versioned: bool = False
 
-    def write(self, conn: Any) -> None:
-        params = {f"v_{key}": value for key, value in self.values.items()}
-        params["b_id"] = self.obj.id
-        statement = _update_by_id(self.table, tuple(sorted(self.values)), self.versioned)
-        if not self.versioned:
-            conn.execute(statement, params)
-            return
-        revision = self.obj.revision
-        params["b_revision"], params["v_revision"] = revision, revision + 1
-        matched = conn.execute(statement, params).rowcount
-        if matched != 1:
-            # What the ORM raises: the row was changed (or deleted) by another transaction.
-            raise StaleDataError(f"UPDATE statement on table '{self.table.name}' expected to update 1 row(s); "
-                                 f"{matched} were matched.")
-        set_committed_value(self.obj, "revision", revision + 1)
+
+def _write_changes(conn: Any, table: Table, keys: tuple[str, ...], versioned: bool, group: list[_Change]) -> None:
+    """One UPDATE by id (executemany for several objects); versioned rows check their revision."""
+    statement = _update_by_id(table, keys, versioned)
+    rows = []
+    for change in group:
+        params = {f"v_{key}": value for key, value in change.values.items()}
+        params["b_id"] = change.obj.id
+        if versioned:
+            revision = change.obj.revision
+            params["b_revision"], params["v_revision"] = revision, revision + 1
+        rows.append(params)
+    matched = conn.execute(statement, rows if len(rows) > 1 else rows[0]).rowcount
+    if not versioned:
+        return
+    if matched != len(rows):
+        # What the ORM raises: a row was changed (or deleted) by another transaction. Both SQLite and
+        # psycopg report the rows matched by an executemany in total (sane multi-row count).
+        raise StaleDataError(f"UPDATE statement on table '{table.name}' expected to update {len(rows)} row(s); "
+                             f"{matched} were matched.")
+    for change in group:
+        set_committed_value(change.obj, "revision", change.obj.revision + 1)
 
 
 @lru_cache(maxsize=32)
@@ -265,35 +285,92 @@ def _within(transaction: Any, outer: Any) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class _Update:
+    table: Table
     statement: Executable
     params: Mapping[str, Any] | None
-    then: Callable[[], None] | None
+    then: _Sync | None
 
 
-def _sync_loaded(session: Session, cls: type, where: Mapping[str, Any], values: Mapping[str, Any]) -> None:
-    """After a Core UPDATE, do to the objects already loaded in the session what the ORM's own
-    bulk UPDATE does ("evaluate" synchronisation): an object whose loaded columns match ``where``
-    takes ``values`` as its database state; an object that cannot be judged (a column of ``where``
-    not loaded), or that has unflushed changes to those columns, forgets them and reloads them
-    when next used."""
+@dataclass(slots=True)
+class _Updates:
+    """UPDATEs of one prebuilt statement, run as one executemany (see ``_merged``)."""
+
+    table: Table
+    statement: Executable
+    params: list[Mapping[str, Any]]
+    then: list[_Sync]
+
+
+def _merged(ops: list[Any]) -> list[Any]:
+    """The ops, with each UPDATE of a prebuilt statement joined to an earlier UPDATE of the same
+    statement when nothing in between touches its table: it may then run earlier, since an
+    UPDATE never reads another table (the requests of a batch each cancel their task...)."""
+    out: list[Any] = []
+    for op in ops:
+        if isinstance(op, _Update) and op.params is not None:
+            for earlier in reversed(out):
+                if isinstance(earlier, _Updates) and earlier.statement is op.statement:
+                    earlier.params.append(op.params)
+                    if op.then is not None:
+                        earlier.then.append(op.then)
+                    break
+                if (earlier.table if isinstance(earlier, (_Update, _Updates)) else earlier[0]) is op.table:
+                    out.append(_Updates(op.table, op.statement, [op.params], [op.then] if op.then else []))
+                    break
+            else:
+                out.append(_Updates(op.table, op.statement, [op.params], [op.then] if op.then else []))
+        else:
+            out.append(op)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Sync:
+    """After a Core UPDATE: loaded ``cls`` objects whose columns match ``where`` take ``values``.
+
+    ``key`` (a column of ``where``) indexes the syncs of a group of UPDATEs, so that one pass over
+    the session's objects serves them all.
+    """
+
+    cls: type
+    key: str
+    where: Mapping[str, Any]
+    values: Mapping[str, Any]
+
+
+def _sync_loaded(session: Session, syncs: list[_Sync]) -> None:
+    """After Core UPDATEs, do to the objects already loaded in the session what the ORM's own
+    bulk UPDATE does ("evaluate" synchronisation): an object whose loaded columns match a sync's
+    ``where`` takes its ``values`` as its database state; an object that cannot be judged (a column
+    of ``where`` not loaded), or that has unflushed changes to those columns, forgets them and
+    reloads them when next used. ``syncs`` (one class, one key) come from UPDATEs of one statement."""
+    cls, key = syncs[0].cls, syncs[0].key
+    by_key: dict[Any, list[_Sync]] = {}
+    for sync in syncs:
+        by_key.setdefault(sync.where[key], []).append(sync)
     identity_map = session.identity_map
     for identity in [i for i in identity_map.keys() if i[0] is cls]:  # keys are (class, pk, token)
         obj = identity_map.get(identity)
         if obj is None:
             continue
         loaded = instance_dict(obj)  # the loaded column values; reading it never loads anything
-        if not all(key in loaded for key in where):
-            session.expire(obj, list(values))
+        if key not in loaded:
+            session.expire(obj, list(syncs[0].values))
             continue
-        if any(loaded[key] != value for key, value in where.items()):
-            continue
-        unmodified = inspect(obj).unmodified
-        for key, value in values.items():
-            if key in unmodified:
-                set_committed_value(obj, key, value)
-            else:
-                session.expire(obj, [key])
-        written_here(session, obj)
+        for sync in by_key.get(loaded[key], ()):
+            if not all(k in loaded for k in sync.where):
+                session.expire(obj, list(sync.values))
+                continue
+            if any(loaded[k] != value for k, value in sync.where.items()):
+                continue
+            unmodified = inspect(obj).unmodified
+            for k, value in sync.values.items():
+                if k in unmodified:
+                    set_committed_value(obj, k, value)
+                else:
+                    session.expire(obj, [k])
+            written_here(session, obj)
+            break
 
 
 # Hot statements, built once: building and hashing a statement costs more than running it.
@@ -305,6 +382,9 @@ _RELEASE_ENROLLMENT = update(ENROLLMENT).where(
     ENROLLMENT.c.active_instance_id == bindparam("b_instance"),
 ).values(active_instance_id=None)
 _INSERT_INSTANCE = insert(INSTANCE).returning(INSTANCE.c.id)
+_INSERT_INSTANCES = insert(INSTANCE).returning(INSTANCE.c.id, sort_by_parameter_order=True)
+_HOLDERS = select(CUSTOMER.c.id, CUSTOMER.c.phone, CUSTOMER.c.email).where(
+    CUSTOMER.c.phone.in_(bindparam("b_phones", expanding=True)) | CUSTOMER.c.email.in_(bindparam("b_emails", expanding=True)))
 _INSTANCE_BY_ID = select(Instance).where(Instance.id == bindparam("b_id"))
 _ENROLLMENT_OF = select(Enrollment).where(Enrollment.flow_id == bindparam("b_flow"), Enrollment.customer_id == bindparam("b_customer"))
 
@@ -320,8 +400,14 @@ def _instance_info(instance: Instance) -> dict[str, Any]:
 
 def _check_enrollment(session: Session, flow: Flow, customer_id: int, now: datetime) -> Enrollment | None:
     row = session.scalars(_ENROLLMENT_OF, {"b_flow": flow.id, "b_customer": customer_id}).first()
+    enrollment_allows(flow, row, customer_id, now)
+    return row
+
+
+def enrollment_allows(flow: Flow, row: Enrollment | None, customer_id: int, now: datetime) -> None:
+    """NotEnrolled unless the flow's policy lets the customer (enrolled as ``row``) in now."""
     if row is None:
-        return None
+        return
     policy = flow.enrollment
     if policy.concurrent == "one_per_customer" and row.active_instance_id is not None:
         raise NotEnrolled(f"customer {customer_id} is already in flow {flow.id!r} (instance {row.active_instance_id})")
@@ -331,7 +417,6 @@ def _check_enrollment(session: Session, flow: Flow, customer_id: int, now: datet
         wait = (policy.reenroll_after or Duration(days=0)).plain
         if now < row.last_started_at + wait:
             raise NotEnrolled(f"customer {customer_id} may re-enter flow {flow.id!r} after {(row.last_started_at + wait).isoformat()}")
-    return row
 
 
 def start_instance(
@@ -349,7 +434,16 @@ def start_instance(
     version_id, flow = latest_flow(session, flow_id)
     customer = cust.get_customer(session, customer_id) if customer_id is not None else None
     enrollment = _check_enrollment(session, flow, customer_id, rt.now) if customer_id is not None else None
-    instance = _insert_instance(session, {
+    instance = _insert_instance(session, instance_columns(rt, flow, version_id, customer_id, started_by, parent))
+    begin(session, rt, flow, instance, customer, enrollment, ev.Start(dict(data or {}), dict(trigger or {})),
+          Writes(session))
+    return instance
+
+
+def instance_columns(rt: Runtime, flow: Flow, version_id: int, customer_id: int | None, started_by: str | None,
+                     parent: tuple[int, str, int] | None = None) -> dict[str, Any]:
+    """Every column of a new instance row but its id."""
+    return {
         "flow_id": flow.id,
         "flow_version_id": version_id,
         "customer_id": customer_id,
@@ -363,8 +457,13 @@ def start_instance(
         "started_at": rt.now,
         "ended_at": None,
         "started_by": started_by,
-    })
-    writes = Writes(session)
+    }
+
+
+def begin(session: Session, rt: Runtime, flow: Flow, instance: Instance, customer: Customer | None,
+          enrollment: Enrollment | None, start: ev.Start, writes: Writes) -> Outcome:
+    """Enroll the customer of a new instance (its row inserted) and run it until it waits."""
+    customer_id = instance.customer_id
     if customer_id is not None:
         if enrollment is None:
             writes.add(ENROLLMENT, {"flow_id": flow.id, "customer_id": customer_id, "active_instance_id": instance.id,
@@ -377,8 +476,7 @@ def start_instance(
             {"zh": f"进入流程：{flow.name.get('zh', flow.id)}", "en": f"Entered flow: {flow.name.get('en', flow.id)}"},
             instance_id=instance.id,
         )
-    _run(session, rt, instance, flow, customer, ev.Start(dict(data or {}), dict(trigger or {})), writes)
-    return instance
+    return _run(session, rt, instance, flow, customer, start, writes)
 
 
 def _insert_instance(session: Session, columns: dict[str, Any]) -> Instance:
@@ -392,6 +490,20 @@ def _insert_instance(session: Session, columns: dict[str, Any]) -> Instance:
     session.add(instance)
     written_here(session, instance, inserted=True)
     return instance
+
+
+def insert_instances(session: Session, rows: list[dict[str, Any]]) -> list[Instance]:
+    """``_insert_instance`` for many rows: one INSERT … RETURNING, ids in the order of ``rows``."""
+    session.flush()
+    ids = session.connection().execute(_INSERT_INSTANCES, rows).scalars().all()
+    instances = []
+    for instance_id, columns in zip(ids, rows, strict=True):
+        instance = Instance(id=instance_id, **columns)
+        make_transient_to_detached(instance)
+        session.add(instance)
+        written_here(session, instance, inserted=True)
+        instances.append(instance)
+    return instances
 
 
 def get_instance(session: Session, instance_id: int) -> Instance:
@@ -435,9 +547,11 @@ def _run(
     if ended:
         writes.change(instance, INSTANCE, {"ended_at": rt.now}, versioned=True)  # the same UPDATE as the state
         _record_end(rt, instance, flow, writes)
+        _release_enrollment(instance, writes)
+    if writes.batch and not (ended and instance.parent_id is not None):
+        return outcome  # the batch writes everything at its end
     writes.flush()
     if ended:
-        _release_enrollment(session, instance)
         _notify_parent(session, rt, instance)
     return outcome
 
@@ -453,14 +567,16 @@ def _record_end(rt: Runtime, instance: Instance, flow: Flow, writes: Writes) -> 
     )
 
 
-def _release_enrollment(session: Session, instance: Instance) -> None:
-    """The customer may enter the flow again (the policy allowing): it has no active instance now."""
+def _release_enrollment(instance: Instance, writes: Writes) -> None:
+    """The customer may enter the flow again (the policy allowing): it has no active instance now.
+
+    Queued last, after the rows of the request (an enrollment created by it included)."""
     if instance.customer_id is None:
         return
     where = {"flow_id": instance.flow_id, "customer_id": instance.customer_id, "active_instance_id": instance.id}
-    session.connection().execute(
-        _RELEASE_ENROLLMENT, {"b_flow": instance.flow_id, "b_customer": instance.customer_id, "b_instance": instance.id})
-    _sync_loaded(session, Enrollment, where, {"active_instance_id": None})
+    writes.update(ENROLLMENT, _RELEASE_ENROLLMENT,
+                  {"b_flow": instance.flow_id, "b_customer": instance.customer_id, "b_instance": instance.id},
+                  then=_Sync(Enrollment, "active_instance_id", where, {"active_instance_id": None}))
 
 
 def _notify_parent(session: Session, rt: Runtime, instance: Instance) -> None:
@@ -512,7 +628,8 @@ def _apply(
         })
     elif isinstance(effect, fx.UpdateCustomer):
         if customer is not None:
-            _changed, columns = cust.prepare_update(session, customer, {**effect.fields, **_tags(customer, effect)}, rt.now)
+            _changed, columns = _prepare_customer_update(session, customer, {**effect.fields, **_tags(customer, effect)},
+                                                         rt.now, writes)
             writes.change(customer, CUSTOMER, columns)
             if effect.note:
                 writes.timeline(customer.id, rt.now, "note", effect.note, dict(effect.fields), instance.id)
@@ -542,6 +659,45 @@ def _apply(
             writes.timeline(instance.customer_id, rt.now, effect.kind, effect.title, dict(effect.data), instance.id)
 
 
+def _prepare_customer_update(
+    session: Session, customer: Customer, data: Mapping[str, Any], now: datetime, writes: Writes,
+) -> tuple[list[str], dict[str, Any]]:
+    """``customers.prepare_update``; in a batch, the phone/e-mail uniqueness check is left to the
+    batch's flush, which checks the new values of all its customers with one query (``claims``)."""
+    if not writes.batch or cust._other_customers_unflushed(session, customer):
+        return cust.prepare_update(session, customer, data, now)
+    # The same steps as prepare_update, the unique check aside (see customers._check_unique: a value
+    # the customer already has, as loaded or as written by this batch, is not checked again).
+    values, errors = cust._clean(data)
+    if errors:
+        raise SubmissionInvalid(errors)
+    for key in ("phone", "email"):
+        if values.get(key) and not cust._stored(customer, key, values[key]):
+            writes.claims.append((customer.id, key, values[key]))
+    changed, columns = cust._changes(customer, values)
+    if changed and customer.updated_at != now:
+        columns["updated_at"] = now
+    return changed, columns
+
+
+def _check_claims(session: Session, claims: list[tuple[int, str, Any]]) -> None:
+    """Conflict unless every claimed phone/e-mail value is held by no other customer, in the database
+    or in the claims. A batch that fails here is retried one request at a time by its caller, which
+    then checks each value as it goes (a value freed earlier in the batch is then accepted)."""
+    wanted: dict[tuple[str, Any], int] = {}
+    for customer_id, key, value in claims:
+        if wanted.setdefault((key, value), customer_id) != customer_id:
+            raise Conflict(f"customers {wanted[(key, value)]} and {customer_id} would both have this {key}")
+    phones = [value for (key, value) in wanted if key == "phone"]
+    emails = [value for (key, value) in wanted if key == "email"]
+    rows = session.connection().execute(_HOLDERS, {"b_phones": phones, "b_emails": emails})
+    for holder, phone, email in rows:
+        for key, value in (("phone", phone), ("email", email)):
+            claimant = wanted.get((key, value))
+            if claimant is not None and claimant != holder:
+                raise Conflict(f"customer {holder} already has this phone or e-mail")
+
+
 def _cancel_tasks(session: Session, rt: Runtime, instance: Instance, effect: fx.CancelTasks, writes: Writes) -> None:
     where: dict[str, Any] = {"instance_id": instance.id, "status": "open"}
     params: dict[str, Any] = {"b_instance": instance.id, "b_reason": effect.reason, "b_now": rt.now}
@@ -549,7 +705,7 @@ def _cancel_tasks(session: Session, rt: Runtime, instance: Instance, effect: fx.
         where["token"] = params["b_token"] = effect.token
     values = {"status": "cancelled", "outcome": effect.reason, "completed_at": rt.now}
     writes.update(TASK, _CANCEL_TASKS if effect.token is None else _CANCEL_TOKEN_TASKS, params,
-                  then=lambda: _sync_loaded(session, Task, where, values))
+                  then=_Sync(Task, "instance_id", where, values))
 
 
 def _start_subflow(session: Session, rt: Runtime, instance: Instance, outcome: Outcome, effect: fx.StartSubflow) -> None:

@@ -1,0 +1,166 @@
+"""Batches of requests in one transaction: many instances started, many tasks answered.
+
+Each function does what its one-request counterpart does for every request of the batch
+(``instances.start_instance``, ``tasks.complete_task``): the same checks, the same rows, the same
+outcome. What changes is how the rows are read and written: the customers, instances, tasks and
+enrollments of the whole batch are loaded with one query per table, and the rows of all its
+requests are written together at its end (``Writes(batch=True)``): one executemany per table and
+statement shape, with the instances' optimistic lock (``revision``) checked for every row.
+
+The guarantees are those of one request per transaction, since the batch is one transaction:
+
+* Nothing is written outside the caller's transaction: a crash before its commit loses the whole
+  batch, none of whose requests were acknowledged; side effects are outbox rows committed with
+  the state that asked for them, sent after the commit, once (keyed by ``effect_key``).
+* Any failure (a bad answer, a customer's new phone already taken, a lost optimistic lock, a task
+  answered by someone else meanwhile) raises, as the one-request function would, and the caller
+  rolls the whole batch back. ``Careflow.start_batch`` / ``complete_batch`` then run each request
+  of that batch in its own transaction, so one failing request costs the others nothing.
+
+A batch that names a customer (or an instance) twice is run request after request (still in the
+caller's transaction), since the second request must see what the first one wrote.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
+
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+
+from engine import forms
+from engine.crashpoints import crash_point
+from engine.errors import Conflict, CustomerLookupError, InstanceLookupError, PermissionDenied, TaskLookupError
+from engine.runtime import events as ev
+from engine.store import tasks as task_store
+from engine.store.definitions import flow_of_version, latest_flow
+from engine.store.instances import (
+    TASK,
+    Runtime,
+    Writes,
+    _run,
+    begin,
+    enrollment_allows,
+    insert_instances,
+    instance_columns,
+    start_instance,
+    written_here,
+)
+from engine.store.models import Customer, Enrollment, Instance, Task, User
+
+_T = TypeVar("_T")
+
+# Hot statements, built once.
+_CUSTOMERS = select(Customer).where(Customer.id.in_(bindparam("b_ids", expanding=True)))
+_INSTANCES = select(Instance).where(Instance.id.in_(bindparam("b_ids", expanding=True)))
+_TASKS = select(Task).where(Task.id.in_(bindparam("b_ids", expanding=True)))
+_ENROLLMENTS = select(Enrollment).where(
+    Enrollment.flow_id == bindparam("b_flow"), Enrollment.customer_id.in_(bindparam("b_ids", expanding=True)))
+_COMPLETE_OPEN_TASK = (
+    update(TASK).where(TASK.c.id == bindparam("b_id"), TASK.c.status == "open")
+    .values(status="completed", completed_by=bindparam("b_by"), completed_at=bindparam("b_at"),
+            data=bindparam("b_data"), outcome="completed")
+)
+
+
+def _by_id(session: Session, statement: Any, ids: Sequence[int]) -> dict[int, Any]:
+    """The objects with these ids, loaded with one query (objects already in the session are kept)."""
+    return {obj.id: obj for obj in session.scalars(statement, {"b_ids": sorted(set(ids))})}
+
+
+def start_instances(
+    session: Session,
+    rt: Runtime,
+    flow_id: str,
+    customer_ids: Sequence[int],
+    *,
+    data: Mapping[str, Any] | None = None,
+    trigger: Mapping[str, Any] | None = None,
+    started_by: str | None = None,
+) -> list[Instance]:
+    """``start_instance`` for each customer (in this order), in the caller's transaction."""
+    ids = list(customer_ids)
+    if len(set(ids)) != len(ids):
+        return [start_instance(session, rt, flow_id, customer_id=c, data=data, trigger=trigger, started_by=started_by)
+                for c in ids]
+    version_id, flow = latest_flow(session, flow_id)
+    customers = _by_id(session, _CUSTOMERS, ids)
+    for customer_id in ids:
+        if customer_id not in customers:
+            raise CustomerLookupError(customer_id)
+    enrollments = {e.customer_id: e for e in session.scalars(_ENROLLMENTS, {"b_flow": flow.id, "b_ids": ids})}
+    for customer_id in ids:
+        enrollment_allows(flow, enrollments.get(customer_id), customer_id, rt.now)
+    instances = insert_instances(session, [instance_columns(rt, flow, version_id, c, started_by) for c in ids])
+    writes = Writes(session, batch=True)
+    for instance, customer_id in zip(instances, ids, strict=True):
+        begin(session, rt, flow, instance, customers[customer_id], enrollments.get(customer_id),
+              ev.Start(dict(data or {}), dict(trigger or {})), writes)
+    writes.flush()
+    return instances
+
+
+def complete_tasks(
+    session: Session, rt: Runtime, answers: Sequence[tuple[int, Mapping[str, Any], str]], *, locale: str = "zh",
+) -> list[Task]:
+    """``complete_task`` for each (task id, answer, user), in this order, in the caller's transaction."""
+    task_ids = [task_id for task_id, _data, _user in answers]
+    tasks = _by_id(session, _TASKS, task_ids)
+    for task_id in task_ids:
+        if task_id not in tasks:
+            raise TaskLookupError(task_id)
+    instances = _by_id(session, _INSTANCES, [t.instance_id for t in tasks.values()])
+    instance_ids = [tasks[task_id].instance_id for task_id in task_ids]
+    customer_ids = [instances[i].customer_id for i in instance_ids if i in instances]
+    if (len(set(task_ids)) != len(task_ids) or len(set(instance_ids)) != len(instance_ids)
+            or len(set(customer_ids)) != len(customer_ids) or None in customer_ids):
+        return [task_store.complete_task(session, rt, task_id, data, username, locale=locale)
+                for task_id, data, username in answers]
+    users: dict[str, User] = {}
+    views: dict[tuple[str, tuple[str, ...], tuple[str, ...]], forms.Form] = {}  # the same form's view for each task
+    cleaned_answers = []
+    for task_id, data, username in answers:
+        task = tasks[task_id]
+        user = users.get(username) or users.setdefault(username, task_store._user(session, username))
+        task_store._open(task)
+        if not task_store._may_work(task, user):
+            raise PermissionDenied(f"{username} may not complete task {task_id}")
+        view = (task.form_id, tuple(task.readonly or ()), tuple(task.hidden or ()))
+        form = views.get(view) or views.setdefault(view, task_store.task_form(session, task))
+        cleaned_answers.append(forms.check_submission(form, data, locale=locale, current=task.initial or {}))
+        crash_point("during_form_submit_tx")
+    session.flush()  # the caller's pending rows go first, as with one request
+    # Compare-and-set every task from open to completed: of two submissions exactly one wins. If
+    # any task was completed meanwhile, the batch fails (and its caller retries it one by one).
+    params = [{"b_id": task_id, "b_by": username, "b_at": rt.now, "b_data": cleaned}
+              for (task_id, _data, username), cleaned in zip(answers, cleaned_answers, strict=True)]
+    matched = session.connection().execute(_COMPLETE_OPEN_TASK, params).rowcount
+    if matched != len(params):
+        raise Conflict(f"{len(params) - matched} task(s) of this batch were completed by someone else")
+    for (task_id, _data, username), cleaned in zip(answers, cleaned_answers, strict=True):
+        task = tasks[task_id]
+        for key, value in (("status", "completed"), ("completed_by", username), ("completed_at", rt.now),
+                           ("data", cleaned), ("outcome", "completed")):
+            set_committed_value(task, key, value)
+        written_here(session, task)
+    customers = _by_id(session, _CUSTOMERS, customer_ids)
+    writes = Writes(session, batch=True)
+    for (task_id, _data, username), cleaned in zip(answers, cleaned_answers, strict=True):
+        task = tasks[task_id]
+        instance = instances.get(task.instance_id)
+        if instance is None:
+            raise InstanceLookupError(task.instance_id)
+        customer = customers.get(instance.customer_id)  # type: ignore[arg-type]
+        if customer is None:
+            raise CustomerLookupError(instance.customer_id)  # type: ignore[arg-type]
+        writes.timeline(
+            customer.id, rt.now, "task_completed",
+            {"zh": f"任务完成：{task.title.get('zh', task.step_id)}", "en": f"Task done: {task.title.get('en', task.step_id)}"},
+            {"by": username, "form": task.form_id, "answers": cleaned}, instance.id,
+        )
+        _run(session, rt, instance, flow_of_version(session, instance.flow_version_id), customer,
+             ev.TaskDone(task.token, task.gen, cleaned, username, task.id), writes)
+    writes.flush()
+    return [tasks[task_id] for task_id in task_ids]
