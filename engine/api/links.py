@@ -13,7 +13,7 @@ from flask import Blueprint, current_app, render_template, request
 
 from engine import forms
 from engine.api.auth import careflow
-from engine.api.errors import locale
+from engine.i18n import lang as locale
 from engine.auth.links import LinkGone, LinkInvalid
 from engine.errors import EngineError, FieldError, SubmissionInvalid
 
