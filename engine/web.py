@@ -16,8 +16,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, redirect, request, session, url_for
-from flask_babel import LazyString, lazy_gettext as _l
+from flask import Blueprint, Flask, current_app, redirect, render_template, request, session, url_for
+from flask_babel import LazyString
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
 from engine.i18n import LOCALES
@@ -75,8 +77,41 @@ def switch_language() -> Any:
     return redirect(safe_next(request.form.get("next")) or url_for("home"))
 
 
+CHANNEL_LABELS = {
+    "email": _l("E-mail"), "sms": _l("SMS"), "wecom": _l("WeCom"), "phone": _l("Phone call"),
+    "dingtalk": _l("DingTalk"), "feishu": _l("Feishu"),
+}
+
+
+def channel_label(channel: str) -> str:
+    return str(CHANNEL_LABELS.get(channel, channel))
+
+
+def html_errors(blueprint: Blueprint) -> None:
+    """Answer 403, 404 and 413 inside a blueprint's pages with a page in the user's language.
+
+    (The app-wide handlers answer JSON for the API; pages' blueprints call this instead.)
+    """
+
+    @blueprint.errorhandler(413)
+    def too_large(exc: Any) -> Any:
+        limit = (current_app.config.get("MAX_CONTENT_LENGTH") or 0) // (1024 * 1024)
+        return render_template("message.html", title=_("The upload is too large"),
+                               text=_("A form may send at most %(mb)s MB; choose a smaller file.", mb=limit)), 413
+
+    @blueprint.errorhandler(404)
+    def not_found(exc: Any) -> Any:
+        return render_template("message.html", title=_("Not found"),
+                               text=_("This page does not exist, or you may not see it.")), 404
+
+    @blueprint.errorhandler(403)
+    def forbidden(exc: Any) -> Any:
+        return render_template("message.html", title=_("Not allowed"), text=_("Your roles do not allow this page.")), 403
+
+
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
+    app.jinja_env.globals["channel_label"] = channel_label
 
     @app.context_processor
     def navigation() -> dict[str, Any]:
