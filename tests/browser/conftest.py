@@ -42,20 +42,38 @@ class Site:
     clock: FixedClock
     secret: str
     complaint_ids: list[int] = field(default_factory=list)
+    survey_path: str = ""
 
 
-def populate(cf: Careflow) -> list[int]:
-    """Demo users and customers, onboarding for two new customers, and two complaints to triage."""
+WELCOME = {"reached": True, "call_notes": "客户想了解培训安排", "needs": ["training"], "preferred_channel": "sms"}
+
+
+def populate(cf: Careflow, clock: FixedClock, secret: str) -> tuple[list[int], str]:
+    """Demo users and customers; one onboarding waiting for its survey (with a customer link),
+    another at its welcome call, and two complaints to triage."""
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from engine.store.models import Instance, Task
+
     seed(cf, customers=20)
-    cf.create_customer({"name": "周杰", "phone": "+8613900001111", "region": "上海", "owner": "wang",
-                        "email": "zhoujie@example.com", "expected_value": 80000.0})
+    cid = cf.create_customer({"name": "周杰", "phone": "+8613900001111", "region": "上海", "owner": "wang",
+                              "email": "zhoujie@example.com", "expected_value": 80000.0})
+    with cf.session() as s:
+        iid = s.scalars(select(Instance.id).where(Instance.customer_id == cid)).one()
+        task_id = s.scalars(select(Task.id).where(Task.instance_id == iid, Task.status == "open")).one()
+    cf.complete(task_id, WELCOME, "wang")
+    clock.set(clock.now() + timedelta(days=7, hours=1))
+    cf.tick()
+    link = cf.customer_link(iid, "satisfaction_survey", "satisfaction_survey", timedelta(days=7), secret=secret)
     cf.create_customer({"name": "吴芳", "phone": "+8613900002222", "region": "北京", "owner": "li"})
     complaints = []
     for subject in ("快递破损", "发票开错了"):
         result = cf.submit_form("complaint_intake", {"subject": subject, "description": "客户来电反映：" + subject,
-                                                     "channel": "phone", "contact_phone": "13800138000"}, user="chen")
+                                                     "channel": "phone", "contact_phone": "13900002222"}, user="chen")
         complaints.append(result["instances"][0])
-    return complaints
+    return complaints, "/l/" + link["token"]
 
 
 @pytest.fixture(scope="session")
@@ -63,15 +81,15 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     path = tmp_path_factory.mktemp("browser") / "careflow.db"
     clock = FixedClock(START)
     cf = make_careflow(f"sqlite:///{path}", clock, RecordingProvider())
-    complaints = populate(cf)
     secret = "browser-test-secret"
+    complaints, survey = populate(cf, clock, secret)
     app = create_app({"TESTING": False, "SECRET_KEY": secret, "SESSION_COOKIE_SECURE": False,
                       "UPLOAD_FOLDER": str(path.parent / "uploads")}, engine=cf)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield Site(f"http://127.0.0.1:{server.server_port}", cf, clock, secret, complaints)
+        yield Site(f"http://127.0.0.1:{server.server_port}", cf, clock, secret, complaints, survey)
     finally:
         server.shutdown()
         thread.join(timeout=5)
@@ -94,12 +112,32 @@ def browser() -> Iterator[Any]:
 
 
 class ConsoleWatch:
+    """Collects console errors and uncaught page errors.
+
+    A page answered with an error status on purpose (422 with field errors, 410 for a used link)
+    makes chromium log "Failed to load resource" for the document itself: that one is expected.
+    The same message for a stylesheet, script or image is a real error and is kept.
+    """
+
     def __init__(self) -> None:
         self.errors: list[str] = []
+        self.documents: set[str] = set()
 
     def attach(self, page: Any) -> None:
-        page.on("console", lambda msg: self.errors.append(f"console {msg.type}: {msg.text}") if msg.type == "error" else None)
+        page.on("response", self._response)
+        page.on("console", self._console)
         page.on("pageerror", lambda exc: self.errors.append(f"page error: {exc}"))
+
+    def _response(self, response: Any) -> None:
+        if response.request.resource_type == "document" and response.status >= 400:
+            self.documents.add(response.url)
+
+    def _console(self, msg: Any) -> None:
+        if msg.type != "error":
+            return
+        if msg.text.startswith("Failed to load resource") and (msg.location or {}).get("url") in self.documents:
+            return
+        self.errors.append(f"console {msg.type}: {msg.text} at {(msg.location or {}).get('url')}")
 
 
 def open_page(browser: Any, lang: str = "zh", mobile: bool = False) -> tuple[Any, Any, ConsoleWatch]:

@@ -13,7 +13,15 @@ from tests.support.pagetext import untranslated
 PAGES = [
     ("wang", "/"),
     ("wang", "/inbox"),
+    ("wang", "/inbox?due=overdue&show=mine"),
+    ("wang", "/customers"),
+    ("wang", "/customers/{customer}"),
+    ("chen", "/inbox"),
+    ("chen", "/tasks/{task}"),
+    ("liu", "/tasks/{task}"),
     ("admin", "/"),
+    ("admin", "/customers?grade=A"),
+    ("admin", "/tasks/{task}"),
 ]
 
 
@@ -23,8 +31,18 @@ def test_every_page_loads_in_both_languages_without_errors(browser: Any, site: S
     try:
         page.goto(site.url + "/login")
         assert untranslated(page.content(), lang) == [], "/login"
+        from sqlalchemy import select
+
+        from engine.store.models import Customer, Task
+
+        with site.cf.session() as s:
+            task = s.scalars(select(Task.id).where(Task.instance_id == site.complaint_ids[-1])).first()
+            customer = s.scalars(select(Customer.id).where(Customer.owner == "wang").order_by(Customer.id.desc())).first()
+        page.goto(site.url + site.survey_path.replace("/l/", "/l/x"))
+        assert untranslated(page.content(), lang) == [], "invalid link"
         signed_in_as = None
-        for user, path in PAGES:
+        for user, template in PAGES:
+            path = template.format(task=task, customer=customer)
             if user != signed_in_as:
                 context.clear_cookies()
                 sign_in(page, site, user)
