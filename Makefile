@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export CAREFLOW_HOME ?= $(CURDIR)/instance
 
-.PHONY: run test bench reliability install contracts clean translations
+.PHONY: run test bench reliability install contracts clean translations screenshots
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,3 +43,7 @@ translations: install
 	$(BIN)/pybabel extract -F babel.cfg -k _l -o engine/translations/messages.pot --no-location --sort-output --project Careflow --omit-header .
 	$(BIN)/pybabel update -i engine/translations/messages.pot -d engine/translations --no-fuzzy-matching --ignore-obsolete
 	$(BIN)/pybabel compile -d engine/translations --use-fuzzy
+
+# Refresh the screenshots in docs/images (the browser tests, writing where the user guides read).
+screenshots: install
+	CAREFLOW_SCREENSHOTS=1 $(BIN)/pytest -q tests/browser/test_employees.py -k screenshots

@@ -183,7 +183,8 @@ def _task_page(task_id: int, posted: dict[str, Any] | None = None, errors: list[
         comments = list(s.scalars(select(TaskComment).where(TaskComment.task_id == task.id).order_by(TaskComment.id)))
         colleagues = [u for u in users_in_role(s, task.role) if u.username != who.username] if task.role else []
         names = dict(s.execute(select(User.username, User.display_name)).all())
-        values = dict(task.data or {}) if task.status == "completed" else {**(task.initial or {}), **(posted or {})}
+        defaults = {f.name: f.schema["default"] for f in form.fields if "default" in f.schema}
+        values = dict(task.data or {}) if task.status == "completed" else {**defaults, **(task.initial or {}), **(posted or {})}
         by_field: dict[str, list[str]] = {}
         general: list[str] = []
         for e in errors:
@@ -194,8 +195,31 @@ def _task_page(task_id: int, posted: dict[str, Any] | None = None, errors: list[
             values=values, errors=by_field, general=general, customer=customer, timeline=timeline, comments=comments,
             colleagues=colleagues, names=names, send_back_to=send_back_to, due=due_state(task, now),
             can_work=may_work(task, who), can_claim=task.status == "open" and task.assignee is None and may_work(task, who),
-            files=_file_links(task, form, values), lang=lang())
+            files=_file_links(task, form, values), lang=lang(),
+            live={"url": url_for("inbox.task_fields", task_id=task.id), "controls": controlling_fields(form)})
     return html, status
+
+
+def controlling_fields(form: forms.Form) -> list[str]:
+    """Fields that another field's ``x-show-if`` depends on."""
+    return sorted({str(f.show_if["field"]) for f in form.fields if f.show_if and "field" in f.show_if})
+
+
+@bp.post("/tasks/<int:task_id>/fields")
+@login_required
+def task_fields(task_id: int) -> Any:
+    """The form's fields for the values posted so far (htmx re-renders them when a condition changes)."""
+    who = principal()
+    with careflow().session() as s:
+        task = _visible_task(s, who, task_id)
+        form = task_form(s, task)
+        posted: Any = request.form
+        defaults = {f.name: f.schema["default"] for f in form.fields if "default" in f.schema}
+        values = {**defaults, **(task.initial or {}), **forms.coerce_form_post(form, posted)}
+        values = {k: v for k, v in values.items() if v is not None}
+        return render_template("inbox/_task_fields.html", fields=forms.visible_fields(form, values), values=values,
+                               lang=lang(), files=_file_links(task, form, values),
+                               live={"url": url_for("inbox.task_fields", task_id=task.id), "controls": controlling_fields(form)})
 
 
 @bp.get("/tasks/<int:task_id>")

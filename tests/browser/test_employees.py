@@ -10,7 +10,11 @@ from sqlalchemy import select
 from engine.store.models import Task
 from tests.browser.conftest import Site, open_page, sign_in
 
-IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
+import os
+
+#: ``make screenshots`` (CAREFLOW_SCREENSHOTS=1) refreshes the user guides' pictures; otherwise
+#: they go to a temporary folder, so a test run leaves the work tree as it was.
+DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 
 
 def triage_task(site: Site, instance_id: int) -> int:
@@ -61,8 +65,9 @@ def test_public_survey_link_works_once(browser: Any, site: Site) -> None:
         context.close()
 
 
-def test_screenshots_of_the_main_pages(browser: Any, site: Site) -> None:
+def test_screenshots_of_the_main_pages(browser: Any, site: Site, tmp_path: Path) -> None:
     """Pictures for the user guides (docs/images), in both languages, desktop and phone sizes."""
+    IMAGES = DOCS_IMAGES if os.environ.get("CAREFLOW_SCREENSHOTS") == "1" else tmp_path
     IMAGES.mkdir(parents=True, exist_ok=True)
     task_id = triage_task(site, site.complaint_ids[1])
     with site.cf.session() as s:
@@ -91,3 +96,71 @@ def test_screenshots_of_the_main_pages(browser: Any, site: Site) -> None:
         assert not watch.errors, watch.errors
     finally:
         context.close()
+    assert len(list(IMAGES.glob("*.png"))) >= 9
+
+
+def new_complaint_at_resolve(site: Site) -> int:
+    result = site.cf.submit_form("complaint_intake", {"subject": "少发了配件", "description": "包裹里缺少充电器",
+                                                      "channel": "phone", "contact_phone": "13900002222"}, user="chen")
+    iid = result["instances"][0]
+    triage = triage_task(site, iid)
+    site.cf.claim(triage, "chen")
+    site.cf.complete(triage, {"severity": "low", "category": "product"}, "chen")
+    return triage_task(site, iid)
+
+
+def test_conditional_field_appears_when_its_condition_is_chosen(page: Any, site: Site) -> None:
+    task_id = new_complaint_at_resolve(site)
+    sign_in(page, site, "chen")
+    page.goto(site.url + f"/tasks/{task_id}")
+    assert page.locator("#f-amount").count() == 0
+    page.get_by_label("退款", exact=True).check()
+    page.locator("#f-amount").wait_for()  # htmx re-rendered the fields for "refund"
+    assert page.get_by_label("退款", exact=True).is_checked()
+    page.locator("#f-resolution").fill("已退款给客户")
+    page.locator("#f-amount").fill("-5")
+    page.get_by_role("button", name="完成任务").click()
+    page.locator("#err-amount").wait_for()
+    page.locator("#f-amount").fill("120")
+    page.get_by_role("button", name="完成任务").click()
+    page.wait_for_url("**/inbox")
+    with site.cf.session() as s:
+        done = s.get(Task, task_id)
+        assert done is not None and done.status == "completed"
+        assert done.data["compensation"] == "refund" and done.data["amount"] == 120
+
+
+def test_the_form_works_without_javascript_on_a_phone(browser: Any, site: Site) -> None:
+    task_id = new_complaint_at_resolve(site)
+    context = browser.new_context(java_script_enabled=False, viewport={"width": 390, "height": 844}, locale="zh-CN",
+                                  extra_http_headers={"Accept-Language": "zh-CN"})
+    page = context.new_page()
+    try:
+        sign_in(page, site, "chen")
+        page.goto(site.url + f"/tasks/{task_id}")
+        box = page.locator("#f-resolution").bounding_box()
+        assert box is not None and box["width"] <= 390  # fits the phone's width
+        page.get_by_label("退款", exact=True).check()
+        page.locator("#f-resolution").fill("已退款")
+        page.get_by_role("button", name="完成任务").click()
+        # without JavaScript the amount field shows after the submit, with its error
+        page.locator("#err-amount").wait_for()
+        page.locator("#f-amount").fill("80")
+        page.get_by_role("button", name="完成任务").click()
+        page.wait_for_url("**/inbox")
+        with site.cf.session() as s:
+            done = s.get(Task, task_id)
+            assert done is not None and done.status == "completed" and done.data["amount"] == 80
+    finally:
+        context.close()
+
+
+def test_inbox_filters_update_the_list_in_place(page: Any, site: Site) -> None:
+    sign_in(page, site, "liu")
+    page.goto(site.url + "/inbox")
+    assert page.locator("tr[data-task]").count() >= 1
+    page.get_by_label("截止").select_option("none")
+    page.locator("#inbox-empty").wait_for()
+    assert "due=none" in page.url  # the filtered view has its own address
+    page.get_by_label("截止").select_option("")
+    page.locator("tr[data-task]").first.wait_for()
