@@ -93,10 +93,14 @@ def test_screenshots_of_the_main_pages(browser: Any, site: Site, tmp_path: Path)
         sign_in(page, site, "liu")
         page.goto(site.url + f"/tasks/{task_id}")
         page.screenshot(path=str(IMAGES / "task.phone.zh.png"), full_page=False)
+        page.goto(site.url + "/inbox")
+        cell = page.locator("tr[data-task] td").first.bounding_box()
+        assert cell is not None and cell["width"] > 300  # rows become cards on a phone
+        page.screenshot(path=str(IMAGES / "inbox.phone.zh.png"), full_page=False)
         assert not watch.errors, watch.errors
     finally:
         context.close()
-    assert len(list(IMAGES.glob("*.png"))) >= 9
+    assert len(list(IMAGES.glob("*.png"))) >= 10
 
 
 def new_complaint_at_resolve(site: Site) -> int:
@@ -114,9 +118,12 @@ def test_conditional_field_appears_when_its_condition_is_chosen(page: Any, site:
     sign_in(page, site, "chen")
     page.goto(site.url + f"/tasks/{task_id}")
     assert page.locator("#f-amount").count() == 0
+    sent: list[dict[str, str]] = []
+    page.on("request", lambda request: sent.append(request.headers) if request.url.endswith("/fields") else None)
     page.get_by_label("退款", exact=True).check()
     page.locator("#f-amount").wait_for()  # htmx re-rendered the fields for "refund"
     assert page.get_by_label("退款", exact=True).is_checked()
+    assert sent and sent[0].get("x-csrftoken"), "htmx did not send the CSRF header"
     page.locator("#f-resolution").fill("已退款给客户")
     page.locator("#f-amount").fill("-5")
     page.get_by_role("button", name="完成任务").click()
