@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export CAREFLOW_HOME ?= $(CURDIR)/instance
 
-.PHONY: run test bench bench-import reliability scale install contracts clean
+.PHONY: run test bench bench-import reliability scale install contracts clean translations screenshots
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,3 +45,14 @@ scale: install
 
 clean:
 	rm -rf $(VENV) instance
+
+# Re-extract the web pages' strings, merge them into the catalogs and compile the .mo files
+# (both are committed; tests/unit/test_translations.py checks the .mo are current).
+translations: install
+	$(BIN)/pybabel extract -F babel.cfg -k _l -o engine/translations/messages.pot --no-location --sort-output --project Careflow --omit-header .
+	$(BIN)/pybabel update -i engine/translations/messages.pot -d engine/translations --no-fuzzy-matching --ignore-obsolete
+	$(BIN)/pybabel compile -d engine/translations --use-fuzzy
+
+# Refresh the screenshots in docs/images (the browser tests, writing where the user guides read).
+screenshots: install
+	CAREFLOW_SCREENSHOTS=1 $(BIN)/pytest -q tests/browser/test_employees.py -k screenshots

@@ -19,16 +19,18 @@ import secrets
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 from apiflask import APIFlask
 from flask import Flask, redirect, render_template, request, session, url_for
 from flask.sessions import SecureCookieSessionInterface
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import LoginManager, UserMixin, current_user, login_required, login_user, logout_user
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy import func, select
 
-from engine import api
+import admin
+from engine import api, i18n, inbox, web
 from engine.executors import celery_init_app
 from engine.core import Careflow
 from engine.store.db import database_url
@@ -68,14 +70,21 @@ class LoginUser(UserMixin):
         self.roles = list(user["roles"])
 
 
-def _safe_next(target: str) -> str | None:
-    """Only same-site relative paths: an absolute ``next`` would be an open redirect.
+_safe_next = web.safe_next
 
-    Browsers read "/\\host" as "//host", so backslashes are refused too.
-    """
-    if not target.startswith("/") or target.startswith("//") or "\\" in target or urlsplit(target).netloc:
-        return None
-    return target
+#: the built-in roles' names for people; custom roles show as they are spelled
+ROLE_LABELS = {
+    "admin": _l("Administrator"),
+    "designer": _l("Designer"),
+    "account_manager": _l("Account manager"),
+    "team_lead": _l("Team lead"),
+    "service_agent": _l("Service agent"),
+    "service_lead": _l("Service lead"),
+}
+
+
+def role_label(role: str) -> str:
+    return str(ROLE_LABELS.get(role, role))
 
 
 def _as_bool(value: Any) -> Any:
@@ -103,8 +112,16 @@ def create_app(config: Mapping[str, Any] | None = None, engine: Careflow | None 
     csrf = CSRFProtect(app)
     api.init_app(app, csrf)
 
+    i18n.init_app(app)
+    web.init_app(app)
+    app.jinja_env.globals["role_label"] = role_label
+    app.register_blueprint(inbox.bp)
+    app.register_blueprint(admin.bp)
+
     login = LoginManager(app)
     login.login_view = "login_form"
+    login.login_message = _l("Please sign in to see this page.")
+    login.login_message_category = "info"
     login.session_protection = "strong"
 
     @login.user_loader
@@ -133,10 +150,10 @@ def create_app(config: Mapping[str, Any] | None = None, engine: Careflow | None 
         if result.locked_until is not None:
             wait = max(1, int((result.locked_until - careflow.clock.now()).total_seconds()))
             minutes = (wait + 59) // 60
-            error = f"登录失败次数过多，请 {minutes} 分钟后再试 / Too many failed sign-ins; try again in {minutes} min"
+            error = _("Too many failed sign-ins; try again in %(minutes)s min.", minutes=minutes)
             return render_template("login.html", error=error), 429, {"Retry-After": str(wait)}
         if result.user is None:
-            return render_template("login.html", error="用户名或密码错误 / Wrong user name or password"), 401
+            return render_template("login.html", error=_("Wrong user name or password.")), 401
         # A fresh session: nothing an attacker planted before sign-in survives it.
         session.clear()
         login_user(LoginUser(result.user, result.session_epoch))

@@ -10,29 +10,27 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, current_app, render_template, request
+from flask_babel import lazy_gettext as _l
 
 from engine import forms
 from engine.api.auth import careflow
-from engine.api.errors import locale
+from engine.i18n import lang as locale
 from engine.auth.links import LinkGone, LinkInvalid
 from engine.errors import EngineError, FieldError, SubmissionInvalid
 
 bp = Blueprint("links", __name__)
 
 PAGES = {
-    "invalid": ("链接无效", "This link is not valid", "请检查链接是否完整，或联系您的客户经理。",
-                "Please check that the link is complete, or contact your account manager."),
-    "gone": ("链接已失效", "This link is no longer valid", "该链接已被使用或已过期。如需帮助，请联系您的客户经理。",
-             "It has been used already or has expired. If you need help, please contact your account manager."),
-    "done": ("谢谢！", "Thank you!", "我们已收到您的回复。", "We have received your answer."),
+    "invalid": (_l("This link is not valid"), _l("Please check that the link is complete, or contact your account manager.")),
+    "gone": (_l("This link is no longer valid"),
+             _l("It has been used already or has expired. If you need help, please contact your account manager.")),
+    "done": (_l("Thank you!"), _l("We have received your answer.")),
 }
 
 
 def _message(kind: str, status: int) -> tuple[str, int, dict[str, str]]:
-    zh_title, en_title, zh_text, en_text = PAGES[kind]
-    lang = locale()
-    title, body = (zh_title, zh_text) if lang == "zh" else (en_title, en_text)
-    html = render_template("link_message.html", title=title, text=body, lang=lang)
+    title, text = PAGES[kind]
+    html = render_template("link_message.html", title=str(title), text=str(text), lang=locale())
     return html, status, {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 
 
