@@ -86,7 +86,7 @@ def test_deploy_with_problems_shows_them_by_line_and_deploys_nothing(cf: Careflo
     html = response.get_data(as_text=True)
     line = broken.splitlines().index("    default: smal") + 1
     assert f'href="#line-{line}"' in html and f'<li id="line-{line}" class="cf-bad-line">' in html
-    assert "smal" in html and "1 problem; nothing was deployed." in html
+    assert "smal" in html and "Problems found: 1. Nothing was deployed." in html
     # the text stays in the editor for fixing
     assert "default: smal</textarea>" not in html and "default: smal\n" in html
     assert ops.get("/admin/flows/web_simple").status_code == 404
