@@ -52,6 +52,9 @@ translations: install
 	$(BIN)/pybabel extract -F babel.cfg -k _l -o engine/translations/messages.pot --no-location --sort-output --project Careflow --omit-header .
 	$(BIN)/pybabel update -i engine/translations/messages.pot -d engine/translations --no-fuzzy-matching --ignore-obsolete
 	$(BIN)/pybabel compile -d engine/translations --use-fuzzy
+	$(BIN)/pybabel extract -F admin/babel.cfg -k _l -o admin/translations/messages.pot --no-location --sort-output --project Careflow --omit-header .
+	$(BIN)/pybabel update -i admin/translations/messages.pot -d admin/translations --no-fuzzy-matching --ignore-obsolete
+	$(BIN)/pybabel compile -d admin/translations --use-fuzzy
 
 # Refresh the screenshots in docs/images (the browser tests, writing where the user guides read).
 screenshots: install

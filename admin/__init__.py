@@ -4,11 +4,50 @@ One blueprint, ``admin.bp``, mounted at ``/admin`` by ``engine.app.create_app``.
 (``admin/templates``) extend the engine's ``layout.html``; its catalogs live in
 ``admin/translations`` and are merged with the engine's (see ``engine.i18n``). Pages appear in
 the navigation through ``engine.web.nav_item(endpoint, label, roles)``.
+
+Each area is one module; every view checks the REST API's operation for what it does
+(``admin.access.requires``) and filters records with the API's record scope.
 """
 
 from __future__ import annotations
 
-from flask import Blueprint
+from typing import Any
+
+from flask import Blueprint, render_template
+from flask_babel import lazy_gettext as _l
+
+from engine.web import nav_item
 
 bp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="templates", static_folder="static",
                static_url_path="/static")
+
+
+@bp.app_template_filter("pretty_json")
+def pretty_json(value: Any) -> str:
+    import json
+
+    return json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True, default=str)
+
+
+@bp.errorhandler(403)
+def forbidden(_exc: Exception) -> Any:
+    return render_template("admin/error.html", status=403), 403
+
+
+@bp.errorhandler(404)
+def not_found(_exc: Exception) -> Any:
+    return render_template("admin/error.html", status=404), 404
+
+
+from admin import audit, connectors, dashboard, flows, instances, users  # noqa: E402  (views register on bp)
+
+LEADS_AND_DESIGNERS = ("designer", "team_lead", "service_lead")
+nav_item("admin.dashboard", _l("Dashboard"), LEADS_AND_DESIGNERS, order=50)
+nav_item("admin.flows", _l("Flows"), ("designer",), order=51)
+nav_item("admin.instances", _l("Instances"), LEADS_AND_DESIGNERS, order=52)
+nav_item("admin.connectors", _l("Connectors"), (), order=53)
+nav_item("admin.users", _l("Users"), (), order=54)
+nav_item("admin.tokens", _l("Tokens"), (), order=55)
+nav_item("admin.audit", _l("Audit log"), (), order=56)
+
+__all__ = ["audit", "bp", "connectors", "dashboard", "flows", "instances", "users"]
