@@ -96,8 +96,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         cf.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Chromium for one test module: Playwright's event loop is gone before other tests' asyncio runs."""
     executable = chromium_path()
     if executable is None:
         if os.environ.get("CAREFLOW_REQUIRE_BROWSER") == "1":

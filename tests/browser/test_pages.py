@@ -40,6 +40,9 @@ def test_every_page_loads_in_both_languages_without_errors(browser: Any, site: S
             customer = s.scalars(select(Customer.id).where(Customer.owner == "wang").order_by(Customer.id.desc())).first()
         page.goto(site.url + site.survey_path.replace("/l/", "/l/x"))
         assert untranslated(page.content(), lang) == [], "invalid link"
+        survey = page.goto(site.url + site.survey_path)  # the form, or "no longer valid" once answered
+        assert survey is not None and survey.status in (200, 410)
+        assert untranslated(page.content(), lang) == [], "survey link"
         signed_in_as = None
         for user, template in PAGES:
             path = template.format(task=task, customer=customer)
