@@ -16,6 +16,7 @@ from flask_babel import gettext as _
 
 from admin import bp
 from admin.access import careflow, principal, requires
+from admin.connector_help import described
 from engine.api.connectors import DELIVERY_STATES
 from engine.errors import Conflict, EngineError, SubmissionInvalid
 from engine.secrets import secret_fields
@@ -117,7 +118,7 @@ def _form(name: str, type_: str, values: Mapping[str, Any], masked: Mapping[str,
     types = _types()
     if type_ not in types:
         abort(404)
-    return render_template("admin/connector.html", name=name, type_=type_, connector=types[type_],
+    return render_template("admin/connector.html", name=name, type_=type_, connector=types[type_], described=described,
                            fields=setting_fields(types[type_].settings_schema), values=values, masked=masked,
                            errors=errors, general=general, new=new, enabled=enabled), status
 

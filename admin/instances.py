@@ -140,7 +140,6 @@ def resolve_incident(incident_id: int, action: str) -> Any:
         flash(_("The incident could not be resolved: %(reason)s", reason=str(exc)), "error")
     else:
         flash(_("Retried.") if action == "retry" else _("Skipped."), "success")
-    target = request.form.get("next", "")
-    if instance_id is not None and not target:
+    if instance_id is not None:
         return redirect(url_for("admin.instance", instance_id=instance_id))
-    return redirect(url_for("admin.dashboard"))
+    return redirect(url_for("admin.connectors"))  # a delivery's incident: its message is in the delivery log

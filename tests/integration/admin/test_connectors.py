@@ -22,6 +22,8 @@ def test_attach_edit_keeps_secrets_and_test_sends(cf: Careflow, signed_in, provi
     admin = signed_in()
     page = admin.text("/admin/connectors/new/smtp")
     assert 'name="password"' in page and 'type="password"' in page
+    chinese = signed_in(lang="zh").text("/admin/connectors/new/smtp")
+    assert "SMTP 服务器主机名" in chinese and "SMTP server host name" not in chinese
     form = {"new": "1", "type": "smtp", "name": "mail-main", "host": "127.0.0.1", "port": "2525", "security": "none",
             "username": "care", "password": "s3cret-password-1234", "from_address": "care@example.com", "enabled": "true"}
     response = admin.post("/admin/connectors/save", form)

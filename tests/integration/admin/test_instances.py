@@ -102,3 +102,40 @@ def test_incident_retry_and_skip(cf: Careflow, signed_in) -> None:  # type: igno
     assert "The incident could not be resolved" in admin.text(f"/admin/instances/{instance_id}")
     with cf.session() as s:
         assert s.get(Incident, incident_id).status == "open"  # type: ignore[union-attr]
+
+
+FAILING = """\
+id: web_failing
+name: {zh: 失败示例, en: Failing example}
+triggers:
+  - type: manual
+steps:
+  - id: compute
+    type: set
+    values:
+      total: "{{ vars.order.amount * 2 }}"
+    next: done
+  - id: done
+    type: end
+    outcome: done
+"""
+
+
+def test_a_failed_step_is_retried_then_skipped_from_the_page(cf: Careflow, signed_in) -> None:  # type: ignore[no-untyped-def]
+    cf.deploy_flow_text(FAILING, "editor", by="ops")
+    instance_id = cf.start("web_failing", started_by="admin")
+    incident = cf.describe(instance_id)["incidents"][0]
+    assert incident["status"] == "open" and incident["step"] == "compute"
+    admin = signed_in()
+    page = admin.text(f"/admin/instances/{instance_id}")
+    assert f'action="/admin/incidents/{incident["id"]}/retry"' in page
+    # retrying runs the step again: it fails again, so a new incident is open
+    assert admin.post(f"/admin/incidents/{incident['id']}/retry").status_code == 302
+    assert "Retried." in admin.text(f"/admin/instances/{instance_id}")
+    after_retry = cf.describe(instance_id)["incidents"]
+    assert [i["status"] for i in after_retry] == ["resolved", "open"]
+    admin.post(f"/admin/incidents/{after_retry[1]['id']}/skip")
+    described = cf.describe(instance_id)
+    assert described["status"] == "completed" and described["current_steps"] == []
+    actions = [e["action"] for e in cf.audit_entries(action="incident.")[0]]
+    assert actions == ["incident.skip", "incident.retry"]
