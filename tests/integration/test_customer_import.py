@@ -257,3 +257,29 @@ def test_a_crash_mid_import_keeps_whole_batches_and_resumes(cf: Careflow, tmp_pa
     with cf.session() as s:
         assert s.scalar(select(func.count()).select_from(Customer)) == 2500
         assert s.scalar(select(func.count(func.distinct(Customer.phone)))) == 2500
+
+
+REGION_FLOW = """\
+id: region_moved
+name: {zh: 地区变更, en: Region changed}
+triggers:
+  - type: customer_event
+    event: field_changed
+    field: region
+steps:
+  - id: done
+    type: end
+    outcome: done
+"""
+
+
+def test_start_flows_fires_field_changed_for_merged_customers(cf: Careflow) -> None:
+    cf.deploy_flow_text(REGION_FLOW, "region_moved.yaml")
+    moved = cf.create_customer({"name": "搬家", "phone": "13800000033", "region": "上海"}, fire_triggers=False)
+    stays = cf.create_customer({"name": "不动", "phone": "13800000044", "region": "北京"}, fire_triggers=False)
+    importer = Importer(cf)
+    plan = importer.plan("姓名,手机,地区\n搬家,13800000033,杭州\n不动,13800000044,北京市\n".encode(), "r.csv", start_flows=True)
+    importer.commit(plan["id"])
+    with cf.session() as s:
+        started = {(i.flow_id, i.customer_id) for i in s.scalars(select(Instance))}
+    assert started == {("region_moved", moved)} and stays not in {c for _f, c in started}
