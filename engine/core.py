@@ -536,9 +536,15 @@ class Careflow(SecurityOperations, SegmentOperations):
 
         With ``start_flows`` the customer events fire as for customers created or changed through
         the API (``created`` for new ones, ``updated`` with the changed fields for the others), so
-        onboarding starts for imported customers; without it (the default for imports) nothing
-        starts. Returns the ids of the instances started. Grading after imports hooks in here.
+        onboarding starts for imported customers; without it (the default for imports) no
+        customer event fires. Grades, RFM, churn risk and segment memberships are recomputed for
+        these customers either way: the flows that select by grade or segment (follow-up, win-back,
+        segment triggers) must see imported purchase figures at once, not after the next nightly
+        recompute, which would start the same segment flows anyway. Returns the ids of the
+        instances started by customer events.
         """
+        if customer_ids:
+            self.recompute_segments(customer_ids)
         if not start_flows:
             return []
         new, changed = set(created), dict(changed or {})

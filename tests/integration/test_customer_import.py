@@ -283,3 +283,16 @@ def test_start_flows_fires_field_changed_for_merged_customers(cf: Careflow) -> N
     with cf.session() as s:
         started = {(i.flow_id, i.customer_id) for i in s.scalars(select(Instance))}
     assert started == {("region_moved", moved)} and stays not in {c for _f, c in started}
+
+
+def test_committed_imports_regrade_the_customers_they_touch(cf: Careflow) -> None:
+    importer = Importer(cf)
+    importer.commit(importer.plan(load("customers_messy.csv"), "customers_messy.csv")["id"])
+    imported = customers(cf)
+    assert all(c.graded_at is not None for c in imported.values())
+    assert imported["+8613800138000"].rfm_m is None  # no purchases yet: nothing to score
+    importer.commit(importer.plan(load("orders.csv"), "orders.csv", kind="orders")["id"])
+    zhang, other = customers(cf)["+8613800138000"], customers(cf)["+8613900001111"]
+    # The purchase figures the orders wrote are scored at once, not at the next nightly recompute.
+    assert zhang.rfm_m is not None and other.rfm_m is not None
+    assert zhang.rfm_m >= other.rfm_m and zhang.rfm_f >= other.rfm_f
