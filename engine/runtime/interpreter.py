@@ -37,6 +37,8 @@ MAX_STEPS_PER_ADVANCE = 1000
 
 PickUser = Callable[[str, str, Mapping[str, Any]], str | None]
 
+_RUNNING = Status.RUNNING.value  # read after every step: an Enum's .value is a slow property
+
 
 class StepFailed(Exception):
     """Raised inside the interpreter when a step cannot run; becomes an incident."""
@@ -129,7 +131,7 @@ class _Run:
 
     @property
     def running(self) -> bool:
-        return self.state["status"] == Status.RUNNING.value
+        return self.state["status"] == _RUNNING
 
     def own_var(self, name: str, default: Any) -> Any:
         """A variable's value that this run may change in place: a copy of the one in the input

@@ -24,7 +24,7 @@ caller's transaction), since the second request must see what the first one wrot
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
@@ -49,8 +49,6 @@ from engine.store.instances import (
     written_here,
 )
 from engine.store.models import Customer, Enrollment, Instance, Task, User
-
-_T = TypeVar("_T")
 
 # Hot statements, built once.
 _CUSTOMERS = select(Customer).where(Customer.id.in_(bindparam("b_ids", expanding=True)))
