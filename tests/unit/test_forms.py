@@ -476,9 +476,9 @@ def test_a_huge_smuggled_name_is_shortened_in_the_message() -> None:
 def test_megabyte_strings_are_rejected_quickly_without_crashing(form_id: str) -> None:
     form = builtin(form_id)
     huge = "长" * 1_000_000
-    started = time.perf_counter()
+    started = time.process_time()
     errors = forms.validate_submission(form, {name: huge for name in BUILTIN_FIELDS[form_id]})
-    assert time.perf_counter() - started < 2.0
+    assert time.process_time() - started < 2.0
     assert errors and all(isinstance(e, FieldError) for e in errors)
     # Some field fails; none is reported with the whole megabyte echoed back.
     assert all(len(e.message) < 200 for e in errors)
@@ -557,9 +557,9 @@ def test_recursive_ref_with_deep_data_does_not_crash() -> None:
 
 def test_a_safe_pattern_on_adversarial_input_is_fast() -> None:
     form = make_form({"code": {"type": "string", "pattern": "^[a-z]+[0-9]*$", "x-label": label("编号", "Code")}})
-    started = time.perf_counter()
+    started = time.process_time()
     errors = forms.validate_submission(form, {"code": "a" * 30 + "!"})
-    assert time.perf_counter() - started < 0.5
+    assert time.process_time() - started < 0.5
     assert [e.code for e in errors] == ["pattern"]
 
 

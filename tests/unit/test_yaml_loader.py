@@ -210,10 +210,10 @@ class TestHostile:
     ) -> None:
         canary = tmp_path / "canary"
         text = path.read_text(encoding="utf-8").replace("{canary}", str(canary))
-        started = time.perf_counter()
+        started = time.process_time()
         with pytest.raises(FlowInvalid) as info:
             load_yaml(text.encode("utf-8"), path.name)
-        assert time.perf_counter() - started < 1.0
+        assert time.process_time() - started < 3.0  # CPU seconds: a bound on work (an exploding input takes minutes), not a timing
         assert info.value.problems
         line_count = text.count("\n") + 1
         for problem in info.value.problems:
@@ -256,13 +256,13 @@ class TestHostile:
     def test_billion_laughs_9x9_is_rejected_fast_and_small(self) -> None:
         text = (HOSTILE_DIR / "billion_laughs_9x9.yaml").read_text(encoding="utf-8")
         tracemalloc.start()
-        started = time.perf_counter()
+        started = time.process_time()
         try:
             problem = yaml_problem(text)
         finally:
             _, peak = tracemalloc.get_traced_memory()
             tracemalloc.stop()
-        assert time.perf_counter() - started < 1.0
+        assert time.process_time() - started < 3.0  # CPU seconds: a bound on work (an exploding input takes minutes), not a timing
         assert peak < 10_000_000
         assert problem.message == "aliases expand to more than 10,000 values; use fewer aliases"
         assert problem.line <= 5  # stopped early, not after walking the whole graph
@@ -273,9 +273,9 @@ class TestHostile:
         for level in range(1, levels + 1):
             refs = ",".join([f"*l{level - 1}"] * fan_out)
             lines.append(f"l{level}: &l{level} [{refs}]")
-        started = time.perf_counter()
+        started = time.process_time()
         problem = yaml_problem("\n".join(lines) + "\n")
-        assert time.perf_counter() - started < 1.0
+        assert time.process_time() - started < 3.0  # CPU seconds: a bound on work (an exploding input takes minutes), not a timing
         assert problem.message.startswith("aliases expand to more than")
 
     def test_alias_budget_counts_exactly_what_aliases_add(self) -> None:
@@ -322,9 +322,9 @@ class TestHostile:
         ],
     )
     def test_deep_nesting_is_a_located_error(self, text: str) -> None:
-        started = time.perf_counter()
+        started = time.process_time()
         problem = yaml_problem(text)  # and no RecursionError escapes
-        assert time.perf_counter() - started < 1.0
+        assert time.process_time() - started < 3.0  # CPU seconds: a bound on work (an exploding input takes minutes), not a timing
         assert problem.line >= 1 and problem.column >= 1
         assert "nest" in problem.message
 
@@ -344,9 +344,9 @@ class TestHostile:
 
         monkeypatch.setattr(yaml_loader, "_LOADER_CLASS", never)
         text = "a: " + "x" * (size - 3)
-        started = time.perf_counter()
+        started = time.process_time()
         problem = yaml_problem(text.encode() if as_bytes else text)
-        assert time.perf_counter() - started < 1.0
+        assert time.process_time() - started < 3.0  # CPU seconds: a bound on work (an exploding input takes minutes), not a timing
         assert where(problem) == (1, 1)
         assert problem.message == "the file is too large: the limit is 2,000,000 bytes"
 
