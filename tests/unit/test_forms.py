@@ -33,6 +33,7 @@ BUILTIN_FIELDS: dict[str, list[str]] = {
     "complaint_confirmation": ["satisfied", "comment"],
     "birthday_call": ["reached", "notes"],
     "winback_call": ["reason", "reason_detail", "recovered", "notes"],
+    "nps_survey": ["score", "comment"],
 }
 BUILTIN_REQUIRED: dict[str, set[str]] = {
     "new_customer": {"name"},
@@ -46,6 +47,7 @@ BUILTIN_REQUIRED: dict[str, set[str]] = {
     "complaint_confirmation": {"satisfied"},
     "birthday_call": {"reached"},
     "winback_call": {"reason", "recovered"},
+    "nps_survey": {"score"},
 }
 
 
