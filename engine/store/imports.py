@@ -315,6 +315,11 @@ def write_order_batch(session: Session, run: ImportRun, orders: Sequence[Mapping
         if customer.last_purchase_at is None or last > customer.last_purchase_at:
             customer.last_purchase_at = last
             fields.append("last_purchase_at")
+        # The churn score measures recency against the customer's usual gap, (last - first) / (count - 1).
+        first = min(o["ordered_at"] for o in items)
+        if customer.first_purchase_at is None or first < customer.first_purchase_at:
+            customer.first_purchase_at = first
+            fields.append("first_purchase_at")
         customer.updated_at = now
         changed[cid] = fields
     return len(new), changed

@@ -200,6 +200,7 @@ def test_orders_update_purchase_figures_and_ignore_duplicate_order_ids(cf: Caref
     zhang = customers(cf)["+8613800138000"]
     assert (zhang.purchase_count, zhang.purchase_total) == (2, 1498.5)
     assert zhang.last_purchase_at == datetime(2026, 11, 1, 16, 0, tzinfo=timezone.utc)
+    assert zhang.first_purchase_at == datetime(2026, 10, 1, 2, 30, tzinfo=timezone.utc)
     again = importer.commit(importer.plan(load("orders.csv"), "orders.csv", kind="orders")["id"])
     assert again["committed"]["added"] == 0
     assert customers(cf)["+8613800138000"].purchase_count == 2
