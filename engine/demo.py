@@ -61,7 +61,7 @@ def demo_customer(i: int, rng: random.Random, today: date) -> dict[str, Any]:
         birthday = today.replace(year=1985 + i)  # someone always has a birthday in the demo
         lunar = False
     last_purchase = today - timedelta(days=rng.choice((5, 20, 45, 80, 120, 200)))
-    return {
+    profile = {
         "name": name,
         "phone": f"+86138{rng.randint(0, 99_999_999):08d}",
         "email": f"customer{i:03d}@example.com",
@@ -79,6 +79,10 @@ def demo_customer(i: int, rng: random.Random, today: date) -> dict[str, Any]:
         "purchase_total": float(rng.randint(1_000, 300_000)),
         "tags": ["churn_risk"] if i % 13 == 5 else [],
     }
+    # Purchases about monthly before the last one (no random draw: the demo data stays the same).
+    first = last_purchase - timedelta(days=30 * (int(profile["purchase_count"]) - 1))
+    profile["first_purchase_at"] = f"{first.isoformat()}T10:00:00+08:00"
+    return profile
 
 
 def seed(engine: Careflow, customers: int = 50) -> dict[str, int]:

@@ -11,13 +11,13 @@ from typing import Any
 
 from apiflask import APIBlueprint, Schema
 from apiflask.fields import Boolean, Date, Dict, Float, Integer, List, Nested, Raw, String
-from apiflask.validators import OneOf
+from apiflask.validators import Length, OneOf, Range
 from flask import g
 from sqlalchemy import select
 
 from engine.api.auth import careflow, requires, token_auth
 from engine.api.present import customer_out, page, paged
-from engine.api.schemas import CustomerOut, DateTimeText, PageQuery, Text, page_of
+from engine.api.schemas import CustomerOut, DateTimeText, PageQuery, StrictInteger, Text, page_of
 from engine.auth.scope import visible_customers
 from engine.core import DELETED
 from engine.segments.store import get_segment
@@ -56,7 +56,8 @@ class SegmentOut(Schema):
 
 
 class RecomputeIn(Schema):
-    customer_ids = List(Integer(), metadata={"description": "Only these customers (default: everyone)."})
+    customer_ids = List(StrictInteger(validate=Range(min=1, max=2**63 - 1)), validate=Length(max=100_000),
+                        metadata={"description": "Only these customers (default: everyone)."})
 
 
 class RecomputeOut(Schema):

@@ -78,7 +78,7 @@ def recompute_memberships(
         entered, left = sorted(now_in - before), sorted(before - now_in)
         if entered:
             for i in range(0, len(entered), _CHUNK):
-                session.execute(insert(SegmentMember), [
+                session.execute(insert(SegmentMember.__table__), [
                     {"segment_id": seg.id, "customer_id": cid, "entered_at": rt.now} for cid in entered[i:i + _CHUNK]])
         for i in range(0, len(left), _CHUNK):
             session.execute(delete(SegmentMember).where(
