@@ -14,7 +14,9 @@ RELIABILITY T04–T14, docs/decisions/0010-leases-and-fencing.md):
 * A **worker** (``careflow worker``, Celery) does one claimed thing in one transaction whose first
   statement checks the attempt number (``UPDATE … WHERE attempt = :fence``): a worker whose lease
   was taken over, or a task the broker delivered twice, changes nothing. The same transaction
-  writes a ``step_execution`` row, the execution log the tests count duplicates in.
+  writes a ``step_execution`` row, the execution log the tests count duplicates in. A worker that
+  fired a timer then claims the messages that step produced (a claim like a scheduler's, with its
+  own lease and attempt number) and sends them itself, saving a scheduler round trip.
 
 Leases run on the wall clock, never on the engine clock, which tests move by days.
 """
