@@ -14,7 +14,9 @@ RELIABILITY T04–T14, docs/decisions/0010-leases-and-fencing.md):
 * A **worker** (``careflow worker``, Celery) does one claimed thing in one transaction whose first
   statement checks the attempt number (``UPDATE … WHERE attempt = :fence``): a worker whose lease
   was taken over, or a task the broker delivered twice, changes nothing. The same transaction
-  writes a ``step_execution`` row, the execution log the tests count duplicates in.
+  writes a ``step_execution`` row, the execution log the tests count duplicates in. A worker that
+  fired a timer then claims the messages that step produced (a claim like a scheduler's, with its
+  own lease and attempt number) and sends them itself, saving a scheduler round trip.
 
 Leases run on the wall clock, never on the engine clock, which tests move by days.
 """
@@ -123,12 +125,15 @@ def claim_timers(session: Session, now: datetime, wall: datetime, lease: timedel
     return claimed
 
 
-def claim_messages(session: Session, now: datetime, wall: datetime, lease: timedelta, limit: int) -> list[tuple[int, int]]:
-    """Claim up to ``limit`` outbox messages due at ``now``; returns ``(id, attempt)`` pairs."""
+def claim_messages(session: Session, now: datetime, wall: datetime, lease: timedelta, limit: int,
+                   instance_id: int | None = None) -> list[tuple[int, int]]:
+    """Claim up to ``limit`` outbox messages due at ``now`` (of one instance, if given); ``(id, attempt)`` pairs."""
     if limit <= 0:
         return []
     due = (select(OutboxMessage.id).where(OutboxMessage.status == "pending", OutboxMessage.next_attempt_at <= now)
            .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id).limit(limit))
+    if instance_id is not None:
+        due = due.where(OutboxMessage.instance_id == instance_id)
     values = {"status": "claimed", "lease_until": wall + lease, "attempts": OutboxMessage.attempts + 1}
     if _skip_locked(session):
         rows = session.execute(
@@ -244,8 +249,9 @@ class Scheduler:
                 now = self.cf.clock.now()
                 report.reclaimed += reclaim_messages(session, self.cf.resolve, now, wall)
                 room = min(s.batch, s.max_in_flight - in_flight(session, wall))
-                timers = claim_timers(session, now, wall, s.lease, room)
-                messages = claim_messages(session, now, wall, s.lease, room - len(timers))
+                # Messages first: they finish instances already under way.
+                messages = claim_messages(session, now, wall, s.lease, room)
+                timers = claim_timers(session, now, wall, s.lease, room - len(messages))
             if not timers and not messages:
                 return
             crash_point("after_claim")
@@ -299,8 +305,28 @@ def _log(session: Session, kind: str, ref_id: int, attempt: int, instance_id: in
                               worker=worker_name(), outcome=outcome, at=wall_now()))
 
 
-def run_timer(cf: Careflow, timer_id: int, attempt: int) -> str:
-    """Fire one claimed timer; returns what happened (``fired``, ``stale``, ``retry``, ``error``)."""
+#: After firing a timer, a worker sends at most this many of the messages the step produced itself.
+CHAINED_MESSAGES = 10
+
+
+def run_timer(cf: Careflow, timer_id: int, attempt: int, *, chain: bool = True) -> str:
+    """Fire one claimed timer; returns what happened (``fired``, ``stale``, ``retry``, ``error``).
+
+    With ``chain``, the messages the timer's step produced are then claimed (like a scheduler
+    would, with a lease and a new attempt number) and sent by this worker at once, after the
+    timer's commit: one scheduler round trip less from due to done.
+    """
+    outcome, instance_id = _fire(cf, timer_id, attempt)
+    if chain and outcome == "fired" and instance_id is not None:
+        settings = Settings.from_env()
+        with cf.sessions.begin() as session:
+            claimed = claim_messages(session, cf.clock.now(), wall_now(), settings.lease, CHAINED_MESSAGES, instance_id)
+        for mid, message_attempt in claimed:
+            run_message(cf, mid, message_attempt, settings.lease)
+    return outcome
+
+
+def _fire(cf: Careflow, timer_id: int, attempt: int) -> tuple[str, int | None]:
     for _ in range(FIRE_TRIES):
         try:
             with cf.transition() as session:
@@ -310,24 +336,24 @@ def run_timer(cf: Careflow, timer_id: int, attempt: int) -> str:
                     .values(status="fired", fired_at=rt.now, lease_until=None).execution_options(synchronize_session=False)
                 ).rowcount
                 if claimed != 1:
-                    return "stale"  # fired already, or the lease was taken over: the newer claim does it
+                    return "stale", None  # fired already, or the lease was taken over: the newer claim does it
                 timer = session.get(Timer, timer_id)
                 assert timer is not None
                 _log(session, "timer", timer_id, attempt, timer.instance_id)
                 instance = session.get(Instance, timer.instance_id)
                 if instance is None or instance.status != "running":
-                    return "fired"
+                    return "fired", None
                 data = dict(timer.data)
                 data["scheduled_for"] = timer.due_at.isoformat()
                 deliver(session, rt, instance, ev.TimerFired(timer.token, int(data.get("gen", 0)), timer.kind, data))
-            return "fired"
+            return "fired", instance.id
         except StaleDataError:
             continue  # another worker advanced the instance first: fire on its fresh state
         except EngineError as exc:
             # Rolled back: the timer stays pending and is claimed again once the lease ends.
             log.warning("timer %s could not fire: %s", timer_id, exc)
-            return "error"
-    return "retry"
+            return "error", None
+    return "retry", None
 
 
 @dataclass

@@ -36,7 +36,7 @@ class LoggingProvider:
     channel: ClassVar[str | None] = None
     idempotent: ClassVar[bool] = True
     settings_schema: ClassVar[Mapping[str, Any]] = {"type": "object"}
-    message_schema: ClassVar[Mapping[str, Any]] = {"type": "object"}
+    message_schema: ClassVar[Mapping[str, Any]] = {"type": "object"}  # the parameters an action may give
 
     def __init__(self) -> None:
         self.ledger = os.environ.get("CAREFLOW_SCALE_LEDGER")

@@ -79,12 +79,24 @@ def test_a_claim_holds_until_its_lease_ends_then_the_next_claim_fences_the_first
     assert executions(cf, "timer") == [(timer_id, 2)]
 
 
+def test_the_worker_that_fires_a_timer_sends_its_step_s_message_under_a_claim_of_its_own(cf: Careflow, tmp_path: Any) -> None:
+    start(cf, 2)
+    cf.clock.set(DUE)  # type: ignore[attr-defined]
+    [(first, a1), (second, a2)] = claim(cf, "timer", wall_now())
+    assert run_timer(cf, first, a1) == "fired"
+    with cf.sessions() as s:
+        assert sorted(s.scalars(select(OutboxMessage.status))) == ["sent"]  # only the fired instance's message
+        assert sorted(s.scalars(select(Instance.status))) == ["completed", "running"]
+    assert [a for _, a in executions(cf, "message")] == [1]
+    assert sum(ledger_counts(tmp_path / "ledger.tsv").values()) == 1
+
+
 def test_a_message_is_sent_only_under_the_current_claim(cf: Careflow, tmp_path: Any) -> None:
     cf.clock.set(DUE)  # type: ignore[attr-defined]
     start(cf, 1)
     cf.clock.set(DUE + timedelta(days=1))  # type: ignore[attr-defined]
     [(timer_id, attempt)] = claim(cf, "timer", wall_now())
-    assert run_timer(cf, timer_id, attempt) == "fired"
+    assert run_timer(cf, timer_id, attempt, chain=False) == "fired"  # the message is left to a scheduler
     wall = wall_now()
     [(mid, first)] = claim(cf, "message", wall)
     later = wall + LEASE + timedelta(seconds=1)
@@ -111,7 +123,7 @@ def test_an_expired_sending_claim_of_a_provider_without_keys_becomes_unknown_not
     start(cf, 1)
     cf.clock.set(DUE + timedelta(days=3))  # type: ignore[attr-defined]
     [(timer_id, attempt)] = claim(cf, "timer", wall_now())
-    run_timer(cf, timer_id, attempt)
+    run_timer(cf, timer_id, attempt, chain=False)
     wall = wall_now()
     [(mid, _attempt)] = claim(cf, "message", wall)
     with cf.sessions.begin() as s:
@@ -156,7 +168,7 @@ def test_when_the_broker_is_down_the_claims_are_handed_back_and_published_when_i
     assert scheduler.tick().timers_published == 5
     assert scheduler.tick().timers_published == 0  # published once: the lease stands
     for timer_id, attempt in broker.timers:
-        assert run_timer(cf, timer_id, attempt) == "fired"
+        assert run_timer(cf, timer_id, attempt, chain=False) == "fired"
     assert scheduler.tick().messages_published == 5
     for mid, attempt in broker.messages:
         run_message(cf, mid, attempt, LEASE)
