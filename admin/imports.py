@@ -17,6 +17,7 @@ from engine.errors import Conflict, EngineError, NotFound
 from engine.i18n import lang
 from engine.import_files import ImportFileError
 from engine.imports import KINDS, Importer, report_csv
+from engine.store import imports as import_store
 from engine.store.imports import merges as merge_log
 
 PER_PAGE = 50
@@ -102,6 +103,14 @@ def _commit_in_background(app: Any, import_id: int) -> None:
 def import_commit(import_id: int) -> Any:
     report = _report(import_id)
     if report["status"] in ("planned", "failed"):
+        # Marked before the thread starts, so the page after the redirect already polls, and a
+        # second click finds the import under way instead of starting it twice.
+        cf = careflow()
+        with cf.sessions.begin() as s:
+            run = import_store.get_run(s, import_id)
+            if run.status not in ("planned", "failed"):
+                return redirect(url_for("admin.import_detail", import_id=import_id), 303)
+            run.status, run.updated_at = "committing", cf.clock.now()
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         thread = threading.Thread(target=_commit_in_background, args=(app, import_id), daemon=True,
                                   name=f"import-{import_id}")

@@ -158,3 +158,23 @@ def test_the_admin_navigation_follows_the_roles(browser: Any, site: Site) -> Non
         assert page.locator("h1").inner_text() == "Not allowed"
     finally:
         context.close()
+
+
+def test_admin_imports_a_file_and_commits_it(browser: Any, site: Site) -> None:
+    context, page, watch = open_page(browser, "en")
+    try:
+        sign_in(page, site, "admin")
+        page.goto(site.url + "/admin/imports/new")
+        page.get_by_label("File (CSV or XLSX)").set_input_files(str(MESSY))
+        page.get_by_role("button", name="Check the file").click()
+        page.wait_for_url("**/admin/imports/*")
+        assert page.locator("#import-status").inner_text() == "dry run"
+        assert page.locator('#import-rows tr[data-action="reject"]').count() >= 1
+        page.get_by_role("button", name="Commit").click()
+        # the progress fragment is polled until the import is written, then the result page loads
+        expect(page.locator("#import-status")).to_have_text("committed", timeout=30_000)
+        expect(page.locator(".progress-bar")).to_have_text("100.0%")
+        assert int(page.locator('[data-committed="created"]').inner_text()) >= 1
+        assert not watch.errors, watch.errors
+    finally:
+        context.close()

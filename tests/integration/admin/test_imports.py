@@ -73,6 +73,7 @@ def test_upload_report_in_both_languages_then_commit(cf: Careflow, signed_in: Ca
 
     response = en.post(f"/admin/imports/{import_id}/commit")
     assert response.status_code == 303
+    assert Importer(cf).get(import_id)["status"] in ("committing", "committed")  # never "planned" after the click
     page = wait_committed(en, location)
     assert 'data-committed="' in page and "import-pct-100" in page, page[:3000]
     done = Importer(cf).get(import_id)
