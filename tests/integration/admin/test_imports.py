@@ -32,6 +32,10 @@ def wait_committed(browser: Browser, location: str) -> str:
     while time.monotonic() < deadline:
         page = browser.text(location)
         if 'id="import-progress" hx-get' not in page:  # no longer polling: written or failed
+            # the thread goes on with after_import (regrading) once the run is marked committed
+            thread = browser.client.application.extensions["careflow_import_threads"][int(location.rsplit("/", 1)[1])]
+            thread.join(timeout=60)
+            assert not thread.is_alive()
             return page
         time.sleep(0.2)
     raise AssertionError("the import did not finish within a minute")
@@ -123,3 +127,16 @@ def test_the_upload_needs_csrf(signed_in: Callable[..., Browser]) -> None:
                             csrf=False, content_type="multipart/form-data")
     assert response.status_code in (400, 403)
     assert re.search(r"import-\d+", response.get_data(as_text=True)) is None
+
+
+def test_an_orders_file_gets_its_report(cf: Careflow, signed_in: Callable[..., Browser]) -> None:
+    orders = MESSY.with_name("orders.csv")
+    browser = signed_in("admin", "zh-CN")
+    location = upload(browser, orders, kind="orders")
+    report = Importer(cf).get(int(location.rsplit("/", 1)[1]))
+    assert report["kind"] == "orders"
+    page = browser.text(location)
+    for row in report["rows"]:
+        assert f'data-row="{row["row"]}" data-action="{row["action"]}"' in page
+    for key, value in report["summary"].items():
+        assert f'data-count="{key}">{value}<' in page
