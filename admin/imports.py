@@ -115,7 +115,10 @@ def import_commit(import_id: int) -> Any:
         thread = threading.Thread(target=_commit_in_background, args=(app, import_id), daemon=True,
                                   name=f"import-{import_id}")
         thread.start()
-        app.extensions.setdefault("careflow_import_threads", {})[import_id] = thread
+        threads = app.extensions.setdefault("careflow_import_threads", {})  # kept so tests can wait for them
+        for done in [i for i, t in threads.items() if not t.is_alive()]:
+            del threads[done]
+        threads[import_id] = thread
     return redirect(url_for("admin.import_detail", import_id=import_id), 303)
 
 
