@@ -39,7 +39,7 @@ def not_found(_exc: Exception) -> Any:
     return render_template("admin/error.html", status=404), 404
 
 
-from admin import audit, connectors, dashboard, flows, instances, users  # noqa: E402  (views register on bp)
+from admin import audit, connectors, dashboard, flows, imports, instances, users  # noqa: E402  (views register on bp)
 
 LEADS_AND_DESIGNERS = ("designer", "team_lead", "service_lead")
 nav_item("admin.dashboard", _l("Dashboard"), LEADS_AND_DESIGNERS, order=50)
@@ -49,5 +49,6 @@ nav_item("admin.connectors", _l("Connectors"), (), order=53)
 nav_item("admin.users", _l("Users"), (), order=54)
 nav_item("admin.tokens", _l("Tokens"), (), order=55)
 nav_item("admin.audit", _l("Audit log"), (), order=56)
+nav_item("admin.import_new", _l("Import"), (), order=57)
 
-__all__ = ["audit", "bp", "connectors", "dashboard", "flows", "instances", "users"]
+__all__ = ["audit", "bp", "connectors", "dashboard", "flows", "imports", "instances", "users"]

@@ -1,4 +1,4 @@
-"""Customer pages: the list (search, grade/region/tag filters, pages), the profile and the timeline.
+"""Customer pages: the list (search, grade/region/tag/segment filters, pages), the profile and the timeline.
 
 Only customers within the user's record scope (``visible_customers``) are listed or shown.
 """
@@ -16,7 +16,7 @@ from engine.api.auth import careflow
 from engine.auth.scope import STAFF, visible_customers, visible_instances, visible_tasks
 from engine.inbox.views import bp, due_state, principal
 from engine.store.definitions import latest_flow_versions
-from engine.store.models import Customer, Instance, Task, TimelineEntry, User
+from engine.store.models import Customer, Instance, Segment, SegmentMember, Task, TimelineEntry, User
 from engine.web import nav_item
 
 PER_PAGE = 25
@@ -47,13 +47,19 @@ def customers() -> Any:
     grade = args.get("grade", "") if args.get("grade") in GRADES else ""
     region = args.get("region", "").strip()[:64]
     tag = args.get("tag", "").strip()[:64]
+    segment = args.get("segment", "").strip()[:64]
     page = _page_arg()
     cf = careflow()
     base = select(Customer).where(Customer.status != "deleted", visible_customers(who))
     with cf.session() as s:
         regions = sorted(r for r in s.scalars(select(Customer.region).where(
             Customer.status != "deleted", visible_customers(who), Customer.region.is_not(None)).distinct()) if r)
+        segments = list(s.scalars(select(Segment).order_by(Segment.name)))
+        segment_id = next((seg.id for seg in segments if seg.name == segment), None)
+        segment = segment if segment_id is not None else ""
         q = base
+        if segment_id is not None:
+            q = q.where(Customer.id.in_(select(SegmentMember.customer_id).where(SegmentMember.segment_id == segment_id)))
         if q_text:
             q = q.where(or_(Customer.name.icontains(q_text, autoescape=True), Customer.phone.icontains(q_text, autoescape=True),
                             Customer.email.icontains(q_text, autoescape=True)))
@@ -70,7 +76,9 @@ def customers() -> Any:
         names = dict(s.execute(select(User.username, User.display_name)).all())
         html = render_template("inbox/customers.html", customers=rows, total=total, page=page, pages=pages, q=q_text,
                                grade=grade, region=region, tag=tag, regions=regions, grades=GRADES, names=names,
-                               args={k: v for k, v in {"q": q_text, "grade": grade, "region": region, "tag": tag}.items() if v})
+                               segment=segment, segments=segments,
+                               args={k: v for k, v in {"q": q_text, "grade": grade, "region": region, "tag": tag,
+                                                       "segment": segment}.items() if v})
     return html
 
 

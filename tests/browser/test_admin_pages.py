@@ -112,7 +112,9 @@ def test_admin_sees_the_instance_move_on_its_diagram(page: Any, site: Site) -> N
 
 ADMIN_PAGES = ["/admin/", "/admin/flows", "/admin/flows/complaint", "/admin/flows/deploy", "/admin/instances",
                "/admin/instances/{instance}", "/admin/connectors", "/admin/connectors/new/smtp", "/admin/users",
-               "/admin/users/wang", "/admin/tokens", "/admin/audit"]
+               "/admin/users/wang", "/admin/tokens", "/admin/audit", "/admin/imports/new", "/admin/imports/{import_id}",
+               "/admin/merges"]
+MESSY = Path(__file__).parents[1] / "data" / "import" / "customers_messy.csv"
 SCREENSHOTS = {"/admin/": "admin-dashboard", "/admin/flows/complaint": "admin-flow", "/admin/instances/{instance}": "admin-instance",
                "/admin/connectors/new/smtp": "admin-connector", "/admin/flows/deploy": "admin-deploy",
                "/admin/instances": "admin-instances", "/admin/users": "admin-users", "/admin/audit": "admin-audit"}
@@ -120,13 +122,16 @@ SCREENSHOTS = {"/admin/": "admin-dashboard", "/admin/flows/complaint": "admin-fl
 
 @pytest.mark.parametrize("lang", ["zh", "en"])
 def test_every_admin_page_loads_in_both_languages_without_errors(browser: Any, site: Site, lang: str) -> None:
+    from engine.imports import Importer
+
     instance_id = site.complaint_ids[-1]
+    import_id = Importer(site.cf).plan(MESSY.read_bytes(), MESSY.name, by="admin")["id"]
     shots = os.environ.get("CAREFLOW_SCREENSHOTS")
     context, page, watch = open_page(browser, lang)
     try:
         sign_in(page, site, "admin")
         for template in ADMIN_PAGES:
-            path = template.format(instance=instance_id)
+            path = template.format(instance=instance_id, import_id=import_id)
             response = page.goto(site.url + path)
             assert response is not None and response.status == 200, path
             if "{instance}" in template or path == "/admin/flows/complaint":
@@ -151,5 +156,25 @@ def test_the_admin_navigation_follows_the_roles(browser: Any, site: Site) -> Non
         response = page.goto(site.url + "/admin/users")
         assert response is not None and response.status == 403
         assert page.locator("h1").inner_text() == "Not allowed"
+    finally:
+        context.close()
+
+
+def test_admin_imports_a_file_and_commits_it(browser: Any, site: Site) -> None:
+    context, page, watch = open_page(browser, "en")
+    try:
+        sign_in(page, site, "admin")
+        page.goto(site.url + "/admin/imports/new")
+        page.get_by_label("File (CSV or XLSX)").set_input_files(str(MESSY))
+        page.get_by_role("button", name="Check the file").click()
+        page.wait_for_url("**/admin/imports/*")
+        assert page.locator("#import-status").inner_text() == "dry run"
+        assert page.locator('#import-rows tr[data-action="reject"]').count() >= 1
+        page.get_by_role("button", name="Commit").click()
+        # the progress fragment is polled until the import is written, then the result page loads
+        expect(page.locator("#import-status")).to_have_text("committed", timeout=30_000)
+        expect(page.locator(".progress-bar")).to_have_text("100.0%")
+        assert int(page.locator('[data-committed="created"]').inner_text()) >= 1
+        assert not watch.errors, watch.errors
     finally:
         context.close()

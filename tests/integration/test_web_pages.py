@@ -248,3 +248,59 @@ def test_employee_pages_have_no_untranslated_text(cf: Careflow, client: FlaskCli
     html = client.post(f"/tasks/{task['id']}", data={"csrf_token": token_of(client.get('/inbox').get_data(as_text=True))},
                        headers=headers).get_data(as_text=True)
     assert untranslated(html, lang) == []
+
+
+def test_segment_filter_lists_exactly_the_members(cf: Careflow, client: FlaskClient) -> None:
+    from sqlalchemy import select
+
+    from engine.store.models import Segment, SegmentMember
+
+    cf.create_segment({"name": "shanghai_a", "title": {"zh": "上海大客户", "en": "Shanghai big spenders"},
+                       "filter": {"grade": ["A"], "region": ["上海"]}})
+    cf.create_customer({"name": "甲大客户", "phone": "+8613700005551", "region": "上海", "expected_value": 200000, "owner": "wang"},
+                       fire_triggers=False)
+    cf.create_customer({"name": "乙北京客户", "phone": "+8613700005552", "region": "北京", "expected_value": 200000, "owner": "wang"},
+                       fire_triggers=False)
+    cf.recompute_segments()
+    with cf.session() as s:
+        segment_id = s.scalar(select(Segment.id).where(Segment.name == "shanghai_a"))
+        members = set(s.scalars(select(SegmentMember.customer_id).where(SegmentMember.segment_id == segment_id)))
+    assert members
+    sign_in(client, "admin")
+    page = client.get("/customers", headers={"Accept-Language": "en"}).get_data(as_text=True)
+    assert '<option value="shanghai_a">Shanghai big spenders</option>' in page
+    assert "上海大客户" in client.get("/customers", headers={"Accept-Language": "zh-CN"}).get_data(as_text=True)
+    listed: set[int] = set()
+    for page_no in (1, 2, 3, 4):
+        html = client.get(f"/customers?segment=shanghai_a&page={page_no}").get_data(as_text=True)
+        listed |= {int(i) for i in re.findall(r'href="/customers/(\d+)"', html.split('id="customer-list"', 1)[-1])}
+    assert listed == members
+    html = client.get("/customers?segment=shanghai_a").get_data(as_text=True)
+    assert f"共 {len(members)} 位客户" in html and 'value="shanghai_a" selected' in html
+    assert "乙北京客户" not in html
+    # an unknown segment filters nothing instead of failing
+    assert client.get("/customers?segment=nope").status_code == 200
+
+
+def test_profile_shows_grade_rfm_and_churn_reason(cf: Careflow, client: FlaskClient, clock: Any) -> None:
+    from engine.store.models import Customer
+
+    cid = cf.create_customer({"name": "周流失", "phone": "+8613900002222", "owner": "wang"}, fire_triggers=False)
+    with cf.session() as s, s.begin():
+        row = s.get(Customer, cid)
+        assert row is not None
+        row.last_purchase_at = clock.now() - timedelta(days=400)
+        row.first_purchase_at = clock.now() - timedelta(days=800)
+        row.purchase_count, row.purchase_total = 3, 9000.0
+    cf.recompute_segments([cid])
+    with cf.session() as s:
+        row = s.get(Customer, cid)
+        assert row is not None and row.churn_reason and row.rfm_r is not None
+        grade, rfm, reason = row.grade, (row.rfm_r, row.rfm_f, row.rfm_m), dict(row.churn_reason)
+    sign_in(client, "wang")
+    for lang, header in (("zh", "zh-CN"), ("en", "en")):
+        html = client.get(f"/customers/{cid}", headers={"Accept-Language": header}).get_data(as_text=True)
+        assert f'id="customer-grade">{grade}<' in html
+        assert f"R {rfm[0]} · F {rfm[1]} · M {rfm[2]}" in html
+        assert reason[lang] in html.split('id="customer-churn"', 1)[1].split("</dd>", 1)[0]
+    assert "流失风险" in client.get(f"/customers/{cid}", headers={"Accept-Language": "zh-CN"}).get_data(as_text=True)

@@ -11,12 +11,17 @@ from tests.support.pagetext import untranslated
 
 
 def admin_pages(cf: Careflow) -> list[str]:
+    from engine.imports import Importer
+    from tests.integration.admin.test_imports import MESSY
+
+    import_id = Importer(cf).plan(MESSY.read_bytes(), MESSY.name, by="admin")["id"]
     cf.save_connector("fake-main", "fake", {}, by="admin")
     instance_id = cf.submit_form("complaint_intake", {"subject": "破损", "description": "客户来电", "channel": "phone",
                                                       "contact_phone": "13800138000"}, user="chen")["instances"][0]
     return ["/admin/", "/admin/flows", "/admin/flows/complaint", "/admin/flows/deploy", "/admin/instances",
             f"/admin/instances/{instance_id}", "/admin/connectors", "/admin/connectors/fake-main",
-            "/admin/connectors/new/smtp", "/admin/users", "/admin/users/wang", "/admin/tokens", "/admin/audit"]
+            "/admin/connectors/new/smtp", "/admin/users", "/admin/users/wang", "/admin/tokens", "/admin/audit",
+            "/admin/imports/new", f"/admin/imports/{import_id}", "/admin/merges"]
 
 
 @pytest.mark.parametrize("lang", ["zh", "en"])
@@ -41,5 +46,6 @@ def test_every_admin_page_is_in_its_language(cf_sqlite: Careflow, lang: str) -> 
             ident = re.search(r'\bid="([^"]+)"', attrs)
             assert ident and f'for="{ident.group(1)}"' in html, (path, match.group(0))
     nav = browser.text("/admin/")
-    for endpoint in ("/admin/flows", "/admin/instances", "/admin/connectors", "/admin/users", "/admin/tokens", "/admin/audit"):
+    for endpoint in ("/admin/flows", "/admin/instances", "/admin/connectors", "/admin/users", "/admin/tokens", "/admin/audit",
+                     "/admin/imports/new"):
         assert f'href="{endpoint}"' in nav
