@@ -69,8 +69,9 @@ def test_admin_attaches_smtp_and_the_test_mail_arrives(page: Any, site: Site) ->
         page.keyboard.press("Control+A")
         page.keyboard.type("您好，这是一封测试邮件。")
         page.keyboard.press("Tab")
-        page.keyboard.press("Enter")
-        page.wait_for_load_state()
+        # wait for the answer page itself: the current page is already "loaded" before it arrives
+        with page.expect_navigation():
+            page.keyboard.press("Enter")
         assert "测试消息已发送到 zhou@example.com。" in page.locator("main").inner_text()
         assert len(inbox.messages) == 1
         recipients, mail = inbox.messages[0]
