@@ -1,7 +1,7 @@
 """Development-only: vendor the admin pages' browser libraries into ``admin/static/vendor``.
 
 The same procedure as ``scripts/vendor.py`` (``npm pack``, copy dist files, record sha256 in a
-``vendor.json``), for the admin blueprint's own static folder; ``tests/unit/test_admin_vendor.py``
+``vendor.json``), for the admin blueprint's own static folder; ``tests/unit/test_vendor.py``
 checks the hashes.
 
     python scripts/vendor_admin.py            # re-vendor, rewrite admin/static/vendor/vendor.json
