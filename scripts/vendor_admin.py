@@ -22,6 +22,8 @@ vendor.MANIFEST = vendor.VENDOR / "vendor.json"
 #: LogicFlow's core draws the read-only diagrams (silent mode); no extension is needed for that.
 vendor.PACKAGES = {
     "@logicflow/core": ("2.2.5", ["dist/index.min.js", "dist/index.css", "LICENSE"]),
+    # the flow designer's palette (DndPanel), Control (zoom, undo, fit) and selection tools
+    "@logicflow/extension": ("2.3.1", ["dist/index.min.js", "dist/index.css", "LICENSE"]),
 }
 
 if __name__ == "__main__":
