@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import abort, render_template, url_for
+from flask import abort, make_response, render_template, url_for
 from flask_babel import gettext as _
 from sqlalchemy import select
 
@@ -21,6 +21,14 @@ from admin import bp
 from admin.access import careflow, principal, requires
 from engine.auth.scope import role_allows, visible_customers
 from engine.store.models import Customer, FlowVersion
+from engine.web import CSP
+
+#: @logicflow/extension bundles vanilla-picker, which adds its stylesheet as a <style> element when
+#: the bundle loads (the same rules are in the extension's index.css). The page's CSP allows that
+#: one element by its hash, so it loads without a violation; no other inline style is allowed.
+#: Recompute when re-vendoring: sha256 (base64) of the text the bundle assigns to that element.
+PICKER_STYLE_HASH = "'sha256-ITHmamcImsZ/Je1xrdtDLZVvRSpj1Zokb6uHXORB824='"
+DESIGNER_CSP = CSP.replace("style-src 'self'", f"style-src 'self' {PICKER_STYLE_HASH}")
 
 #: customers offered in the dry-run panel (the newest first); enough to pick a test customer
 DRY_RUN_CUSTOMERS = 200
@@ -39,14 +47,14 @@ def strings() -> dict[str, str]:
         "auto_layout": _("Auto-layout"),
         # panel
         "step": _("Step"), "flow": _("Flow settings"), "no_selection": _("Select a step on the canvas, or add one from the palette."),
-        "step_id": _("Step ID"), "step_type": _("Step type"), "name_zh": _("Name (Chinese)"), "name_en": _("Name (English)"),
+        "step_id": _("Step ID"), "name_zh": _("Name (Chinese)"), "name_en": _("Name (English)"),
         "title_zh": _("Task title (Chinese)"), "title_en": _("Task title (English)"),
         "next": _("Next step"), "none": _("(none)"), "delete_step": _("Delete step"),
         "form": _("Form"), "assignee": _("Assignee"), "by_role": _("By role"), "by_user": _("By user"),
         "by_expr": _("By expression"), "strategy": _("Strategy"), "due": _("Due in"), "reminders": _("Reminders"),
         "before": _("before due"), "after": _("after due"), "escalation": _("Escalation"), "after_time": _("after"),
         "to_role": _("to role"), "timeout_after": _("Timeout after"), "timeout_step": _("On timeout go to"),
-        "approval": _("Approval"), "connector": _("Connector"), "preferred": _("customer's preferred channel"),
+        "connector": _("Connector"), "preferred": _("customer's preferred channel"),
         "params": _("Parameters (templates allowed)"), "param": _("Parameter"), "value_zh": _("Value (Chinese)"),
         "value_en": _("Value (English, optional)"), "wait_for_reply": _("Wait for the result"),
         "cases": _("Cases (first true wins)"), "when": _("Condition"), "goes_to": _("go to"),
@@ -59,7 +67,7 @@ def strings() -> dict[str, str]:
         "unit.business_days": _("business days"), "unit.business_hours": _("business hours"),
         "timeout": _("timeout"), "overdue": _("overdue"), "send_back": _("send back"),
         # flow settings
-        "flow_id": _("Flow ID"), "timezone": _("Time zone"), "triggers": _("Triggers"), "add_trigger": _("Add trigger"),
+        "flow_id": _("Flow ID"), "timezone": _("Time zone"), "triggers": _("Triggers"),
         "trigger_type": _("Trigger"), "trigger.manual": _("Started by hand"), "trigger.form": _("Form submitted"),
         "trigger.schedule": _("Schedule"), "trigger.date": _("Date (birthday)"),
         "trigger.customer_event": _("Customer event"), "trigger.segment": _("Segment"),
@@ -105,9 +113,11 @@ def _page(flow_id: str | None) -> Any:
         "source": (url_for("admin.designer_page") + f"/api/flows/{flow_id}/source") if flow_id else "",
         "flow": url_for("admin.flows") + "/",
     }
-    return render_template("admin/designer.html", flow_id=flow_id, urls=urls, strings=strings(),
-                           customers=_customers(), can_deploy=role_allows(principal(), "flows.deploy"),
-                           wide=True)
+    response = make_response(render_template(
+        "admin/designer.html", flow_id=flow_id, urls=urls, strings=strings(), customers=_customers(),
+        can_deploy=role_allows(principal(), "flows.deploy"), wide=True))
+    response.headers["Content-Security-Policy"] = DESIGNER_CSP
+    return response
 
 
 @bp.get("/designer")
