@@ -655,8 +655,9 @@
           canvasChanged();
         }, { name: "when", translate: "no" })));
         row.appendChild(field(t("goes_to"), selectBox(stepOptions(id), edge.targetNodeId, function (v) {
+          var now = lf.getProperties(edge.id) || edge.properties;
           lf.deleteEdge(edge.id);
-          if (v) { connect(id, v, { kind: "case", when: edge.properties.when || "", order: edge.properties.order || n }); }
+          if (v) { connect(id, v, { kind: "case", when: now.when || "", order: now.order === undefined ? n : now.order }); }
           canvasChanged();
           renderPanel();
         }, { name: "case_next" })));
@@ -1074,7 +1075,9 @@
     });
     lf.on("edge:add", function (e) {
       // an edge drawn by hand: a case of a decision, a branch of a parallel, otherwise "next"
+      // (edges added by the panel already carry their kind)
       var edge = e.data;
+      if ((edge.properties || {}).kind) { return; }
       var from = lf.getProperties(edge.sourceNodeId) || {};
       var kind = from.kind === "decision" ? "case" : from.kind === "parallel" ? "branch" : "next";
       if (kind === "next") {
