@@ -1,0 +1,1 @@
+"""The flow designer: turning flows into graphs and back, and trying them out (dry runs)."""
