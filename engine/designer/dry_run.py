@@ -7,7 +7,7 @@ customer's recent marketing messages, which the weekly caps count), the flow is 
 from the given YAML (a draft may be tried before it is published), and it is started for the
 customer. The connectors of that Careflow are stand-ins of the same names, channels and message
 schemas that only record what they are given, so templates are rendered, channels routed and
-consent, quiet hours and frequency caps applied exactly as for real, but nothing leaves the
+consent and frequency caps applied by the real dispatcher, but nothing leaves the
 machine. The real database is only read.
 
 The clock is a ``FixedClock``. The run loops: fire what is due and deliver the outbox; answer the
@@ -619,6 +619,7 @@ class _Run:
         ended_at = root.ended_at if root is not None and root.ended_at is not None else self.clock.now()
         return {
             "flow": self.flow.id,
+            "timezone": self.flow.timezone,
             "customer_id": self.customer_id,
             "outcome": root.outcome if root is not None and root.status != "running" else None,
             "status": self.status,
