@@ -1,14 +1,16 @@
 """The dry run (engine/designer/dry_run.py): the real engine on a throwaway copy, nothing sent, nothing real touched.
 
-Flows run as the built-in files (a dry run takes YAML text, deployed or not); the real Careflow is
-the ``cf`` fixture with the built-in flows and forms, the demo users, and the fake provider
-attached to the e-mail and SMS channels.
+Flows run as the built-in files (a dry run takes YAML text, deployed or not). The real Careflow is one
+SQLite Careflow shared by the module (``cf`` on both backends for the untouched-database test), with
+the built-in flows and forms, the demo users, and the fake provider attached to the e-mail and SMS
+channels.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,8 @@ from engine.cli import main
 from engine.core import Careflow
 from engine.designer.dry_run import DryRunInvalid, dry_run
 from engine.store import models
-from tests.conftest import START
+from engine.clock import FixedClock
+from tests.conftest import START, make_careflow
 from tests.integration.admin.conftest import Browser, token_of
 from tests.integration.test_app import PASSWORD
 from tests.support.fakes import RecordingProvider
@@ -35,10 +38,34 @@ def flow(name: str) -> str:
     return (ROOT / "workflows" / f"{name}.yaml").read_text(encoding="utf-8")
 
 
+_numbers = itertools.count(1)
+
+
 def customer(cf: Careflow, **fields: Any) -> int:
-    data = {"name": "张伟", "email": "zhangwei@example.com", "phone": "+8613800138001", "grade": "A", "owner": "wang",
-            "birthday": "1985-11-24", "language": "zh", **fields}
+    n = next(_numbers)
+    data = {"name": "张伟", "email": f"zhangwei{n}@example.com", "phone": f"+86138001{n:05d}", "grade": "A",
+            "owner": "wang", "birthday": "1985-11-24", "language": "zh", **fields}
     return cf.create_customer(data, fire_triggers=False)
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Careflow]:
+    """One real Careflow (SQLite) for the module: a dry run never changes it, so tests may share it."""
+    engine = make_careflow(f"sqlite:///{tmp_path_factory.mktemp('real') / 'careflow.db'}", FixedClock(START),
+                           RecordingProvider())
+    yield engine
+    engine.close()
+
+
+def email_of(cf: Careflow, customer_id: int) -> str:
+    with cf.session() as s:
+        return str(s.get(models.Customer, customer_id).email)  # type: ignore[union-attr]
+
+
+def sent(cf: Careflow) -> list[dict[str, Any]]:
+    provider = cf.registry.get("fake")
+    assert isinstance(provider, RecordingProvider)
+    return provider.sent
 
 
 def utc(at: datetime) -> str:
@@ -67,38 +94,37 @@ def counts(cf: Careflow) -> dict[str, int]:
 # ----- the built-in flows, every branch ---------------------------------------------------------
 
 
-def test_birthday_of_a_grade_a_customer_sends_a_coupon_and_asks_for_a_call(cf_sqlite: Careflow,
-                                                                           provider: RecordingProvider) -> None:
-    cid = customer(cf_sqlite, grade="A")
-    report = dry_run(cf_sqlite, flow("birthday"), cid, start=START, language="en")
+def test_birthday_of_a_grade_a_customer_sends_a_coupon_and_asks_for_a_call(real: Careflow) -> None:
+    cid = customer(real, grade="A")
+    report = dry_run(real, flow("birthday"), cid, start=START, language="en")
     assert report["status"] == "completed" and report["outcome"] == "greeted_and_called"
     assert steps(report) == ["greet", "is_grade_a", "coupon", "send_coupon", "birthday_call", "done_with_call"]
     assert note(report, "is_grade_a") == "went to coupon"
     greet, coupon = report["messages"]
-    assert (greet["step"], greet["channel"], greet["to"], greet["skipped"]) == ("greet", "email", "zhangwei@example.com", None)
+    assert (greet["step"], greet["channel"], greet["to"], greet["skipped"]) == ("greet", "email", email_of(real, cid), None)
     assert greet["text"] == "张伟，祝您生日快乐！感谢一路相伴。"  # in the customer's language
     assert coupon["text"].startswith("送您一张生日专属优惠券：BD2026-")
     [task] = report["tasks"]
     assert task == {"step": "birthday_call", "form": "birthday_call", "title": "Birthday call: 张伟", "assignee": "wang",
                     "due": utc(START + timedelta(days=1)), "answers": {"reached": True},
                     "answered_by": "default", "status": "completed"}
-    assert provider.sent == []  # nothing reached the provider
+    assert sent(real) == []  # nothing reached the provider
 
 
-def test_birthday_of_another_customer_only_greets(cf_sqlite: Careflow) -> None:
-    cid = customer(cf_sqlite, grade="B")
-    report = dry_run(cf_sqlite, flow("birthday"), cid, start=START)
+def test_birthday_of_another_customer_only_greets(real: Careflow) -> None:
+    cid = customer(real, grade="B")
+    report = dry_run(real, flow("birthday"), cid, start=START)
     assert (report["status"], report["outcome"]) == ("completed", "greeted")
     assert steps(report) == ["greet", "is_grade_a", "done"]
     assert [m["step"] for m in report["messages"]] == ["greet"] and report["tasks"] == []
     assert note(report, "is_grade_a") == "走向 done"
 
 
-def test_complaint_the_customer_is_satisfied(cf_sqlite: Careflow) -> None:
-    cid = customer(cf_sqlite)
+def test_complaint_the_customer_is_satisfied(real: Careflow) -> None:
+    cid = customer(real)
     answers = {"triage": {"severity": "high", "category": "billing"},
                "wait_confirmation": {"event": True, "data": {"satisfied": True}}}
-    report = dry_run(cf_sqlite, flow("complaint"), cid, answers=answers, start=START, language="en")
+    report = dry_run(real, flow("complaint"), cid, answers=answers, start=START, language="en")
     assert (report["status"], report["outcome"]) == ("completed", "resolved")
     assert steps(report) == ["ticket", "has_customer", "acknowledge", "triage", "severity", "lead_review", "resolve",
                              "count_round", "can_confirm", "ask_confirmation", "wait_confirmation", "satisfied", "close",
@@ -111,11 +137,11 @@ def test_complaint_the_customer_is_satisfied(cf_sqlite: Careflow) -> None:
     assert report["ended_at"] == report["started_at"]  # the customer answered at once
 
 
-def test_complaint_the_customer_is_not_satisfied_then_does_not_answer(cf_sqlite: Careflow) -> None:
-    cid = customer(cf_sqlite)
+def test_complaint_the_customer_is_not_satisfied_then_does_not_answer(real: Careflow) -> None:
+    cid = customer(real)
     answers = {"resolve": [{"resolution": "换货"}, {"resolution": "退款"}],
                "wait_confirmation": [{"event": True, "data": {"satisfied": False}}]}
-    report = dry_run(cf_sqlite, flow("complaint"), cid, answers=answers, start=START, language="en")
+    report = dry_run(real, flow("complaint"), cid, answers=answers, start=START, language="en")
     assert (report["status"], report["outcome"]) == ("completed", "closed_unconfirmed")
     path = steps(report)
     assert path.count("resolve") == 2 and path.count("wait_confirmation") == 2 and path[-1] == "close_unconfirmed"
@@ -127,24 +153,24 @@ def test_complaint_the_customer_is_not_satisfied_then_does_not_answer(cf_sqlite:
     assert waits == ["the complaint_confirmation event came", "no complaint_confirmation event came: timed out"]
 
 
-def test_winback_the_customer_replies_and_is_recovered(cf_sqlite: Careflow) -> None:
-    cid = customer(cf_sqlite)
-    report = dry_run(cf_sqlite, flow("winback"), cid, answers={"wait_reply": {"event": True}}, start=START)
+def test_winback_the_customer_replies_and_is_recovered(real: Careflow) -> None:
+    cid = customer(real)
+    report = dry_run(real, flow("winback"), cid, answers={"wait_reply": {"event": True}}, start=START)
     assert (report["status"], report["outcome"]) == ("completed", "recovered")
     assert steps(report) == ["mark_at_risk", "offer", "wait_reply", "mark_active", "won_back"]
     assert report["tasks"] == []
 
 
-def test_winback_the_call_fails_and_the_customer_is_lost(cf_sqlite: Careflow) -> None:
-    cid = customer(cf_sqlite)
+def test_winback_the_call_fails_and_the_customer_is_lost(real: Careflow) -> None:
+    cid = customer(real)
     answers = {"call": {"reason": "price", "recovered": False}}
-    report = dry_run(cf_sqlite, flow("winback"), cid, answers=answers, start=START)
+    report = dry_run(real, flow("winback"), cid, answers=answers, start=START)
     assert (report["status"], report["outcome"]) == ("completed", "lost")
     assert steps(report) == ["mark_at_risk", "offer", "wait_reply", "call", "recovered", "mark_lost", "lost"]
     call = next(i for i in report["path"] if i["step"] == "call")
     assert call["at"] == utc(START + timedelta(days=7))  # after the reply window, fast-forwarded
     assert report["tasks"][0]["answers"] == {"reason": "price", "recovered": False}
-    with cf_sqlite.session() as s:  # the real customer is neither at risk nor lost
+    with real.session() as s:  # the real customer is neither at risk nor lost
         assert s.get(models.Customer, cid).status == "active"  # type: ignore[union-attr]
 
 
@@ -175,21 +201,21 @@ steps:
 """
 
 
-def test_a_30_day_wait_is_fast_forwarded_and_a_draft_flow_is_not_deployed(cf_sqlite: Careflow) -> None:
-    cid = customer(cf_sqlite)
-    report = dry_run(cf_sqlite, THIRTY_DAYS, cid, start=START, language="en")
+def test_a_30_day_wait_is_fast_forwarded_and_a_draft_flow_is_not_deployed(real: Careflow) -> None:
+    cid = customer(real)
+    report = dry_run(real, THIRTY_DAYS, cid, start=START, language="en")
     assert (report["status"], report["outcome"]) == ("completed", "checked_in")
     later = utc(START + timedelta(days=30))
     assert [(m["step"], m["at"]) for m in report["messages"]] == [("thanks", utc(START)), ("check_in", later)]
     assert note(report, "wait_30") == f"waited until {later}"
     assert report["ended_at"] == later
-    with cf_sqlite.session() as s:
+    with real.session() as s:
         assert s.scalars(select(models.FlowVersion).where(models.FlowVersion.flow_id == "thirty_days")).first() is None
 
 
-def test_a_message_to_a_customer_who_opted_out_is_listed_as_skipped(cf_sqlite: Careflow) -> None:
-    cid = customer(cf_sqlite, grade="B", consent={"email": False})
-    report = dry_run(cf_sqlite, flow("birthday"), cid, start=START, language="en")
+def test_a_message_to_a_customer_who_opted_out_is_listed_as_skipped(real: Careflow) -> None:
+    cid = customer(real, grade="B", consent={"email": False})
+    report = dry_run(real, flow("birthday"), cid, start=START, language="en")
     [greet] = report["messages"]
     assert greet["skipped"] == "not sent (the customer opted out)" and greet["channel"] == "email"
     assert greet["text"] == "张伟，祝您生日快乐！感谢一路相伴。"  # still shown: what would have gone out
@@ -199,9 +225,9 @@ def test_a_message_to_a_customer_who_opted_out_is_listed_as_skipped(cf_sqlite: C
 BROKEN_TEMPLATE = THIRTY_DAYS.replace("{{ customer.name }}，用得怎么样？", "{{ vars.order.number }} 用得怎么样？")
 
 
-def test_a_failing_template_ends_the_run_with_its_problem(cf_sqlite: Careflow) -> None:
-    cid = customer(cf_sqlite)
-    report = dry_run(cf_sqlite, BROKEN_TEMPLATE, cid, start=START)
+def test_a_failing_template_ends_the_run_with_its_problem(real: Careflow) -> None:
+    cid = customer(real)
+    report = dry_run(real, BROKEN_TEMPLATE, cid, start=START)
     assert report["status"] == "failed" and report["outcome"] is None
     [problem] = report["problems"]
     assert problem["node"] == "check_in" and "order" in problem["message"]
@@ -209,29 +235,29 @@ def test_a_failing_template_ends_the_run_with_its_problem(cf_sqlite: Careflow) -
     assert steps(report)[-1] == "check_in"
 
 
-def test_a_wait_for_an_event_without_timeout_ends_waiting(cf_sqlite: Careflow) -> None:
+def test_a_wait_for_an_event_without_timeout_ends_waiting(real: Careflow) -> None:
     source = THIRTY_DAYS.replace("duration: {days: 30}", "event: customer_replied")
-    report = dry_run(cf_sqlite, source, customer(cf_sqlite), start=START, language="en")
+    report = dry_run(real, source, customer(real), start=START, language="en")
     assert report["status"] == "waiting" and report["problems"][0]["node"] == "wait_30"
-    answered = dry_run(cf_sqlite, source, customer(cf_sqlite, email="b@example.com", phone="+8613800138002"),
+    answered = dry_run(real, source, customer(real),
                        answers={"wait_30": {"event": True}}, start=START)
     assert (answered["status"], answered["outcome"]) == ("completed", "checked_in")
 
 
-def test_a_flow_that_does_not_load_or_an_unknown_customer_is_refused(cf_sqlite: Careflow) -> None:
-    cid = customer(cf_sqlite)
+def test_a_flow_that_does_not_load_or_an_unknown_customer_is_refused(real: Careflow) -> None:
+    cid = customer(real)
     with pytest.raises(DryRunInvalid) as refused:
-        dry_run(cf_sqlite, THIRTY_DAYS.replace("next: check_in", "next: nowhere"), cid, start=START)
+        dry_run(real, THIRTY_DAYS.replace("next: check_in", "next: nowhere"), cid, start=START)
     assert any(p["node"] == "wait_30" and p["line"] > 0 for p in refused.value.problems)
     with pytest.raises(DryRunInvalid) as unknown:
-        dry_run(cf_sqlite, THIRTY_DAYS, 999_999, start=START, language="en")
+        dry_run(real, THIRTY_DAYS, 999_999, start=START, language="en")
     assert unknown.value.problems[0]["message"] == "No customer by the id 999999 was found"
     with pytest.raises(DryRunInvalid):
-        dry_run(cf_sqlite, THIRTY_DAYS, cid, answers={"wait_30": "yes"}, start=START)
+        dry_run(real, THIRTY_DAYS, cid, answers={"wait_30": "yes"}, start=START)
 
 
-def test_invalid_answers_are_reported_on_their_step(cf_sqlite: Careflow) -> None:
-    report = dry_run(cf_sqlite, flow("winback"), customer(cf_sqlite), answers={"call": {"recovered": "maybe"}}, start=START)
+def test_invalid_answers_are_reported_on_their_step(real: Careflow) -> None:
+    report = dry_run(real, flow("winback"), customer(real), answers={"call": {"recovered": "maybe"}}, start=START)
     assert report["status"] == "failed"
     assert report["problems"][0]["node"] == "call" and report["problems"][0]["path"] == "$.answers.call"
 
@@ -259,8 +285,8 @@ def test_the_real_database_is_untouched(cf: Careflow, provider: RecordingProvide
 
 
 @pytest.fixture
-def browser(cf_sqlite: Careflow) -> Callable[[str], Browser]:
-    app: Flask = create_app({"TESTING": True, "SECRET_KEY": "test"}, engine=cf_sqlite)
+def browser(real: Careflow) -> Callable[[str], Browser]:
+    app: Flask = create_app({"TESTING": True, "SECRET_KEY": "test"}, engine=real)
 
     def sign(username: str) -> Browser:
         b = Browser(app.test_client(), "en")
@@ -272,8 +298,8 @@ def browser(cf_sqlite: Careflow) -> Callable[[str], Browser]:
     return sign
 
 
-def test_the_admin_endpoint_runs_a_draft_for_a_customer_the_user_may_see(cf_sqlite: Careflow, browser) -> None:  # type: ignore[no-untyped-def]
-    cid = customer(cf_sqlite)
+def test_the_admin_endpoint_runs_a_draft_for_a_customer_the_user_may_see(real: Careflow, browser) -> None:  # type: ignore[no-untyped-def]
+    cid = customer(real)
     ops = browser("ops")
     url = "/admin/designer/api/dry-run"
     body = {"source": THIRTY_DAYS, "customer_id": cid, "start": START.isoformat()}
@@ -289,11 +315,11 @@ def test_the_admin_endpoint_runs_a_draft_for_a_customer_the_user_may_see(cf_sqli
     assert hidden.status_code == 422 and hidden.json["problems"][0]["path"] == "$.customer_id"
 
 
-def test_the_command_prints_a_summary_or_json(cf_sqlite: Careflow, tmp_path: Path) -> None:
-    cid = customer(cf_sqlite, grade="B")
+def test_the_command_prints_a_summary_or_json(real: Careflow, tmp_path: Path) -> None:
+    cid = customer(real, grade="B")
     answers = tmp_path / "answers.json"
     answers.write_text(json.dumps({"call": {"reason": "service", "recovered": False}}), encoding="utf-8")
-    base = ["--database", cf_sqlite.url, "dry-run", "--customer", str(cid), "--start", START.isoformat()]
+    base = ["--database", real.url, "dry-run", "--customer", str(cid), "--start", START.isoformat()]
     result = CliRunner().invoke(main, [*base, str(ROOT / "workflows" / "winback.yaml"), "--answers", str(answers), "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
