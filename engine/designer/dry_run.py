@@ -15,7 +15,7 @@ open tasks (with the answers given for their step, else with defaults built from
 an event arrive when the answers say so; else jump the clock to the next timer. It stops when the
 instance ends (``completed``), when nothing more can happen (``waiting``: an event without a
 timeout that the answers do not bring), on an incident (``failed``), or at the horizon
-(``horizon``: 400 days of virtual time or 1000 rounds).
+(``horizon``: 400 days of virtual time or 200 rounds).
 
 ``answers`` maps step ids to what happens there:
 
@@ -79,7 +79,7 @@ from engine.store.models import (
 
 #: How far the virtual clock may run, and how many rounds (due work, an answer or a clock jump) a run may take.
 HORIZON = timedelta(days=400)
-MAX_ROUNDS = 1000
+MAX_ROUNDS = 200
 #: Who completes a task nobody in the copied users may complete (a sandbox-only admin).
 DRY_RUN_USER = "careflow-dry-run"
 

@@ -328,3 +328,46 @@ def test_the_command_prints_a_summary_or_json(real: Careflow, tmp_path: Path) ->
     assert text.exit_code == 0, text.output
     assert "Dry run of birthday" in text.output and "is_grade_a (decision)  went to done" in text.output
     assert "Messages (not sent):" in text.output
+
+
+BUNDLE = """
+id: care_bundle
+name: {zh: 关怀组合, en: Care bundle}
+steps:
+  - id: fan_out
+    type: parallel
+    branches: [note, birthday_part]
+  - id: note
+    type: action
+    connector: preferred
+    params: {subject: 你好, text: "{{ customer.name }}，您好"}
+    next: meet
+  - id: birthday_part
+    type: subflow
+    flow: birthday
+    next: meet
+  - id: meet
+    type: join
+    next: done
+  - id: done
+    type: end
+    outcome: "bundled"
+"""
+
+
+def test_parallel_branches_and_a_deployed_subflow_run_to_the_end(real: Careflow) -> None:
+    report = dry_run(real, BUNDLE, customer(real, grade="A"), answers={"birthday_call": {"reached": False}}, start=START)
+    assert (report["status"], report["outcome"]) == ("completed", "bundled")
+    child = [i["step"] for i in report["path"] if i.get("flow") == "birthday"]
+    assert child == ["greet", "is_grade_a", "coupon", "send_coupon", "birthday_call", "done_with_call"]
+    assert {"fan_out", "note", "birthday_part", "meet", "done"} <= set(steps(report))
+    assert sorted(m["step"] for m in report["messages"]) == ["greet", "note", "send_coupon"]
+    assert [(t["step"], t["answers"], t["answered_by"]) for t in report["tasks"]] == [
+        ("birthday_call", {"reached": False}, "given")]
+
+
+def test_a_loop_that_never_ends_stops_at_the_horizon(real: Careflow) -> None:
+    never = {"wait_confirmation": {"event": True, "data": {"satisfied": False}}}  # one value: every visit
+    report = dry_run(real, flow("complaint"), customer(real), answers=never, start=START, max_rounds=30)
+    assert report["status"] == "horizon" and report["outcome"] is None
+    assert steps(report).count("resolve") > 5 and report["problems"]
