@@ -418,7 +418,10 @@ def dry_run(
                 s.execute(delete(model))
             for model, values in snap.rows:
                 s.add(model(**values))
-        box.deploy_flow_text(source, "dry-run")
+        try:
+            box.deploy_flow_text(source, "dry-run")
+        except DefinitionInvalid as exc:  # only if the copy lacks something the real catalog has
+            raise DryRunInvalid(flow_problems(exc, source)) from None
         run = _Run(box, clock, flow, customer_id, _Answers(given), language, begin + horizon, max_rounds)
         run.play(data)
         return run.report(recorder)
@@ -529,7 +532,6 @@ class _Run:
             task = s.scalars(select(Task).where(Task.status == "open").order_by(Task.id).limit(1)).first()
             if task is None:
                 return False
-            instance = s.get(Instance, task.instance_id)
             users = list(s.scalars(select(User).where(User.active.is_(True)).order_by(User.id)))
             form = defs.latest_form(s, task.form_id)
         given = self.answers.take(task.step_id, (task.instance_id, task.token, task.gen))
@@ -548,7 +550,6 @@ class _Run:
             self.answered.pop(task.id, None)
             self.status = "failed"
             raise _Stop() from None
-        assert instance is not None
         return True
 
     def completer(self, task: Task, users: list[User]) -> str:
