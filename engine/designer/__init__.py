@@ -1,4 +1,4 @@
-"""The flow designer's server side: YAML ⇄ graph JSON, problems on nodes and edges, changes.
+"""The flow designer's server side: YAML ⇄ graph JSON, problems on nodes and edges, changes, dry runs.
 
 YAML stays the source of truth. ``graph.to_graph`` reads a flow with the loader of record
 (PyYAML, positions kept) and turns it into LogicFlow's graph data; ``writer.to_yaml`` writes a
