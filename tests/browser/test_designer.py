@@ -74,6 +74,8 @@ def semantics(text: str) -> Any:
 
 def test_build_the_birthday_flow_from_an_empty_canvas_publish_and_run_it(page: Any, site: Site, tmp_path: Path) -> None:
     shots = images(tmp_path)
+    cid = site.cf.create_customer({"name": "郑欣", "phone": "+8613900005555", "grade": "A", "owner": "wang",
+                                   "preferred_channel": "sms"}, fire_triggers=False)
     sign_in(page, site, "ops")
     page.goto(site.url + "/admin/flows")
     page.locator("#new-in-designer").click()
@@ -153,6 +155,19 @@ def test_build_the_birthday_flow_from_an_empty_canvas_publish_and_run_it(page: A
     page.locator("#canvas .lf-node").first.wait_for()
     page.screenshot(path=str(shots / "designer-build.zh.png"), full_page=False)
 
+    # a dry run for the grade-A customer: the greeting, then the call task, nothing sent for real
+    page.get_by_role("button", name="试运行").click()
+    page.get_by_label("客户", exact=True).select_option(str(cid))
+    page.get_by_role("button", name="运行", exact=True).click()
+    summary = page.locator("#dry-run-summary")
+    summary.wait_for()
+    # the task is answered with its form's defaults, so the run reaches the end after the call
+    assert summary.get_attribute("data-outcome") == "greeted_and_called"
+    result = page.locator("#dry-run-result").inner_text()
+    assert "greet" in result and "birthday_call" in result and "生日快乐" in result
+    page.locator("#dry-run").scroll_into_view_if_needed()
+    page.screenshot(path=str(shots / "designer-dry-run.zh.png"), full_page=False)
+
     # publish: first the changes (a new flow, no running instances), then the deployment
     page.locator("#publish").click()
     dialog = page.locator("#publish-dialog")
@@ -163,8 +178,6 @@ def test_build_the_birthday_flow_from_an_empty_canvas_publish_and_run_it(page: A
     page.wait_for_function("() => document.querySelector('#designer').dataset.published === 'birthday_designer:1'")
 
     # the published flow runs: a grade-A customer gets the greeting and a call task for the owner
-    cid = site.cf.create_customer({"name": "郑欣", "phone": "+8613900005555", "grade": "A", "owner": "wang",
-                                   "preferred_channel": "sms"}, fire_triggers=False)
     iid = site.cf.start("birthday_designer", customer_id=cid)
     site.cf.tick()
     with site.cf.session() as s:
@@ -211,6 +224,14 @@ def test_an_invalid_edit_shows_its_problem_on_the_node(browser: Any, site: Site,
         page.locator("#yaml").fill(text.replace("    type: task\n", "    type: task\n    form: birthday_call\n", 1))
         page.wait_for_function("() => document.querySelector('#designer').dataset.problems === '0'")
         assert page.evaluate("() => window.careflowDesigner.lf().getProperties('birthday_call').step.form") == "birthday_call"
+        # back to the deployed flow (plus a layout block): Publish names the running version, no changes
+        page.locator("#publish").click()
+        page.locator("#publish-dialog").wait_for()
+        summary = page.locator("#publish-summary").inner_text()
+        assert "Running version v1 has 0 running instances" in summary
+        assert "No change to steps" in summary and page.locator("#publish-changes li").count() == 0
+        page.screenshot(path=str(images(tmp_path) / "designer-publish.en.png"), full_page=False)
+        page.get_by_role("button", name="Cancel").click()
         assert not watch.errors, watch.errors
     finally:
         context.close()

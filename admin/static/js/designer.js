@@ -909,12 +909,12 @@
       if (c.running_version === null || c.running_version === undefined) { lines.push(t("new_flow")); } else {
         lines.push(t("running", { version: c.running_version, count: c.running_instances }));
       }
-      if (c.unchanged) { lines.push(t("unchanged")); }
+      if (c.unchanged) { lines.push(t("unchanged")); } else if (!(c.changes || []).length) { lines.push(t("no_changes")); }
       lines.forEach(function (line) { summary.appendChild(el("p", { class: "mb-1", text: line })); });
+      if ((c.changes || []).length) { summary.appendChild(el("h3", { class: "h6 mt-2", text: t("changes_title") })); }
       (c.changes || []).forEach(function (change) {
         list.appendChild(el("li", { "data-change": change.change, text: t("change." + change.change) + " · " + change.summary }));
       });
-      summary.appendChild(el("h3", { class: "h6 mt-2", text: t("changes_title") }));
       dialog.showModal();
     });
   }
@@ -952,7 +952,7 @@
     if (!customer) { out.textContent = t("choose_customer"); return; }
     var body = { source: source, customer_id: Number(customer) };
     var start = document.getElementById("dry-run-start").value;
-    if (start) { body.start = start; }
+    if (start) { body.start = new Date(start).toISOString(); }  // the browser's local time, with its zone
     settled().then(function () {
       body.source = source;
       return request(URLS.dry_run, body);
