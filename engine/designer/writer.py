@@ -351,7 +351,7 @@ def _assign(parent: Any, key: Any, value: Any) -> None:
     elif isinstance(old, CommentedSeq) and isinstance(value, list):
         _update_seq(old, value, key)
     else:
-        parent[key] = _fresh(value, key if isinstance(key, str) else "", like=old)
+        parent[key] = _fresh(value, key if isinstance(key, str) else "", like=old, item=isinstance(parent, CommentedSeq))
 
 
 def _update_map(old: CommentedMap, new: Mapping[str, Any], step_map: bool = False) -> None:

@@ -370,3 +370,32 @@ def test_windows_line_ends_are_kept() -> None:
     source = BIRTHDAY.replace("\n", "\r\n")
     saved = _save(to_graph(source), source)
     assert saved.replace("\r\n", "\n").startswith(BIRTHDAY) and "\n" not in saved.replace("\r\n", "")
+
+
+UNKNOWN = """\
+id: odd  # the id
+name: 'Odd flow'
+x-owner: {team: care, since: 2026}   # a key Careflow does not know
+steps:
+  # the only real work
+  - id: note
+    type: action
+    connector: timeline
+    x-note: keep me
+    params:
+      text: 'single quoted'
+    next: done
+  - id: done
+    type: end
+"""
+
+
+def test_unknown_keys_comments_and_quoting_survive_an_edit() -> None:
+    graph = to_graph(UNKNOWN)
+    assert graph["flow"]["x-owner"] == {"team": "care", "since": 2026}
+    assert _node(graph, "note")["properties"]["step"]["x-note"] == "keep me"
+    _node(graph, "note")["properties"]["step"]["params"]["text"] = "still single quoted"
+    saved = _save(graph, UNKNOWN)
+    assert _without_layout(saved) == UNKNOWN.replace("'single quoted'", "'still single quoted'")
+    problems = check(saved)
+    assert {(p["path"], p["node"]) for p in problems} == {('$["x-owner"]', None), ('$.steps[0]["x-note"]', "note")}
