@@ -142,7 +142,7 @@ def test_problems_and_unreadable_text(cf: Careflow, signed_in: Callable[..., Bro
 
     # Summaries follow the page's language.
     changes = post(ops, "changes", {"source": NEW_FLOW}).get_json()
-    assert any(c["summary"].startswith("新增步骤") for c in changes["changes"])
+    assert "新增动作步骤 note" in [c["summary"] for c in changes["changes"]]
     assert next(s for s in ops.get("/admin/designer/api/palette").get_json()["steps"] if s["kind"] == "task")["label"] == "人工任务"
 
 
