@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from engine.designer.palette import STEP_LABELS
 from engine.designer.graph import EDGE_LABELS, Transition, split_step, text_of, transitions
+from engine.designer.palette import STEP_LABELS
 
 #: top-level keys that are not settings
 NOT_SETTINGS = ("steps", "triggers", "layout")

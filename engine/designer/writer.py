@@ -28,7 +28,6 @@ from ruamel.yaml.scalarstring import (
     DoubleQuotedScalarString,
     FoldedScalarString,
     LiteralScalarString,
-    ScalarString,
     SingleQuotedScalarString,
 )
 from ruamel.yaml.tokens import CommentToken
