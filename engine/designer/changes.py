@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.designer.graph import EDGE_LABELS, Transition, split_step, text_of, transitions
+from engine.designer.palette import STEP_LABELS
 
 #: top-level keys that are not settings
 NOT_SETTINGS = ("steps", "triggers", "layout")
@@ -25,7 +26,7 @@ EDGE_KIND_NAMES = {
 }
 
 TEMPLATES = {
-    ("added", "step"): {"zh": "新增步骤 {label}（{kind}）", "en": "New step {label} ({kind})"},
+    ("added", "step"): {"zh": "新增{kind}步骤 {label}", "en": "New {kind} step {label}"},
     ("removed", "step"): {"zh": "删除步骤 {label}", "en": "Step {label} removed"},
     ("changed", "step"): {"zh": "步骤 {label} 修改了：{keys}", "en": "Step {label} changed: {keys}"},
     ("added", "edge"): {"zh": "新增连线 {source} → {target}（{kind}）", "en": "New connection {source} → {target} ({kind})"},
@@ -92,7 +93,8 @@ def _steps(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Change]:
     for sid, step in after.items():
         if sid not in before:
             kind = str(step.get("type"))
-            out.append(Change("added", "step", sid, _summary("added", "step", label=_step_label(step), kind=kind)))
+            kind_names = {"zh": STEP_LABELS.get(kind, {}).get("zh", kind), "en": kind}
+            out.append(Change("added", "step", sid, _summary("added", "step", label=_step_label(step), kind=kind_names)))
             continue
         # Transitions are compared as edges; here only what the step itself does.
         old_rest, new_rest = split_step(before[sid])[0], split_step(step)[0]

@@ -28,7 +28,6 @@ from ruamel.yaml.scalarstring import (
     DoubleQuotedScalarString,
     FoldedScalarString,
     LiteralScalarString,
-    ScalarString,
     SingleQuotedScalarString,
 )
 from ruamel.yaml.tokens import CommentToken
@@ -65,6 +64,8 @@ NOTES = {
 def to_yaml(graph: Any, original: str = "", lang: str = "zh") -> Written:
     """Write graph G into ``original`` (the text it was opened from, or "" for a new flow)."""
     flow, nodes, edges = _check_graph(graph)
+    windows = "\r\n" in original
+    original = original.replace("\r\n", "\n")
     notes: list[dict[str, Any]] = []
     steps = _steps(nodes, edges, notes, lang)
     layout = {n["id"]: [round(n.get("x") or 0), round(n.get("y") or 0)] for n in nodes}
@@ -85,7 +86,16 @@ def to_yaml(graph: Any, original: str = "", lang: str = "zh") -> Written:
     _update_root(root, flow, steps, layout)
     out = io.StringIO()
     yaml_rt.dump(root, out)
-    return Written(out.getvalue(), notes)
+    text = out.getvalue()
+    start = _EXPLICIT_START.match(original)
+    if start:  # ruamel drops the `---` line and any comment above it: put them back as written
+        text = start.group(0) + text
+    if windows:  # a file saved on Windows keeps its line ends
+        text = text.replace("\n", "\r\n")
+    return Written(text, notes)
+
+
+_EXPLICIT_START = re.compile(r"(?:[ \t]*(?:#[^\n]*)?\n)*---[ \t]*(?:#[^\n]*)?\n")
 
 
 def _check_graph(graph: Any) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
@@ -340,7 +350,7 @@ def _assign(parent: Any, key: Any, value: Any) -> None:
     elif isinstance(old, CommentedSeq) and isinstance(value, list):
         _update_seq(old, value, key)
     else:
-        parent[key] = _fresh(value, key if isinstance(key, str) else "", like=old)
+        parent[key] = _fresh(value, key if isinstance(key, str) else "", like=old, item=isinstance(parent, CommentedSeq))
 
 
 def _update_map(old: CommentedMap, new: Mapping[str, Any], step_map: bool = False) -> None:

@@ -342,3 +342,60 @@ def test_graph_is_not_changed_by_saving() -> None:
     kept = copy.deepcopy(graph)
     _save(graph, COMPLAINT)
     assert graph == kept
+
+
+@pytest.mark.parametrize(("name", "text"), FLOWS, ids=[n for n, _t in FLOWS])
+def test_the_designer_lays_out_a_flow_as_its_diagram_does(name: str, text: str) -> None:
+    from flask import Flask
+    from flask_babel import Babel
+
+    from admin.diagram import graph
+
+    app = Flask(__name__)
+    Babel(app)
+    with app.test_request_context("/"):
+        diagram = graph(load_flow_text(text, name))
+    assert [(n["id"], n["x"], n["y"]) for n in to_graph(text)["nodes"]] == [
+        (n["id"], n["x"], n["y"]) for n in diagram["nodes"]]
+
+
+@pytest.mark.parametrize(("text", "start"), [("---\n", "---\nid: x\n"), ("# note\n---\n", "# note\n---\nid: x\n")])
+def test_a_document_start_marker_is_kept(text: str, start: str) -> None:
+    source = text + "id: x\nname: X\nsteps:\n  - id: a\n    type: end\n"
+    saved = _save(to_graph(source), source)
+    assert saved.startswith(start) and _without_layout(saved) == source
+
+
+def test_windows_line_ends_are_kept() -> None:
+    source = BIRTHDAY.replace("\n", "\r\n")
+    saved = _save(to_graph(source), source)
+    assert saved.replace("\r\n", "\n").startswith(BIRTHDAY) and "\n" not in saved.replace("\r\n", "")
+
+
+UNKNOWN = """\
+id: odd  # the id
+name: 'Odd flow'
+x-owner: {team: care, since: 2026}   # a key Careflow does not know
+steps:
+  # the only real work
+  - id: note
+    type: action
+    connector: timeline
+    x-note: keep me
+    params:
+      text: 'single quoted'
+    next: done
+  - id: done
+    type: end
+"""
+
+
+def test_unknown_keys_comments_and_quoting_survive_an_edit() -> None:
+    graph = to_graph(UNKNOWN)
+    assert graph["flow"]["x-owner"] == {"team": "care", "since": 2026}
+    assert _node(graph, "note")["properties"]["step"]["x-note"] == "keep me"
+    _node(graph, "note")["properties"]["step"]["params"]["text"] = "still single quoted"
+    saved = _save(graph, UNKNOWN)
+    assert _without_layout(saved) == UNKNOWN.replace("'single quoted'", "'still single quoted'")
+    problems = check(saved)
+    assert {(p["path"], p["node"]) for p in problems} == {('$["x-owner"]', None), ('$.steps[0]["x-note"]', "note")}
