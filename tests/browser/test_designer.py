@@ -17,6 +17,7 @@ from sqlalchemy import select
 from engine.flow.yaml_loader import load_yaml
 from engine.store.models import FlowVersion, Instance, Task
 from tests.browser.conftest import Site, open_page, sign_in
+from tests.support.pagetext import untranslated
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS_IMAGES = ROOT / "docs" / "images"
@@ -167,6 +168,7 @@ def test_build_the_birthday_flow_from_an_empty_canvas_publish_and_run_it(page: A
     assert "greet" in result and "birthday_call" in result and "生日快乐" in result
     page.locator("#dry-run").scroll_into_view_if_needed()
     page.screenshot(path=str(shots / "designer-dry-run.zh.png"), full_page=False)
+    assert untranslated(page.content(), "zh") == []
 
     # publish: first the changes (a new flow, no running instances), then the deployment
     page.locator("#publish").click()
@@ -218,6 +220,7 @@ def test_an_invalid_edit_shows_its_problem_on_the_node(browser: Any, site: Site,
         assert page.locator("#panel [role=alert]").count() >= 1
         assert page.locator("#designer").get_attribute("data-problems") != "0"
         page.screenshot(path=str(images(tmp_path) / "designer-problem.en.png"), full_page=False)
+        assert untranslated(page.content(), "en") == []
         # the same edit in the YAML shows on the canvas too: the step comes back with its form
         text = page.locator("#yaml").input_value()
         assert "form: birthday_call" not in text

@@ -473,6 +473,11 @@
     }));
   }
 
+  // a "go to" selector; the step ids and names it lists are the flow's data (translate="no")
+  function stepSelect(exclude, value, onchange, attrs) {
+    return selectBox(stepOptions(exclude), value, onchange, Object.assign({ translate: "no" }, attrs || {}));
+  }
+
   function targetOf(id, kind) {
     var found = outEdges(id, kind)[0];
     return found ? found.targetNodeId : "";
@@ -567,7 +572,7 @@
     var build = PANELS[kind];
     if (build) { build(form, id, step, commit); }
     if (!(kind in NEXT_KINDS)) {
-      form.appendChild(field(t("next"), selectBox(stepOptions(id), targetOf(id, "next"), function (v) {
+      form.appendChild(field(t("next"), stepSelect(id, targetOf(id, "next"), function (v) {
         setTarget(id, "next", v);
         canvasChanged();
       }, { name: "next" })));
@@ -654,7 +659,7 @@
           lf.updateText(edge.id, v);
           canvasChanged();
         }, { name: "when", translate: "no" })));
-        row.appendChild(field(t("goes_to"), selectBox(stepOptions(id), edge.targetNodeId, function (v) {
+        row.appendChild(field(t("goes_to"), stepSelect(id, edge.targetNodeId, function (v) {
           var now = lf.getProperties(edge.id) || edge.properties;
           lf.deleteEdge(edge.id);
           if (v) { connect(id, v, { kind: "case", when: now.when || "", order: now.order === undefined ? n : now.order }); }
@@ -676,7 +681,7 @@
             renderPanel();
           } }));
       }
-      form.appendChild(field(t("otherwise"), selectBox(stepOptions(id), targetOf(id, "default"), function (v) {
+      form.appendChild(field(t("otherwise"), stepSelect(id, targetOf(id, "default"), function (v) {
         setTarget(id, "default", v);
         canvasChanged();
       }, { name: "default" })));
@@ -684,7 +689,7 @@
     parallel: function (form, id) {
       form.appendChild(heading(t("branches")));
       outEdges(id, "branch").forEach(function (edge) {
-        form.appendChild(field(t("goes_to"), selectBox(stepOptions(id), edge.targetNodeId, function (v) {
+        form.appendChild(field(t("goes_to"), stepSelect(id, edge.targetNodeId, function (v) {
           lf.deleteEdge(edge.id);
           if (v) { connect(id, v, { kind: "branch", order: edge.properties.order }); }
           canvasChanged();
@@ -708,7 +713,7 @@
       form.appendChild(field(t("event"), input(step.event, function (v) { commit(function (s) { setOrDelete(s, "event", v); }); },
         { name: "event" })));
       durationField(form, t("timeout_after"), step.timeout, function (d) { commit(function (s) { setOrDelete(s, "timeout", d); }); });
-      form.appendChild(field(t("timeout_step"), selectBox(stepOptions(id), targetOf(id, "on_timeout"), function (v) {
+      form.appendChild(field(t("timeout_step"), stepSelect(id, targetOf(id, "on_timeout"), function (v) {
         setTarget(id, "on_timeout", v);
         canvasChanged();
       }, { name: "on_timeout" })));
@@ -748,7 +753,7 @@
     durationField(form, t("timeout_after"), after, function (d) {
       commit(function (s) { setOrDelete(s, "on_timeout", d ? Object.assign({}, s.on_timeout || {}, { after: d }) : null); });
     });
-    form.appendChild(field(t("timeout_step"), selectBox(stepOptions(id), targetOf(id, kind), function (v) {
+    form.appendChild(field(t("timeout_step"), stepSelect(id, targetOf(id, kind), function (v) {
       setTarget(id, kind, v);
       canvasChanged();
     }, { name: "timeout_next" })));
