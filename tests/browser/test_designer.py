@@ -94,6 +94,9 @@ def test_build_the_birthday_flow_from_an_empty_canvas_publish_and_run_it(page: A
     # greet: an action on the customer's preferred channel, with templated zh/en text
     add(page, "action")
     rename(page, "greet")
+    # a new action has no connector yet: the problem shows on its node and in the list
+    page.locator("#problems [data-node='greet']").first.wait_for()
+    page.screenshot(path=str(shots / "designer-problem.zh.png"), full_page=False)
     field(page, "名称（中文）").fill("生日祝福")
     field(page, "名称（英文）").fill("Birthday greeting")
     field(page, "连接器").select_option("preferred")
@@ -191,11 +194,13 @@ def test_build_the_birthday_flow_from_an_empty_canvas_publish_and_run_it(page: A
         assert task.step_id == "birthday_call" and task.status == "open"
 
 
-def test_every_builtin_flow_saves_unchanged_apart_from_its_layout(page: Any, site: Site) -> None:
+def test_every_builtin_flow_saves_unchanged_apart_from_its_layout(page: Any, site: Site, tmp_path: Path) -> None:
     sign_in(page, site, "ops")
     for flow_id in BUILTIN:
         open_designer(page, site, flow_id)
         page.locator("#canvas .lf-node").first.wait_for()
+        if flow_id == "birthday":
+            page.screenshot(path=str(images(tmp_path) / "designer-open.zh.png"), full_page=False)
         settle(page)  # what Publish does first: the canvas written back to YAML
         saved = page.evaluate("() => window.careflowDesigner.source()")
         with site.cf.session() as s:
@@ -211,7 +216,11 @@ def test_an_invalid_edit_shows_its_problem_on_the_node(browser: Any, site: Site,
     context, page, watch = open_page(browser, "en")
     try:
         sign_in(page, site, "ops")
-        open_designer(page, site, "birthday")
+        page.goto(site.url + "/admin/flows/birthday")
+        page.locator("#open-in-designer").click()
+        page.locator("#designer[data-ready]").wait_for()
+        page.locator("#canvas .lf-node").first.wait_for()
+        page.screenshot(path=str(images(tmp_path) / "designer-open.en.png"), full_page=False)
         page.evaluate("() => window.careflowDesigner.select('birthday_call')")
         field(page, "Form").select_option("")
         page.locator("#problems [data-node='birthday_call']").wait_for()
@@ -235,6 +244,14 @@ def test_an_invalid_edit_shows_its_problem_on_the_node(browser: Any, site: Site,
         assert "No change to steps" in summary and page.locator("#publish-changes li").count() == 0
         page.screenshot(path=str(images(tmp_path) / "designer-publish.en.png"), full_page=False)
         page.get_by_role("button", name="Cancel").click()
+        # a dry run for some customer, in English
+        page.get_by_role("button", name="Dry run").click()
+        page.get_by_label("Customer", exact=True).select_option(index=1)
+        page.get_by_role("button", name="Run", exact=True).click()
+        page.locator("#dry-run-summary").wait_for()
+        assert "greet" in page.locator("#dry-run-result").inner_text()
+        page.locator("#dry-run").scroll_into_view_if_needed()
+        page.screenshot(path=str(images(tmp_path) / "designer-dry-run.en.png"), full_page=False)
         assert not watch.errors, watch.errors
     finally:
         context.close()

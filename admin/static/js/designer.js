@@ -355,8 +355,9 @@
     var data = lf.getGraphRawData();
     var ids = order.slice();
     if (!ids.length) { return; }
-    var depth = {}, queue = [ids[0]];
-    depth[ids[0]] = 0;
+    var first = flow.start && ids.indexOf(flow.start) >= 0 ? flow.start : ids[0];
+    var depth = {}, queue = [first];
+    depth[first] = 0;
     while (queue.length) {
       var id = queue.shift();
       data.edges.forEach(function (e) {
