@@ -49,6 +49,18 @@ def add(page: Any, kind: str) -> str:
     return str(panel(page).get_attribute("data-step"))
 
 
+def drag(page: Any, kind: str, dx: int, dy: int) -> str:
+    """Drags a step from the palette onto the canvas, (dx, dy) from the canvas' top-left corner."""
+    page.locator(f".lf-dnd-item[data-kind='{kind}']").hover()
+    page.mouse.down()
+    box = page.locator("#canvas").bounding_box()
+    page.mouse.move(box["x"] + dx - 20, box["y"] + dy - 20, steps=4)
+    page.mouse.move(box["x"] + dx, box["y"] + dy, steps=2)
+    page.mouse.up()
+    page.wait_for_function("k => (document.querySelector('#panel').dataset.step || '').startsWith(k)", arg=kind)
+    return str(panel(page).get_attribute("data-step"))
+
+
 def rename(page: Any, step_id: str) -> None:
     box = panel(page).get_by_label("步骤编号")
     box.fill(step_id)
@@ -111,8 +123,8 @@ def test_build_the_birthday_flow_from_an_empty_canvas_publish_and_run_it(page: A
     # with greet selected, a new decision is joined to it as its next step
     add(page, "decision")
     rename(page, "is_grade_a")
-    # the task goes under the decision; a decision's ways out are its cases, so no edge yet
-    add(page, "task")
+    # the task is dragged onto the canvas; a decision's ways out are its cases, so no edge yet
+    drag(page, "task", 300, 420)
     rename(page, "birthday_call")
     field(page, "名称（中文）").fill("生日致电")
     field(page, "表单").select_option("birthday_call")
@@ -224,17 +236,26 @@ def test_an_invalid_edit_shows_its_problem_on_the_node(browser: Any, site: Site,
         page.evaluate("() => window.careflowDesigner.select('birthday_call')")
         field(page, "Form").select_option("")
         page.locator("#problems [data-node='birthday_call']").wait_for()
-        problem = page.evaluate("() => window.careflowDesigner.lf().getProperties('birthday_call').problem")
+        problem = page.evaluate("() => window.careflowDesigner.lf().getNodeModelById('birthday_call').problem")
         assert "form" in problem
+        assert page.locator("#canvas .lf-node rect[stroke='#dc3545']").count() == 1  # the red frame
         assert page.locator("#panel [role=alert]").count() >= 1
         assert page.locator("#designer").get_attribute("data-problems") != "0"
         page.screenshot(path=str(images(tmp_path) / "designer-problem.en.png"), full_page=False)
         assert untranslated(page.content(), "en") == []
+        # Undo takes the edit back (not just its red frame), Redo makes it again
+        undo = page.locator("#canvas .lf-control-item[role=button]", has_text="Undo")
+        undo.click()
+        page.wait_for_function("() => document.querySelector('#designer').dataset.problems === '0'")
+        assert page.evaluate("() => window.careflowDesigner.lf().getProperties('birthday_call').step.form") == "birthday_call"
+        page.locator("#canvas .lf-control-item[role=button]", has_text="Redo").click()
+        page.locator("#problems [data-node='birthday_call']").wait_for()
         # the same edit in the YAML shows on the canvas too: the step comes back with its form
         text = page.locator("#yaml").input_value()
         assert "form: birthday_call" not in text
         page.locator("#yaml").fill(text.replace("    type: task\n", "    type: task\n    form: birthday_call\n", 1))
         page.wait_for_function("() => document.querySelector('#designer').dataset.problems === '0'")
+        assert page.locator("#canvas [stroke='#dc3545']").count() == 0
         assert page.evaluate("() => window.careflowDesigner.lf().getProperties('birthday_call').step.form") == "birthday_call"
         # back to the deployed flow (plus a layout block): Publish names the running version, no changes
         page.locator("#publish").click()

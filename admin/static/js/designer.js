@@ -229,24 +229,28 @@
 
   /* ---------------------------------------------------------------- problems */
 
+  function elementModel(id) { return lf.getNodeModelById(id) || lf.getEdgeModelById(id); }
+
+  // A problem marks its node or edge through the model's style, which the shapes registered in
+  // init() draw over the theme. Styles are not graph data, so marks are not undo steps: Undo
+  // takes back the user's edit, not the red frame the check put on it.
   function showProblems(list) {
     problems = list;
-    marked.forEach(function (id) {
-      if (lf.getNodeModelById(id) || lf.getEdgeModelById(id)) { lf.setProperties(id, { problem: null, style: {} }); }
-    });
-    marked = [];
     var perElement = {};
     list.forEach(function (p) {
       var id = p.node || p.edge;
-      if (id && (lf.getNodeModelById(id) || lf.getEdgeModelById(id))) {
-        (perElement[id] = perElement[id] || []).push(p.message);
-      }
+      if (id && elementModel(id)) { (perElement[id] = perElement[id] || []).push(p.message); }
     });
-    Object.keys(perElement).forEach(function (id) {
-      lf.setProperties(id, { problem: perElement[id].join("\n"), style: ERROR_STYLE });
-      marked.push(id);
+    marked.forEach(function (id) {
+      var model = elementModel(id);
+      if (model && !perElement[id]) { model.updateStyles({}); model.problem = null; }
     });
-    lastSent = signature(currentGraph());
+    marked = Object.keys(perElement);
+    marked.forEach(function (id) {
+      var model = elementModel(id);
+      model.setStyles(ERROR_STYLE);
+      model.problem = perElement[id].join("\n");
+    });
     var ul = document.getElementById("problems");
     ul.textContent = "";
     if (!list.length) {
@@ -1025,6 +1029,18 @@
     });
   }
 
+  // LogicFlow's own shapes, except that a style set on the model (a problem mark) wins over the theme.
+  function markable() {
+    [["rect", "RectNode", "RectNodeModel", "getNodeStyle"], ["diamond", "DiamondNode", "DiamondNodeModel", "getNodeStyle"],
+      ["circle", "CircleNode", "CircleNodeModel", "getNodeStyle"], ["ellipse", "EllipseNode", "EllipseNodeModel", "getNodeStyle"],
+      ["polyline", "PolylineEdge", "PolylineEdgeModel", "getEdgeStyle"]].forEach(function (shape) {
+      var Base = Core[shape[2]];
+      var Marked = class extends Base {};
+      Marked.prototype[shape[3]] = function () { return Object.assign(Base.prototype[shape[3]].call(this), this.style); };
+      lf.register({ type: shape[0], view: Core[shape[1]], model: Marked });
+    });
+  }
+
   function setPalette() {
     var kinds = palette.steps.length ? palette.steps.map(function (s) { return s.kind; }) : KINDS;
     lf.extension.dndPanel.setPatternItems(kinds.map(function (kind) {
@@ -1064,6 +1080,7 @@
       plugins: [Extension.DndPanel, Extension.Control],
     });
     controlItems();
+    markable();
     lf.setDefaultEdgeType("polyline");
     lf.on("node:click", function (e) { select(e.data.id); });
     lf.on("edge:click", function (e) { select(e.data.sourceNodeId); });
