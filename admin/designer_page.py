@@ -46,7 +46,7 @@ def strings() -> dict[str, str]:
         "zoom_in": _("Zoom in"), "zoom_out": _("Zoom out"), "fit": _("Fit"), "undo": _("Undo"), "redo": _("Redo"),
         "auto_layout": _("Auto-layout"),
         # panel
-        "step": _("Step"), "flow": _("Flow settings"), "no_selection": _("Select a step on the canvas, or add one from the palette."),
+        "step": _("Step"), "flow": _("Flow settings"), "edit_step": _("Step to edit"), "no_selection": _("Select a step on the canvas, or add one from the palette."),
         "step_id": _("Step ID"), "name_zh": _("Name (Chinese)"), "name_en": _("Name (English)"),
         "title_zh": _("Task title (Chinese)"), "title_en": _("Task title (English)"),
         "next": _("Next step"), "none": _("(none)"), "delete_step": _("Delete step"),

@@ -138,7 +138,7 @@ def test_build_the_birthday_flow_from_an_empty_canvas_publish_and_run_it(page: A
     field(page, "结果").fill("greeted_and_called")
     field(page, "结果").press("Tab")
     # the other end, added by keyboard from the palette while the decision is selected
-    page.evaluate("() => window.careflowDesigner.select('is_grade_a')")
+    panel(page).get_by_label("要编辑的步骤").select_option("is_grade_a")
     page.locator(".lf-dnd-item[data-kind='end']").focus()
     page.keyboard.press("Enter")
     page.wait_for_function("() => document.querySelector('#panel').dataset.step === 'end'")
@@ -147,7 +147,7 @@ def test_build_the_birthday_flow_from_an_empty_canvas_publish_and_run_it(page: A
     field(page, "结果").press("Tab")
 
     # the decision: one case to the call, otherwise the end, chosen in the panel (no dragging)
-    page.evaluate("() => window.careflowDesigner.select('is_grade_a')")
+    panel(page).get_by_label("要编辑的步骤").select_option("is_grade_a")
     panel(page).get_by_role("button", name="添加条件").click()
     field(page, "条件 1").fill("customer.grade == 'A'")
     field(page, "条件 1").press("Tab")
@@ -233,7 +233,7 @@ def test_an_invalid_edit_shows_its_problem_on_the_node(browser: Any, site: Site,
         page.locator("#designer[data-ready]").wait_for()
         page.locator("#canvas .lf-node").first.wait_for()
         page.screenshot(path=str(images(tmp_path) / "designer-open.en.png"), full_page=False)
-        page.evaluate("() => window.careflowDesigner.select('birthday_call')")
+        panel(page).get_by_label("Step to edit").select_option("birthday_call")
         field(page, "Form").select_option("")
         page.locator("#problems [data-node='birthday_call']").wait_for()
         problem = page.evaluate("() => window.careflowDesigner.lf().getNodeModelById('birthday_call').problem")

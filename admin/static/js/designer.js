@@ -328,10 +328,8 @@
 
   function select(id) {
     selected = id;
-    if (id) {
-      lf.clearSelectElements();
-      lf.selectElementById(id);
-    }
+    lf.clearSelectElements();
+    if (id) { lf.selectElementById(id); }
     renderPanel();
   }
 
@@ -553,7 +551,11 @@
     var headingEl = document.getElementById("panel-heading");
     form.textContent = "";
     fieldSeq = 0;
-    if (!selected || !lf.getNodeModelById(selected)) {
+    if (selected && !lf.getNodeModelById(selected)) { selected = null; }
+    // which step the panel shows, for keyboard users (and on a crowded canvas)
+    form.appendChild(field(t("edit_step"), selectBox([["", t("flow")]].concat(stepOptions(null).slice(1)), selected || "",
+      function (v) { select(v || null); }, { id: "step-picker", translate: "no" })));
+    if (!selected) {
       selected = null;
       headingEl.textContent = t("flow");
       renderFlowSettings(form);
