@@ -95,7 +95,7 @@ def to_yaml(graph: Any, original: str = "", lang: str = "zh") -> Written:
     return Written(text, notes)
 
 
-_EXPLICIT_START = re.compile(r"(?:[ \t]*(?:#[^\n]*)?\n)*---[ \t]*(?:#[^\n]*)?\n")
+_EXPLICIT_START = re.compile(r"(?:[ \t]*(?:#[^\n]*)?\n)*---[ \t]*\n")
 
 
 def _check_graph(graph: Any) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:

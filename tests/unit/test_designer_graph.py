@@ -399,3 +399,19 @@ def test_unknown_keys_comments_and_quoting_survive_an_edit() -> None:
     assert _without_layout(saved) == UNKNOWN.replace("'single quoted'", "'still single quoted'")
     problems = check(saved)
     assert {(p["path"], p["node"]) for p in problems} == {('$["x-owner"]', None), ('$.steps[0]["x-note"]', "note")}
+
+
+def _edge_set(graph: dict[str, Any]) -> list[tuple[Any, ...]]:
+    return sorted((e["sourceNodeId"], e["targetNodeId"], e["properties"]["kind"], e["properties"].get("when"))
+                  for e in graph["edges"])
+
+
+def test_what_is_saved_is_what_opens_again_edge_by_edge() -> None:
+    """Deleting any one edge of a flow and saving gives a text whose graph lacks exactly that edge."""
+    graph = to_graph(COMPLAINT)
+    for edge in graph["edges"]:
+        edited = copy.deepcopy(graph)
+        edited["edges"] = [e for e in edited["edges"] if e["id"] != edge["id"]]
+        reopened = to_graph(_save(edited, COMPLAINT))
+        assert _edge_set(reopened) == _edge_set(edited), edge["id"]
+        assert [n["properties"] for n in reopened["nodes"]] == [n["properties"] for n in edited["nodes"]]
