@@ -528,8 +528,13 @@ def _put_tail(node: Any, token: CommentToken) -> None:
 
 def _set_blank_tail(node: Any, blank: str) -> None:
     slot = _tail_slot(node)
-    if slot is not None and _tail_token(*slot) is None:
+    if slot is None:
+        return
+    token = _tail_token(*slot)
+    if token is None:
         _put_tail(node, CommentToken(blank, CommentMark(0), None))
+    elif isinstance(token.value, str) and token.value.endswith("\n") and not token.value.endswith("\n\n"):
+        token.value += "\n"  # a comment ends the file: keep it, then a blank line
 
 
 def _copy_token(token: CommentToken) -> CommentToken:

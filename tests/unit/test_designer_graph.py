@@ -415,3 +415,9 @@ def test_what_is_saved_is_what_opens_again_edge_by_edge() -> None:
         reopened = to_graph(_save(edited, COMPLAINT))
         assert _edge_set(reopened) == _edge_set(edited), edge["id"]
         assert [n["properties"] for n in reopened["nodes"]] == [n["properties"] for n in edited["nodes"]]
+
+
+def test_a_comment_at_the_end_stays_above_the_new_layout() -> None:
+    source = "id: x\nname: X\nsteps:\n  - id: a\n    type: end\n# the end\n"
+    saved = _save(to_graph(source), source)
+    assert saved == source + "\nlayout:\n  a: [120, 60]\n"
