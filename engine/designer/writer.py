@@ -67,7 +67,7 @@ def to_yaml(graph: Any, original: str = "", lang: str = "zh") -> Written:
     windows = "\r\n" in original
     original = original.replace("\r\n", "\n")
     notes: list[dict[str, Any]] = []
-    steps = _steps(nodes, edges, notes, lang)
+    steps = steps_of(nodes, edges, notes, lang)
     layout = {n["id"]: [round(n.get("x") or 0), round(n.get("y") or 0)] for n in nodes}
     yaml_rt = YAML()
     yaml_rt.preserve_quotes = True
@@ -127,7 +127,7 @@ def _check_graph(graph: Any) -> tuple[dict[str, Any], list[dict[str, Any]], list
     return flow, nodes, edges
 
 
-def _steps(nodes: list[dict[str, Any]], edges: list[dict[str, Any]], notes: list[dict[str, Any]],
+def steps_of(nodes: list[dict[str, Any]], edges: list[dict[str, Any]], notes: list[dict[str, Any]],
            lang: str) -> list[dict[str, Any]]:
     """The plain steps the graph describes, transitions taken from its edges."""
     kinds = {n["id"]: (n.get("properties") or {}).get("kind") for n in nodes}
