@@ -154,7 +154,8 @@ def test_roles_and_csrf(cf: Careflow, signed_in: Callable[..., Browser], app: Fl
     assert refused.status_code == 403 and refused.get_json()["problems"]
     assert post(signed_in("wang", "zh"), "publish", {"source": NEW_FLOW}).get_json()["error"] == "您的角色无权执行此操作。"
     ops = signed_in("ops")
-    assert post(ops, "publish", {"source": NEW_FLOW}, csrf=False).status_code == 400
+    forged = post(ops, "publish", {"source": NEW_FLOW}, csrf=False)
+    assert forged.status_code == 400 and "reload the page" in forged.get_json()["error"]
     with cf.session() as s:
         assert "designer_hello" not in {v.flow_id for v in latest_flow_versions(s)}
     nobody = app.test_client()
