@@ -371,3 +371,22 @@ def test_a_loop_that_never_ends_stops_at_the_horizon(real: Careflow) -> None:
     report = dry_run(real, flow("complaint"), customer(real), answers=never, start=START, max_rounds=30)
     assert report["status"] == "horizon" and report["outcome"] is None
     assert steps(report).count("resolve") > 5 and report["problems"]
+
+
+def test_the_weekly_cap_counts_the_customers_real_messages(cf_sqlite: Careflow, provider: RecordingProvider) -> None:
+    cf_sqlite.save_connector("email", "email", {"provider": "fake", "marketing_per_week": 2})
+    cid = customer(cf_sqlite, grade="A")
+    cf_sqlite.start("birthday", customer_id=cid)  # for real: the greeting and the coupon go out
+    cf_sqlite.tick()
+    assert len(provider.sent) == 2
+    report = dry_run(cf_sqlite, flow("birthday"), cid, start=START + timedelta(days=3), language="en")
+    assert [(m["step"], m["skipped"]) for m in report["messages"]] == [
+        ("greet", "not sent (marketing frequency cap reached)"), ("send_coupon", "not sent (marketing frequency cap reached)")]
+    later = dry_run(cf_sqlite, flow("birthday"), cid, start=START + timedelta(days=8), language="en")
+    assert [m["skipped"] for m in later["messages"]] == [None, None]  # a week later the cap is free again
+    assert len(provider.sent) == 2
+
+
+def test_a_wait_beyond_the_horizon_stops_there(real: Careflow) -> None:
+    report = dry_run(real, THIRTY_DAYS, customer(real), start=START, horizon=timedelta(days=10))
+    assert report["status"] == "horizon" and [m["step"] for m in report["messages"]] == ["thanks"]
