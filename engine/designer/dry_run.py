@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import jsonschema
 import yaml
@@ -50,7 +51,7 @@ from connectors.base import Connector, ConnectorError, Delivery, Message
 from connectors.channels import recipient
 from connectors.registry import Registry
 from engine import forms
-from engine.clock import FixedClock
+from engine.clock import FixedClock, as_utc
 from engine.core import Careflow
 from engine.errors import DefinitionInvalid, EngineError, Problem, SubmissionInvalid
 from engine.flow.loader import load_flow_text
@@ -396,7 +397,10 @@ def dry_run(
     horizon: timedelta = HORIZON,
     max_rounds: int = MAX_ROUNDS,
 ) -> dict[str, Any]:
-    """Play the flow in ``source`` for a customer; see the module's docstring. Raises DryRunInvalid."""
+    """Play the flow in ``source`` for a customer; see the module's docstring. Raises DryRunInvalid.
+
+    ``start`` defaults to the clock's now; without a zone it is read in the flow's time zone.
+    """
     language = "en" if language == "en" else "zh"
     given = _check_answers(answers, language)
     with cf.sessions() as s:
@@ -405,7 +409,9 @@ def dry_run(
         flow = load_flow_text(source, "dry-run", catalog)
     except DefinitionInvalid as exc:
         raise DryRunInvalid(flow_problems(exc, source)) from None
-    begin = start or cf.clock.now()
+    if start is not None and start.tzinfo is None:
+        start = start.replace(tzinfo=ZoneInfo(flow.timezone))  # a form's datetime-local: the flow's own time
+    begin = as_utc(start) if start is not None else cf.clock.now()
     try:
         snap = snapshot(cf, customer_id, begin)
     except LookupError:

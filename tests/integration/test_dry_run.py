@@ -308,6 +308,8 @@ def test_the_admin_endpoint_runs_a_draft_for_a_customer_the_user_may_see(real: C
     answer = ops.client.post(url, json=body, headers=headers)
     assert answer.status_code == 200, answer.get_data(as_text=True)
     assert answer.json["status"] == "completed" and answer.json["ended_at"] == utc(START + timedelta(days=30))
+    local = ops.client.post(url, json={**body, "start": "2026-11-24T09:00"}, headers=headers)  # datetime-local
+    assert local.json["started_at"] == utc(START)  # read in the flow's time zone (Asia/Shanghai)
     refused = ops.client.post(url, json={**body, "source": "id: [broken"}, headers=headers)
     assert refused.status_code == 422 and refused.json["problems"][0]["line"] > 0
     li = browser("li")  # an account manager of another region: not their customer
