@@ -304,31 +304,47 @@ def _types(schema: Mapping[str, Any]) -> set[str]:
 
 
 def default_answers(form: forms.Form, initial: Mapping[str, Any], now: datetime, customer: Mapping[str, Any]) -> dict[str, Any]:
-    """Answers a form accepts: its prefill and defaults, then a sample for each required field.
+    """Answers a form accepts: its prefill and defaults, then a value for each required field.
 
-    Fields required only under a condition (``if``/``then``) are filled when validation asks for them.
+    A field named like a customer's field (``name``, ``phone``...) takes the customer's value, any
+    other a sample (``_sample``). Fields required only under a condition (``if``/``then``) are
+    filled when validation asks for them; when the form still refuses (one of several fields
+    needed, ``anyOf``), every empty field is filled once more.
     """
     values = dict(initial)
+
+    def value_for(item: forms.FormField) -> Any:
+        known = customer.get(item.name)
+        if known not in (None, "", [], {}) and not isinstance(known, dict):
+            return known
+        return _sample(item, now, customer)
+
     for item in form.fields:
         if item.name in values:
             continue
         if "default" in item.schema:
             values[item.name] = copy.deepcopy(item.schema["default"])
         elif item.required:
-            values[item.name] = _sample(item, now, customer)
+            values[item.name] = value_for(item)
+    filled_all = False
     for _round in range(5):
         try:
             forms.check_submission(form, values, current=initial)
             break
         except SubmissionInvalid as exc:
             missing = [e.field for e in exc.errors if e.code == "required" and e.field and e.field not in values]
-            if not missing:
+            if missing:
+                for name in missing:
+                    try:
+                        values[name] = value_for(form.field(name))
+                    except KeyError:
+                        return values
+            elif not filled_all:
+                filled_all = True
+                for item in forms.visible_fields(form, values):
+                    values.setdefault(item.name, value_for(item))
+            else:
                 break  # left to the completion, which reports it
-            for name in missing:
-                try:
-                    values[name] = _sample(form.field(name), now, customer)
-                except KeyError:
-                    return values
     return values
 
 

@@ -392,3 +392,13 @@ def test_the_weekly_cap_counts_the_customers_real_messages(cf_sqlite: Careflow, 
 def test_a_wait_beyond_the_horizon_stops_there(real: Careflow) -> None:
     report = dry_run(real, THIRTY_DAYS, customer(real), start=START, horizon=timedelta(days=10))
     assert report["status"] == "horizon" and [m["step"] for m in report["messages"]] == ["thanks"]
+
+
+def test_every_built_in_flow_runs_to_an_end_with_default_answers(real: Careflow) -> None:
+    cid = customer(real)
+    outcomes = {path.stem: dry_run(real, path.read_text(encoding="utf-8"), cid, start=START)
+                for path in sorted((ROOT / "workflows").glob("*.yaml"))}
+    assert {name: (r["status"], r["problems"]) for name, r in outcomes.items()} == {
+        name: ("completed", []) for name in outcomes}
+    # onboarding starts from its form, filled from the customer's own profile
+    assert outcomes["onboarding"]["path"][0]["note"] == "以表单 new_customer 的默认答案启动"
