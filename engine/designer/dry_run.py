@@ -31,8 +31,11 @@ See docs/dry-run.md.
 
 from __future__ import annotations
 
+import atexit
 import copy
+import shutil
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -60,7 +63,7 @@ from engine.outbox import CAP_WINDOW, SUPPRESSED
 from engine.schedule import TickReport, fire_due_timers
 from engine.secrets import SecretBox
 from engine.store import definitions as defs
-from engine.store.db import migrate
+from engine.store.db import make_engine, migrate
 from engine.store.models import (
     ConnectorConfig,
     Customer,
@@ -231,13 +234,35 @@ def snapshot(cf: Careflow, customer_id: int, start: datetime) -> Snapshot:
     return Snapshot(rows, copied)
 
 
+_schema_lock = threading.Lock()
+_schema_file: Path | None = None
+
+
+def _empty_database(folder: Path) -> Path:
+    """A fresh database file in ``folder``: a copy of one migrated once per process (migrating takes long)."""
+    global _schema_file
+    with _schema_lock:
+        if _schema_file is None or not _schema_file.exists():
+            home = Path(tempfile.mkdtemp(prefix="careflow-dry-run-schema-"))
+            engine = make_engine(f"sqlite:///{home / 'schema.db'}")
+            try:
+                migrate(engine)
+            finally:
+                engine.dispose()  # the last connection closed: the WAL is checked into the file
+            atexit.register(shutil.rmtree, home, True)
+            _schema_file = home / "schema.db"
+        target = folder / "dry-run.db"
+        shutil.copyfile(_schema_file, target)
+    return target
+
+
 @contextmanager
 def sandbox(cf: Careflow, start: datetime, recorder: Recorder) -> Iterator[tuple[Careflow, FixedClock]]:
     """A throwaway Careflow on a temporary SQLite file, with recording connectors and a fixed clock."""
     with tempfile.TemporaryDirectory(prefix="careflow-dry-run-") as folder:
         clock = FixedClock(start)
         box = Careflow(
-            f"sqlite:///{Path(folder) / 'dry-run.db'}", clock=clock, calendar=cf.load_calendar(),
+            f"sqlite:///{_empty_database(Path(folder))}", clock=clock, calendar=cf.load_calendar(),
             registry=recording_registry(cf.registry, recorder), connector_settings=cf.connector_settings,
             secrets=SecretBox([Fernet.generate_key()]), migrate_schema=False,
         )
@@ -248,7 +273,6 @@ def sandbox(cf: Careflow, start: datetime, recorder: Recorder) -> Iterator[tuple
             dbapi_conn.execute("PRAGMA synchronous=OFF")
 
         try:
-            migrate(box.db)
             yield box, clock
         finally:
             box.close()
