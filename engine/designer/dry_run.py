@@ -2,8 +2,9 @@
 
 The real engine runs, not a copy of its rules: a throwaway Careflow on a temporary SQLite file
 gets a copy of what the flow reads (the customer with their segment memberships and orders, the
-deployed forms and flows, the users, the connector configurations without their secrets, and the
-customer's recent marketing messages, which the weekly caps count), the flow is deployed there
+deployed forms and flows, the users without passwords, the connector configurations without secrets
+or provider settings, and the customer's recent marketing messages, which the weekly caps count),
+the flow is deployed there
 from the given YAML (a draft may be tried before it is published), and it is started for the
 customer. The connectors of that Careflow are stand-ins of the same names, channels and message
 schemas that only record what they are given, so templates are rendered, channels routed and
@@ -186,6 +187,13 @@ def _columns(obj: Any, **overrides: Any) -> dict[str, Any]:
     return values
 
 
+def _routes(registry: Registry, type_: str) -> bool:
+    try:
+        return bool(getattr(registry.get(type_), "routes", False))
+    except LookupError:
+        return False
+
+
 @dataclass
 class Snapshot:
     """Rows of the real database the run needs, as column dicts (read in one session)."""
@@ -210,7 +218,10 @@ def snapshot(cf: Careflow, customer_id: int, start: datetime) -> Snapshot:
         for order in s.scalars(select(CustomerOrder).where(CustomerOrder.customer_id == customer_id)):
             rows.append((CustomerOrder, _columns(order, import_id=None)))
         for config in s.scalars(select(ConnectorConfig).order_by(ConnectorConfig.id)):
-            rows.append((ConnectorConfig, _columns(config, secrets={})))  # no secret leaves the real database
+            # Names, types and whether enabled; settings only of channels (their provider and weekly
+            # cap decide the route), since the stand-in providers need none. No secret is copied.
+            settings = dict(config.settings) if _routes(cf.registry, config.type) else {}
+            rows.append((ConnectorConfig, _columns(config, settings=settings, secrets={})))
         newest_forms = select(FormVersion.form_id, func.max(FormVersion.version).label("v")).group_by(FormVersion.form_id).subquery()
         for form in s.scalars(select(FormVersion).join(
                 newest_forms, (FormVersion.form_id == newest_forms.c.form_id) & (FormVersion.version == newest_forms.c.v))):
@@ -794,5 +805,5 @@ def _note(item: dict[str, Any], text: str) -> None:
     item["note"] = f"{item['note']}; {text}" if item["note"] else text
 
 
-__all__ = ["HORIZON", "MAX_ROUNDS", "DryRunInvalid", "Recorder", "default_answers", "dry_run", "problem",
+__all__ = ["HORIZON", "MAX_ROUNDS", "DryRunInvalid", "Recorder", "default_answers", "dry_run", "problem", "snapshot",
            "recording_registry"]

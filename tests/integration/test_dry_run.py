@@ -23,13 +23,13 @@ from sqlalchemy import func, select
 from engine.app import create_app
 from engine.cli import main
 from engine.core import Careflow
-from engine.designer.dry_run import DryRunInvalid, dry_run
+from engine.designer.dry_run import DryRunInvalid, dry_run, snapshot
 from engine.store import models
 from engine.clock import FixedClock
 from tests.conftest import START, make_careflow
 from tests.integration.admin.conftest import Browser, token_of
 from tests.integration.test_app import PASSWORD
-from tests.support.fakes import RecordingProvider
+from tests.support.fakes import RecordingProvider, SecretProvider
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -387,6 +387,17 @@ def test_the_weekly_cap_counts_the_customers_real_messages(cf_sqlite: Careflow, 
     later = dry_run(cf_sqlite, flow("birthday"), cid, start=START + timedelta(days=8), language="en")
     assert [m["skipped"] for m in later["messages"]] == [None, None]  # a week later the cap is free again
     assert len(provider.sent) == 2
+
+
+def test_no_secret_or_provider_setting_is_copied(cf_sqlite: Careflow) -> None:
+    cf_sqlite.registry.register(SecretProvider)
+    cf_sqlite.save_connector("mailer", "fakemail", {"api_key": "sk-live-0123456789", "from_address": "care@example.com"})
+    cf_sqlite.save_connector("email", "email", {"provider": "mailer", "marketing_per_week": 3})
+    copied = {row["name"]: (row["type"], row["settings"], row["secrets"])
+              for model, row in snapshot(cf_sqlite, customer(cf_sqlite), START).rows if model is models.ConnectorConfig}
+    assert copied == {"mailer": ("fakemail", {}, {}), "email": ("email", {"provider": "mailer", "marketing_per_week": 3}, {})}
+    users = [row for model, row in snapshot(cf_sqlite, customer(cf_sqlite), START).rows if model is models.User]
+    assert users and all(row["password_hash"] is None for row in users)
 
 
 def test_a_wait_beyond_the_horizon_stops_there(real: Careflow) -> None:
