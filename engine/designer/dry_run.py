@@ -99,7 +99,6 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "reminder": ("已发提醒", "a reminder was sent"),
     "escalated": ("已升级给 {role}", "escalated to {role}"),
     "subflow": ("子流程 {flow}", "subflow {flow}"),
-    "ended": ("流程结束：{outcome}", "the flow ended: {outcome}"),
     "incident": ("出错：{message}", "failed: {message}"),
     "start_data": ("以表单 {form} 的默认答案启动", "started with default answers of the form {form}"),
     "no_customer": ("找不到编号为 {id} 的客户", "No customer by the id {id} was found"),
