@@ -20,7 +20,8 @@ timeout that the answers do not bring), on an incident (``failed``), or at the h
 
 ``answers`` maps step ids to what happens there:
 
-* a task step: the form's answers, e.g. ``{"call": {"reason": "price", "recovered": false}}``;
+* a task step: the form's answers, e.g. ``{"call": {"reason": "price", "recovered": false}}``, or
+  ``{"$timeout": true}``: nobody answers, so reminders, escalations and the task's ``on_timeout`` happen;
 * a wait for an event: ``{"event": true, "data": {...}}`` makes the event arrive at once (its data
   defaults to the default answers of the form named like the event, if there is one); without it
   the wait times out as it would if the customer never answered;
@@ -85,6 +86,8 @@ from engine.store.models import (
 #: How far the virtual clock may run, and how many rounds (due work, an answer or a clock jump) a run may take.
 HORIZON = timedelta(days=400)
 MAX_ROUNDS = 200
+#: The answer that leaves a task unanswered: ``{"$timeout": true}`` (no form field can be named so).
+UNANSWERED = "$timeout"
 #: Who completes a task nobody in the copied users may complete (a sandbox-only admin).
 DRY_RUN_USER = "careflow-dry-run"
 
@@ -111,6 +114,7 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "delivery": ("步骤 {step} 的消息未能发出：{message}", "the message of step {step} could not be sent: {message}"),
     "message_invalid": ("步骤 {step} 渲染出的消息不符合 {connector} 的格式：{message}",
                         "the message step {step} rendered does not fit {connector}: {message}"),
+    "unanswered": ("步骤 {step} 的任务无人处理，且没有超时（on_timeout）", "nobody answers the task of step {step}, and it has no on_timeout"),
     "start_failed": ("无法启动流程：{message}", "the flow could not start: {message}"),
 }
 
@@ -494,6 +498,7 @@ class _Run:
         self.problems: list[dict[str, Any]] = []
         self.answered: dict[int, str] = {}  # task id -> given / default
         self.handled_events: set[tuple[int, str, int]] = set()
+        self.left_open: set[int] = set()  # tasks the answers leave unanswered
         self.start_note = ""
 
     def t(self, key: str, **values: Any) -> str:
@@ -585,12 +590,19 @@ class _Run:
 
     def answer_task(self) -> bool:
         with self.box.sessions() as s:
-            task = s.scalars(select(Task).where(Task.status == "open").order_by(Task.id).limit(1)).first()
+            query = select(Task).where(Task.status == "open")
+            if self.left_open:
+                query = query.where(Task.id.not_in(self.left_open))
+            task = s.scalars(query.order_by(Task.id).limit(1)).first()
             if task is None:
                 return False
             users = list(s.scalars(select(User).where(User.active.is_(True)).order_by(User.id)))
             form = defs.latest_form(s, task.form_id)
         given = self.answers.take(task.step_id, (task.instance_id, task.token, task.gen))
+        if isinstance(given, dict) and given.get(UNANSWERED):
+            # Nobody answers: reminders, escalations and the task's own timeout take their course.
+            self.left_open.add(task.id)
+            return True
         if given is None:
             data = default_answers(form, task.initial or {}, self.clock.now(), self.customer())
             self.answered[task.id] = "default"
@@ -664,6 +676,9 @@ class _Run:
     def explain_waiting(self) -> None:
         for _instance_id, _tid, token, step in self.event_waits():
             self.problems.append(problem(self.t("waiting", step=step, event=token["wait"]["event"]), node=step))
+        with self.box.sessions() as s:
+            for step in s.scalars(select(Task.step_id).where(Task.status == "open").distinct()):
+                self.problems.append(problem(self.t("unanswered", step=step), node=step))
 
     # --- the report -------------------------------------------------------------------------------
 

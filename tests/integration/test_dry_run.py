@@ -413,3 +413,40 @@ def test_every_built_in_flow_runs_to_an_end_with_default_answers(real: Careflow)
         name: ("completed", []) for name in outcomes}
     # onboarding starts from its form, filled from the customer's own profile
     assert outcomes["onboarding"]["path"][0]["note"] == "以表单 new_customer 的默认答案启动"
+
+
+CALLBACK = """
+id: callback
+name: {zh: 回电, en: Call back}
+steps:
+  - id: call
+    type: task
+    form: birthday_call
+    title: {zh: 回电, en: Call back}
+    assignee: {role: service_agent}
+    due: {hours: 4}
+    reminders:
+      - before: {hours: 1}
+    escalation:
+      - after: {hours: 1}
+        to_role: service_lead
+    on_timeout: {after: {days: 2}, next: give_up}
+    next: done
+  - id: done
+    type: end
+    outcome: called
+  - id: give_up
+    type: end
+    outcome: gave_up
+"""
+
+
+def test_a_task_nobody_answers_is_reminded_escalated_and_times_out(real: Careflow) -> None:
+    report = dry_run(real, CALLBACK, customer(real), answers={"call": {"$timeout": True}}, start=START, language="en")
+    assert (report["status"], report["outcome"]) == ("completed", "gave_up")
+    assert note(report, "call") == "a reminder was sent; escalated to service_lead; the task timed out"
+    assert report["ended_at"] == utc(START + timedelta(days=2))
+    assert [(t["status"], t["answered_by"]) for t in report["tasks"]] == [("cancelled", None)]
+    never = CALLBACK.replace("    on_timeout: {after: {days: 2}, next: give_up}\n", "").split("  - id: give_up")[0]
+    stuck = dry_run(real, never, customer(real), answers={"call": {"$timeout": True}}, start=START, language="en")
+    assert stuck["status"] == "waiting" and stuck["problems"][-1]["node"] == "call"
