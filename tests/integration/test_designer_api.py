@@ -80,6 +80,8 @@ def test_open_edit_check_and_publish(cf: Careflow, signed_in: Callable[..., Brow
     assert body["problems"] == []
     graph = body["graph"]
     triage = next(n for n in graph["nodes"] if n["id"] == "triage")
+    # Keys come in the file's order (the page shows them so, and new ones are appended).
+    assert list(triage["properties"]["step"]) == ["type", "name", "form", "title", "assignee", "due", "reminders"]
     triage["properties"]["step"]["due"] = {"hours": 2}
 
     saved = post(ops, "yaml", {"graph": graph, "source": opened["source"]}).get_json()
