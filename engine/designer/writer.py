@@ -345,12 +345,20 @@ def _assign(parent: Any, key: Any, value: Any) -> None:
     old = parent[key]
     if _same(old, value):
         return
-    if isinstance(old, CommentedMap) and isinstance(value, dict):
+    if _anchored(old):
+        # Other places may alias this node (*name): changing it in place would change them too.
+        parent[key] = _fresh(value, key if isinstance(key, str) else "", like=old, item=isinstance(parent, CommentedSeq))
+    elif isinstance(old, CommentedMap) and isinstance(value, dict):
         _update_map(old, value)
     elif isinstance(old, CommentedSeq) and isinstance(value, list):
         _update_seq(old, value, key)
     else:
         parent[key] = _fresh(value, key if isinstance(key, str) else "", like=old, item=isinstance(parent, CommentedSeq))
+
+
+def _anchored(node: Any) -> bool:
+    anchor = getattr(node, "anchor", None)
+    return isinstance(node, (CommentedMap, CommentedSeq)) and getattr(anchor, "value", None) is not None
 
 
 def _update_map(old: CommentedMap, new: Mapping[str, Any], step_map: bool = False) -> None:

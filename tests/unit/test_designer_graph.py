@@ -461,3 +461,13 @@ def test_random_edits_are_written_exactly_as_the_graph_says() -> None:
         expected = {**graph["flow"], "steps": steps_of(graph["nodes"], graph["edges"], [], "zh"),
                     "layout": {n["id"]: [round(n["x"]), round(n["y"])] for n in graph["nodes"]}}
         assert load_yaml(saved, "x").data == expected, saved
+
+
+def test_changing_an_anchored_map_does_not_change_its_aliases() -> None:
+    source = ("id: x\nname: X\nsteps:\n  - id: a\n    type: action\n    connector: timeline\n"
+              "    params: &note {text: hi}\n    next: b\n  - id: b\n    type: action\n    connector: timeline\n"
+              "    params: *note\n    next: c\n  - id: c\n    type: end\n")
+    graph = to_graph(source)
+    _node(graph, "a")["properties"]["step"]["params"] = {"text": "hello"}
+    saved = load_yaml(_save(graph, source), "x").data
+    assert [s.get("params") for s in saved["steps"]] == [{"text": "hello"}, {"text": "hi"}, None]
