@@ -4,5 +4,5 @@ YAML stays the source of truth. ``graph.to_graph`` reads a flow with the loader 
 (PyYAML, positions kept) and turns it into LogicFlow's graph data; ``writer.to_yaml`` writes a
 graph back into the YAML it was opened from with ruamel.yaml in round-trip mode, so comments,
 key order, quoting and unknown keys survive. Every written text is validated again by the
-loader of record, exactly as ``careflow validate`` does.
+loader of record, exactly as ``careflow validate`` does. ``dry_run`` tries a flow out.
 """

@@ -2,8 +2,9 @@
 
 The real engine runs, not a copy of its rules: a throwaway Careflow on a temporary SQLite file
 gets a copy of what the flow reads (the customer with their segment memberships and orders, the
-deployed forms and flows, the users, the connector configurations without their secrets, and the
-customer's recent marketing messages, which the weekly caps count), the flow is deployed there
+deployed forms and flows, the users without passwords, the connector configurations without secrets
+or provider settings, and the customer's recent marketing messages, which the weekly caps count),
+the flow is deployed there
 from the given YAML (a draft may be tried before it is published), and it is started for the
 customer. The connectors of that Careflow are stand-ins of the same names, channels and message
 schemas that only record what they are given, so templates are rendered, channels routed and
@@ -19,7 +20,8 @@ timeout that the answers do not bring), on an incident (``failed``), or at the h
 
 ``answers`` maps step ids to what happens there:
 
-* a task step: the form's answers, e.g. ``{"call": {"reason": "price", "recovered": false}}``;
+* a task step: the form's answers, e.g. ``{"call": {"reason": "price", "recovered": false}}``, or
+  ``{"$timeout": true}``: nobody answers, so reminders, escalations and the task's ``on_timeout`` happen;
 * a wait for an event: ``{"event": true, "data": {...}}`` makes the event arrive at once (its data
   defaults to the default answers of the form named like the event, if there is one); without it
   the wait times out as it would if the customer never answered;
@@ -31,14 +33,18 @@ See docs/dry-run.md.
 
 from __future__ import annotations
 
+import atexit
 import copy
+import shutil
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import jsonschema
 import yaml
@@ -50,7 +56,7 @@ from connectors.base import Connector, ConnectorError, Delivery, Message
 from connectors.channels import recipient
 from connectors.registry import Registry
 from engine import forms
-from engine.clock import FixedClock
+from engine.clock import FixedClock, as_utc
 from engine.core import Careflow
 from engine.errors import DefinitionInvalid, EngineError, Problem, SubmissionInvalid
 from engine.flow.loader import load_flow_text
@@ -59,7 +65,7 @@ from engine.outbox import CAP_WINDOW, SUPPRESSED
 from engine.schedule import TickReport, fire_due_timers
 from engine.secrets import SecretBox
 from engine.store import definitions as defs
-from engine.store.db import migrate
+from engine.store.db import make_engine, migrate
 from engine.store.models import (
     ConnectorConfig,
     Customer,
@@ -80,6 +86,8 @@ from engine.store.models import (
 #: How far the virtual clock may run, and how many rounds (due work, an answer or a clock jump) a run may take.
 HORIZON = timedelta(days=400)
 MAX_ROUNDS = 200
+#: The answer that leaves a task unanswered: ``{"$timeout": true}`` (no form field can be named so).
+UNANSWERED = "$timeout"
 #: Who completes a task nobody in the copied users may complete (a sandbox-only admin).
 DRY_RUN_USER = "careflow-dry-run"
 
@@ -94,7 +102,6 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "reminder": ("已发提醒", "a reminder was sent"),
     "escalated": ("已升级给 {role}", "escalated to {role}"),
     "subflow": ("子流程 {flow}", "subflow {flow}"),
-    "ended": ("流程结束：{outcome}", "the flow ended: {outcome}"),
     "incident": ("出错：{message}", "failed: {message}"),
     "start_data": ("以表单 {form} 的默认答案启动", "started with default answers of the form {form}"),
     "no_customer": ("找不到编号为 {id} 的客户", "No customer by the id {id} was found"),
@@ -107,6 +114,7 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "delivery": ("步骤 {step} 的消息未能发出：{message}", "the message of step {step} could not be sent: {message}"),
     "message_invalid": ("步骤 {step} 渲染出的消息不符合 {connector} 的格式：{message}",
                         "the message step {step} rendered does not fit {connector}: {message}"),
+    "unanswered": ("步骤 {step} 的任务无人处理，且没有超时（on_timeout）", "nobody answers the task of step {step}, and it has no on_timeout"),
     "start_failed": ("无法启动流程：{message}", "the flow could not start: {message}"),
 }
 
@@ -182,6 +190,13 @@ def _columns(obj: Any, **overrides: Any) -> dict[str, Any]:
     return values
 
 
+def _routes(registry: Registry, type_: str) -> bool:
+    try:
+        return bool(getattr(registry.get(type_), "routes", False))
+    except LookupError:
+        return False
+
+
 @dataclass
 class Snapshot:
     """Rows of the real database the run needs, as column dicts (read in one session)."""
@@ -206,7 +221,10 @@ def snapshot(cf: Careflow, customer_id: int, start: datetime) -> Snapshot:
         for order in s.scalars(select(CustomerOrder).where(CustomerOrder.customer_id == customer_id)):
             rows.append((CustomerOrder, _columns(order, import_id=None)))
         for config in s.scalars(select(ConnectorConfig).order_by(ConnectorConfig.id)):
-            rows.append((ConnectorConfig, _columns(config, secrets={})))  # no secret leaves the real database
+            # Names, types and whether enabled; settings only of channels (their provider and weekly
+            # cap decide the route), since the stand-in providers need none. No secret is copied.
+            settings = dict(config.settings) if _routes(cf.registry, config.type) else {}
+            rows.append((ConnectorConfig, _columns(config, settings=settings, secrets={})))
         newest_forms = select(FormVersion.form_id, func.max(FormVersion.version).label("v")).group_by(FormVersion.form_id).subquery()
         for form in s.scalars(select(FormVersion).join(
                 newest_forms, (FormVersion.form_id == newest_forms.c.form_id) & (FormVersion.version == newest_forms.c.v))):
@@ -230,13 +248,35 @@ def snapshot(cf: Careflow, customer_id: int, start: datetime) -> Snapshot:
     return Snapshot(rows, copied)
 
 
+_schema_lock = threading.Lock()
+_schema_file: Path | None = None
+
+
+def _empty_database(folder: Path) -> Path:
+    """A fresh database file in ``folder``: a copy of one migrated once per process (migrating takes long)."""
+    global _schema_file
+    with _schema_lock:
+        if _schema_file is None or not _schema_file.exists():
+            home = Path(tempfile.mkdtemp(prefix="careflow-dry-run-schema-"))
+            engine = make_engine(f"sqlite:///{home / 'schema.db'}")
+            try:
+                migrate(engine)
+            finally:
+                engine.dispose()  # the last connection closed: the WAL is checked into the file
+            atexit.register(shutil.rmtree, home, True)
+            _schema_file = home / "schema.db"
+        target = folder / "dry-run.db"
+        shutil.copyfile(_schema_file, target)
+    return target
+
+
 @contextmanager
 def sandbox(cf: Careflow, start: datetime, recorder: Recorder) -> Iterator[tuple[Careflow, FixedClock]]:
     """A throwaway Careflow on a temporary SQLite file, with recording connectors and a fixed clock."""
     with tempfile.TemporaryDirectory(prefix="careflow-dry-run-") as folder:
         clock = FixedClock(start)
         box = Careflow(
-            f"sqlite:///{Path(folder) / 'dry-run.db'}", clock=clock, calendar=cf.load_calendar(),
+            f"sqlite:///{_empty_database(Path(folder))}", clock=clock, calendar=cf.load_calendar(),
             registry=recording_registry(cf.registry, recorder), connector_settings=cf.connector_settings,
             secrets=SecretBox([Fernet.generate_key()]), migrate_schema=False,
         )
@@ -247,7 +287,6 @@ def sandbox(cf: Careflow, start: datetime, recorder: Recorder) -> Iterator[tuple
             dbapi_conn.execute("PRAGMA synchronous=OFF")
 
         try:
-            migrate(box.db)
             yield box, clock
         finally:
             box.close()
@@ -303,31 +342,47 @@ def _types(schema: Mapping[str, Any]) -> set[str]:
 
 
 def default_answers(form: forms.Form, initial: Mapping[str, Any], now: datetime, customer: Mapping[str, Any]) -> dict[str, Any]:
-    """Answers a form accepts: its prefill and defaults, then a sample for each required field.
+    """Answers a form accepts: its prefill and defaults, then a value for each required field.
 
-    Fields required only under a condition (``if``/``then``) are filled when validation asks for them.
+    A field named like a customer's field (``name``, ``phone``...) takes the customer's value, any
+    other a sample (``_sample``). Fields required only under a condition (``if``/``then``) are
+    filled when validation asks for them; when the form still refuses (one of several fields
+    needed, ``anyOf``), every empty field is filled once more.
     """
     values = dict(initial)
+
+    def value_for(item: forms.FormField) -> Any:
+        known = customer.get(item.name)
+        if known not in (None, "", [], {}) and not isinstance(known, dict):
+            return known
+        return _sample(item, now, customer)
+
     for item in form.fields:
         if item.name in values:
             continue
         if "default" in item.schema:
             values[item.name] = copy.deepcopy(item.schema["default"])
         elif item.required:
-            values[item.name] = _sample(item, now, customer)
+            values[item.name] = value_for(item)
+    filled_all = False
     for _round in range(5):
         try:
             forms.check_submission(form, values, current=initial)
             break
         except SubmissionInvalid as exc:
             missing = [e.field for e in exc.errors if e.code == "required" and e.field and e.field not in values]
-            if not missing:
+            if missing:
+                for name in missing:
+                    try:
+                        values[name] = value_for(form.field(name))
+                    except KeyError:
+                        return values
+            elif not filled_all:
+                filled_all = True
+                for item in forms.visible_fields(form, values):
+                    values.setdefault(item.name, value_for(item))
+            else:
                 break  # left to the completion, which reports it
-            for name in missing:
-                try:
-                    values[name] = _sample(form.field(name), now, customer)
-                except KeyError:
-                    return values
     return values
 
 
@@ -396,7 +451,10 @@ def dry_run(
     horizon: timedelta = HORIZON,
     max_rounds: int = MAX_ROUNDS,
 ) -> dict[str, Any]:
-    """Play the flow in ``source`` for a customer; see the module's docstring. Raises DryRunInvalid."""
+    """Play the flow in ``source`` for a customer; see the module's docstring. Raises DryRunInvalid.
+
+    ``start`` defaults to the clock's now; without a zone it is read in the flow's time zone.
+    """
     language = "en" if language == "en" else "zh"
     given = _check_answers(answers, language)
     with cf.sessions() as s:
@@ -405,7 +463,9 @@ def dry_run(
         flow = load_flow_text(source, "dry-run", catalog)
     except DefinitionInvalid as exc:
         raise DryRunInvalid(flow_problems(exc, source)) from None
-    begin = start or cf.clock.now()
+    if start is not None and start.tzinfo is None:
+        start = start.replace(tzinfo=ZoneInfo(flow.timezone))  # a form's datetime-local: the flow's own time
+    begin = as_utc(start) if start is not None else cf.clock.now()
     try:
         snap = snapshot(cf, customer_id, begin)
     except LookupError:
@@ -438,6 +498,7 @@ class _Run:
         self.problems: list[dict[str, Any]] = []
         self.answered: dict[int, str] = {}  # task id -> given / default
         self.handled_events: set[tuple[int, str, int]] = set()
+        self.left_open: set[int] = set()  # tasks the answers leave unanswered
         self.start_note = ""
 
     def t(self, key: str, **values: Any) -> str:
@@ -529,12 +590,19 @@ class _Run:
 
     def answer_task(self) -> bool:
         with self.box.sessions() as s:
-            task = s.scalars(select(Task).where(Task.status == "open").order_by(Task.id).limit(1)).first()
+            query = select(Task).where(Task.status == "open")
+            if self.left_open:
+                query = query.where(Task.id.not_in(self.left_open))
+            task = s.scalars(query.order_by(Task.id).limit(1)).first()
             if task is None:
                 return False
             users = list(s.scalars(select(User).where(User.active.is_(True)).order_by(User.id)))
             form = defs.latest_form(s, task.form_id)
         given = self.answers.take(task.step_id, (task.instance_id, task.token, task.gen))
+        if isinstance(given, dict) and given.get(UNANSWERED):
+            # Nobody answers: reminders, escalations and the task's own timeout take their course.
+            self.left_open.add(task.id)
+            return True
         if given is None:
             data = default_answers(form, task.initial or {}, self.clock.now(), self.customer())
             self.answered[task.id] = "default"
@@ -608,6 +676,9 @@ class _Run:
     def explain_waiting(self) -> None:
         for _instance_id, _tid, token, step in self.event_waits():
             self.problems.append(problem(self.t("waiting", step=step, event=token["wait"]["event"]), node=step))
+        with self.box.sessions() as s:
+            for step in s.scalars(select(Task.step_id).where(Task.status == "open").distinct()):
+                self.problems.append(problem(self.t("unanswered", step=step), node=step))
 
     # --- the report -------------------------------------------------------------------------------
 
@@ -748,5 +819,5 @@ def _note(item: dict[str, Any], text: str) -> None:
     item["note"] = f"{item['note']}; {text}" if item["note"] else text
 
 
-__all__ = ["HORIZON", "MAX_ROUNDS", "DryRunInvalid", "Recorder", "default_answers", "dry_run", "problem",
+__all__ = ["HORIZON", "MAX_ROUNDS", "DryRunInvalid", "Recorder", "default_answers", "dry_run", "problem", "snapshot",
            "recording_registry"]

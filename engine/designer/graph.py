@@ -1,4 +1,9 @@
-"""YAML text → graph JSON ("G", see docs/flow-reference.md §15): steps as nodes, transitions as edges.
+"""YAML text → graph JSON ("G"): steps as nodes, transitions as edges, for LogicFlow on the page.
+
+G is ``{"flow": {top-level keys but steps and layout}, "nodes": [{id, type (shape), x, y, text,
+properties: {kind, step}}], "edges": [{id, sourceNodeId, targetNodeId, text, properties: {kind,
+when?, order?}}]}``; an edge id is ``SOURCE->TARGET:KIND`` plus ``:N`` for a case, branch or
+send-back entry. Node order is step order.
 
 The text is read by the loader of record (``engine.flow.yaml_loader``), so the graph shows
 exactly what ``careflow validate`` and the engine see. A flow with problems still becomes a

@@ -67,7 +67,7 @@ def to_yaml(graph: Any, original: str = "", lang: str = "zh") -> Written:
     windows = "\r\n" in original
     original = original.replace("\r\n", "\n")
     notes: list[dict[str, Any]] = []
-    steps = _steps(nodes, edges, notes, lang)
+    steps = steps_of(nodes, edges, notes, lang)
     layout = {n["id"]: [round(n.get("x") or 0), round(n.get("y") or 0)] for n in nodes}
     yaml_rt = YAML()
     yaml_rt.preserve_quotes = True
@@ -95,7 +95,7 @@ def to_yaml(graph: Any, original: str = "", lang: str = "zh") -> Written:
     return Written(text, notes)
 
 
-_EXPLICIT_START = re.compile(r"(?:[ \t]*(?:#[^\n]*)?\n)*---[ \t]*(?:#[^\n]*)?\n")
+_EXPLICIT_START = re.compile(r"(?:[ \t]*(?:#[^\n]*)?\n)*---[ \t]*\n")
 
 
 def _check_graph(graph: Any) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
@@ -127,7 +127,7 @@ def _check_graph(graph: Any) -> tuple[dict[str, Any], list[dict[str, Any]], list
     return flow, nodes, edges
 
 
-def _steps(nodes: list[dict[str, Any]], edges: list[dict[str, Any]], notes: list[dict[str, Any]],
+def steps_of(nodes: list[dict[str, Any]], edges: list[dict[str, Any]], notes: list[dict[str, Any]],
            lang: str) -> list[dict[str, Any]]:
     """The plain steps the graph describes, transitions taken from its edges."""
     kinds = {n["id"]: (n.get("properties") or {}).get("kind") for n in nodes}
@@ -345,12 +345,20 @@ def _assign(parent: Any, key: Any, value: Any) -> None:
     old = parent[key]
     if _same(old, value):
         return
-    if isinstance(old, CommentedMap) and isinstance(value, dict):
+    if _anchored(old):
+        # Other places may alias this node (*name): changing it in place would change them too.
+        parent[key] = _fresh(value, key if isinstance(key, str) else "", like=old, item=isinstance(parent, CommentedSeq))
+    elif isinstance(old, CommentedMap) and isinstance(value, dict):
         _update_map(old, value)
     elif isinstance(old, CommentedSeq) and isinstance(value, list):
         _update_seq(old, value, key)
     else:
         parent[key] = _fresh(value, key if isinstance(key, str) else "", like=old, item=isinstance(parent, CommentedSeq))
+
+
+def _anchored(node: Any) -> bool:
+    anchor = getattr(node, "anchor", None)
+    return isinstance(node, (CommentedMap, CommentedSeq)) and getattr(anchor, "value", None) is not None
 
 
 def _update_map(old: CommentedMap, new: Mapping[str, Any], step_map: bool = False) -> None:
@@ -528,8 +536,13 @@ def _put_tail(node: Any, token: CommentToken) -> None:
 
 def _set_blank_tail(node: Any, blank: str) -> None:
     slot = _tail_slot(node)
-    if slot is not None and _tail_token(*slot) is None:
+    if slot is None:
+        return
+    token = _tail_token(*slot)
+    if token is None:
         _put_tail(node, CommentToken(blank, CommentMark(0), None))
+    elif isinstance(token.value, str) and token.value.endswith("\n") and not token.value.endswith("\n\n"):
+        token.value += "\n"  # a comment ends the file: keep it, then a blank line
 
 
 def _copy_token(token: CommentToken) -> CommentToken:

@@ -80,6 +80,8 @@ def test_open_edit_check_and_publish(cf: Careflow, signed_in: Callable[..., Brow
     assert body["problems"] == []
     graph = body["graph"]
     triage = next(n for n in graph["nodes"] if n["id"] == "triage")
+    # Keys come in the file's order (the page shows them so, and new ones are appended).
+    assert list(triage["properties"]["step"]) == ["type", "name", "form", "title", "assignee", "due", "reminders"]
     triage["properties"]["step"]["due"] = {"hours": 2}
 
     saved = post(ops, "yaml", {"graph": graph, "source": opened["source"]}).get_json()
@@ -154,7 +156,8 @@ def test_roles_and_csrf(cf: Careflow, signed_in: Callable[..., Browser], app: Fl
     assert refused.status_code == 403 and refused.get_json()["problems"]
     assert post(signed_in("wang", "zh"), "publish", {"source": NEW_FLOW}).get_json()["error"] == "您的角色无权执行此操作。"
     ops = signed_in("ops")
-    assert post(ops, "publish", {"source": NEW_FLOW}, csrf=False).status_code == 400
+    forged = post(ops, "publish", {"source": NEW_FLOW}, csrf=False)
+    assert forged.status_code == 400 and "reload the page" in forged.get_json()["error"]
     with cf.session() as s:
         assert "designer_hello" not in {v.flow_id for v in latest_flow_versions(s)}
     nobody = app.test_client()

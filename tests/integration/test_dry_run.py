@@ -23,13 +23,13 @@ from sqlalchemy import func, select
 from engine.app import create_app
 from engine.cli import main
 from engine.core import Careflow
-from engine.designer.dry_run import DryRunInvalid, dry_run
+from engine.designer.dry_run import DryRunInvalid, dry_run, snapshot
 from engine.store import models
 from engine.clock import FixedClock
 from tests.conftest import START, make_careflow
 from tests.integration.admin.conftest import Browser, token_of
 from tests.integration.test_app import PASSWORD
-from tests.support.fakes import RecordingProvider
+from tests.support.fakes import RecordingProvider, SecretProvider
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -308,6 +308,8 @@ def test_the_admin_endpoint_runs_a_draft_for_a_customer_the_user_may_see(real: C
     answer = ops.client.post(url, json=body, headers=headers)
     assert answer.status_code == 200, answer.get_data(as_text=True)
     assert answer.json["status"] == "completed" and answer.json["ended_at"] == utc(START + timedelta(days=30))
+    local = ops.client.post(url, json={**body, "start": "2026-11-24T09:00"}, headers=headers)  # datetime-local
+    assert local.json["started_at"] == utc(START)  # read in the flow's time zone (Asia/Shanghai)
     refused = ops.client.post(url, json={**body, "source": "id: [broken"}, headers=headers)
     assert refused.status_code == 422 and refused.json["problems"][0]["line"] > 0
     li = browser("li")  # an account manager of another region: not their customer
@@ -371,3 +373,80 @@ def test_a_loop_that_never_ends_stops_at_the_horizon(real: Careflow) -> None:
     report = dry_run(real, flow("complaint"), customer(real), answers=never, start=START, max_rounds=30)
     assert report["status"] == "horizon" and report["outcome"] is None
     assert steps(report).count("resolve") > 5 and report["problems"]
+
+
+def test_the_weekly_cap_counts_the_customers_real_messages(cf_sqlite: Careflow, provider: RecordingProvider) -> None:
+    cf_sqlite.save_connector("email", "email", {"provider": "fake", "marketing_per_week": 2})
+    cid = customer(cf_sqlite, grade="A")
+    cf_sqlite.start("birthday", customer_id=cid)  # for real: the greeting and the coupon go out
+    cf_sqlite.tick()
+    assert len(provider.sent) == 2
+    report = dry_run(cf_sqlite, flow("birthday"), cid, start=START + timedelta(days=3), language="en")
+    assert [(m["step"], m["skipped"]) for m in report["messages"]] == [
+        ("greet", "not sent (marketing frequency cap reached)"), ("send_coupon", "not sent (marketing frequency cap reached)")]
+    later = dry_run(cf_sqlite, flow("birthday"), cid, start=START + timedelta(days=8), language="en")
+    assert [m["skipped"] for m in later["messages"]] == [None, None]  # a week later the cap is free again
+    assert len(provider.sent) == 2
+
+
+def test_no_secret_or_provider_setting_is_copied(cf_sqlite: Careflow) -> None:
+    cf_sqlite.registry.register(SecretProvider)
+    cf_sqlite.save_connector("mailer", "fakemail", {"api_key": "sk-live-0123456789", "from_address": "care@example.com"})
+    cf_sqlite.save_connector("email", "email", {"provider": "mailer", "marketing_per_week": 3})
+    copied = {row["name"]: (row["type"], row["settings"], row["secrets"])
+              for model, row in snapshot(cf_sqlite, customer(cf_sqlite), START).rows if model is models.ConnectorConfig}
+    assert copied == {"mailer": ("fakemail", {}, {}), "email": ("email", {"provider": "mailer", "marketing_per_week": 3}, {})}
+    users = [row for model, row in snapshot(cf_sqlite, customer(cf_sqlite), START).rows if model is models.User]
+    assert users and all(row["password_hash"] is None for row in users)
+
+
+def test_a_wait_beyond_the_horizon_stops_there(real: Careflow) -> None:
+    report = dry_run(real, THIRTY_DAYS, customer(real), start=START, horizon=timedelta(days=10))
+    assert report["status"] == "horizon" and [m["step"] for m in report["messages"]] == ["thanks"]
+
+
+def test_every_built_in_flow_runs_to_an_end_with_default_answers(real: Careflow) -> None:
+    cid = customer(real)
+    outcomes = {path.stem: dry_run(real, path.read_text(encoding="utf-8"), cid, start=START)
+                for path in sorted((ROOT / "workflows").glob("*.yaml"))}
+    assert {name: (r["status"], r["problems"]) for name, r in outcomes.items()} == {
+        name: ("completed", []) for name in outcomes}
+    # onboarding starts from its form, filled from the customer's own profile
+    assert outcomes["onboarding"]["path"][0]["note"] == "以表单 new_customer 的默认答案启动"
+
+
+CALLBACK = """
+id: callback
+name: {zh: 回电, en: Call back}
+steps:
+  - id: call
+    type: task
+    form: birthday_call
+    title: {zh: 回电, en: Call back}
+    assignee: {role: service_agent}
+    due: {hours: 4}
+    reminders:
+      - before: {hours: 1}
+    escalation:
+      - after: {hours: 1}
+        to_role: service_lead
+    on_timeout: {after: {days: 2}, next: give_up}
+    next: done
+  - id: done
+    type: end
+    outcome: called
+  - id: give_up
+    type: end
+    outcome: gave_up
+"""
+
+
+def test_a_task_nobody_answers_is_reminded_escalated_and_times_out(real: Careflow) -> None:
+    report = dry_run(real, CALLBACK, customer(real), answers={"call": {"$timeout": True}}, start=START, language="en")
+    assert (report["status"], report["outcome"]) == ("completed", "gave_up")
+    assert note(report, "call") == "a reminder was sent; escalated to service_lead; the task timed out"
+    assert report["ended_at"] == utc(START + timedelta(days=2))
+    assert [(t["status"], t["answered_by"]) for t in report["tasks"]] == [("cancelled", None)]
+    never = CALLBACK.replace("    on_timeout: {after: {days: 2}, next: give_up}\n", "").split("  - id: give_up")[0]
+    stuck = dry_run(real, never, customer(real), answers={"call": {"$timeout": True}}, start=START, language="en")
+    assert stuck["status"] == "waiting" and stuck["problems"][-1]["node"] == "call"

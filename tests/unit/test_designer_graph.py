@@ -399,3 +399,75 @@ def test_unknown_keys_comments_and_quoting_survive_an_edit() -> None:
     assert _without_layout(saved) == UNKNOWN.replace("'single quoted'", "'still single quoted'")
     problems = check(saved)
     assert {(p["path"], p["node"]) for p in problems} == {('$["x-owner"]', None), ('$.steps[0]["x-note"]', "note")}
+
+
+def _edge_set(graph: dict[str, Any]) -> list[tuple[Any, ...]]:
+    return sorted((e["sourceNodeId"], e["targetNodeId"], e["properties"]["kind"], e["properties"].get("when"))
+                  for e in graph["edges"])
+
+
+def test_what_is_saved_is_what_opens_again_edge_by_edge() -> None:
+    """Deleting any one edge of a flow and saving gives a text whose graph lacks exactly that edge."""
+    graph = to_graph(COMPLAINT)
+    for edge in graph["edges"]:
+        edited = copy.deepcopy(graph)
+        edited["edges"] = [e for e in edited["edges"] if e["id"] != edge["id"]]
+        reopened = to_graph(_save(edited, COMPLAINT))
+        assert _edge_set(reopened) == _edge_set(edited), edge["id"]
+        assert [n["properties"] for n in reopened["nodes"]] == [n["properties"] for n in edited["nodes"]]
+
+
+def test_a_comment_at_the_end_stays_above_the_new_layout() -> None:
+    source = "id: x\nname: X\nsteps:\n  - id: a\n    type: end\n# the end\n"
+    saved = _save(to_graph(source), source)
+    assert saved == source + "\nlayout:\n  a: [120, 60]\n"
+
+
+def test_random_edits_are_written_exactly_as_the_graph_says() -> None:
+    """Seeded random edit sequences: the loader of record reads back exactly the graph's flow."""
+    import random
+
+    from engine.designer.writer import steps_of
+
+    rnd = random.Random(6)
+    values: list[Any] = ["x", "010", "9:30", "yes", "on", "", " lead", "a: b", "- x", "{{ x }}", "#c", 3, 1.5, True,
+                         None, {"zh": "中", "en": "E"}, [1, "a"], {"a": {"b": [1, {"c": "d"}]}}, "multi\nline", "end\n"]
+    kinds = ["next", "case", "default", "branch", "timeout_next", "on_timeout", "send_back_to"]
+    for round_ in range(25):
+        original = rnd.choice(FLOWS)[1]
+        graph = to_graph(original)
+        nodes, edges = graph["nodes"], graph["edges"]
+        for _ in range(rnd.randint(1, 5)):
+            op = rnd.randint(0, 5)
+            if op == 0 and len(nodes) > 1:
+                nodes.pop(rnd.randrange(len(nodes)))
+            elif op == 1:
+                nodes.insert(rnd.randrange(len(nodes) + 1), {"id": f"n{round_}_{rnd.randint(0, 999)}", "x": 1, "y": 2,
+                             "properties": {"kind": rnd.choice(["action", "end"]), "step": {"params": {"k": rnd.choice(values)}}}})
+            elif op == 2:
+                kind = rnd.choice(kinds)
+                props: dict[str, Any] = {"kind": kind, "order": rnd.randint(0, 3), "when": rnd.choice(["x > 1", "a: b"])}
+                edges.append({"sourceNodeId": rnd.choice(nodes)["id"], "targetNodeId": rnd.choice(nodes)["id"],
+                              "properties": props})
+            elif op == 3 and edges:
+                edges.pop(rnd.randrange(len(edges)))
+            elif op == 4:
+                step = rnd.choice(nodes)["properties"]["step"]
+                step[rnd.choice([*step, "extra", "name", "values"])] = rnd.choice(values)
+            else:
+                rnd.shuffle(nodes)
+        graph = json.loads(json.dumps(graph))
+        saved = to_yaml(graph, original).text
+        expected = {**graph["flow"], "steps": steps_of(graph["nodes"], graph["edges"], [], "zh"),
+                    "layout": {n["id"]: [round(n["x"]), round(n["y"])] for n in graph["nodes"]}}
+        assert load_yaml(saved, "x").data == expected, saved
+
+
+def test_changing_an_anchored_map_does_not_change_its_aliases() -> None:
+    source = ("id: x\nname: X\nsteps:\n  - id: a\n    type: action\n    connector: timeline\n"
+              "    params: &note {text: hi}\n    next: b\n  - id: b\n    type: action\n    connector: timeline\n"
+              "    params: *note\n    next: c\n  - id: c\n    type: end\n")
+    graph = to_graph(source)
+    _node(graph, "a")["properties"]["step"]["params"] = {"text": "hello"}
+    saved = load_yaml(_save(graph, source), "x").data
+    assert [s.get("params") for s in saved["steps"]] == [{"text": "hello"}, {"text": "hi"}, None]
