@@ -15,6 +15,7 @@ from typing import Any
 
 from flask import abort, make_response, render_template, url_for
 from flask_babel import gettext as _
+from flask_babel import pgettext
 from sqlalchemy import select, true
 
 from admin import bp
@@ -38,7 +39,7 @@ def strings() -> dict[str, str]:
     """Every text designer.js shows, in the user's language."""
     return {
         # step types (palette and panel)
-        "kind.task": _("Task"), "kind.action": _("Action"), "kind.decision": _("Decision"),
+        "kind.task": _("Task"), "kind.action": pgettext("step type", "Action"), "kind.decision": _("Decision"),
         "kind.parallel": _("Parallel"), "kind.join": _("Join"), "kind.wait": _("Wait"),
         "kind.set": _("Set values"), "kind.update_customer": _("Update customer"),
         "kind.assign_owner": _("Assign owner"), "kind.subflow": _("Subflow"), "kind.end": _("End"),

@@ -27,6 +27,7 @@
   var canvasTimer = null, yamlTimer = null, seq = 0, inflight = Promise.resolve();
   var problems = [];
   var yamlBroken = false;   // the YAML text cannot be read: the canvas shows the last readable one
+  var readable = "";        // the last YAML text that could be read
   var marked = [];          // ids carrying a problem mark
 
   function t(key, vars) {
@@ -165,11 +166,14 @@
     var mine = ++seq;
     status(t("saving"));
     root.setAttribute("data-busy", "1");
-    return inflight = request(URLS.yaml, { graph: graph, source: source }).then(function (answer) {
+    // while the YAML text cannot be read, the canvas (its last readable version) is written into
+    // the last readable text instead: the canvas edit replaces the broken text
+    return inflight = request(URLS.yaml, { graph: graph, source: yamlBroken ? readable : source }).then(function (answer) {
       if (mine !== seq) { return; }
       root.removeAttribute("data-busy");
       if (answer.status === 200) {
-        source = answer.data.source || "";
+        source = readable = answer.data.source || "";
+        yamlBroken = false;
         document.getElementById("yaml").value = source;
         document.getElementById("yaml-error").textContent = "";
         showProblems(answer.data.problems || []);
@@ -201,6 +205,7 @@
       source = text;
       yamlBroken = answer.status !== 200;
       if (answer.status === 200) {
+        readable = text;
         document.getElementById("yaml-error").textContent = "";
         showGraph(answer.data.graph);
         showProblems(answer.data.problems || []);
@@ -1049,7 +1054,8 @@
       var step = palette.steps.filter(function (s) { return s.kind === kind; })[0] || {};
       var shape = step.shape || SHAPES[kind] || "rect";
       SHAPES[kind] = shape;
-      return { type: shape, label: t("kind." + kind), text: t("kind." + kind), className: "cf-kind-" + kind + " cf-shape-" + shape,
+      var label = S["kind." + kind] ? t("kind." + kind) : localized(step.label) || kind;
+      return { type: shape, label: label, text: label, className: "cf-kind-" + kind + " cf-shape-" + shape,
         properties: { kind: kind, step: {} } };
     }));
     accessible();
@@ -1150,7 +1156,7 @@
       }
       return request(URLS.source).then(function (src) {
         if (src.status !== 200) { status(t("request_failed", { status: src.status })); return null; }
-        source = src.data.source;
+        source = readable = src.data.source;
         return request(URLS.graph, { source: source });
       }).then(function (answer2) {
         if (!answer2) { return; }
