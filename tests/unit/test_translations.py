@@ -31,7 +31,9 @@ def test_mo_is_compiled_from_the_current_po(po: Path) -> None:
     assert mo.exists(), f"{mo.relative_to(ROOT)} is missing: run make translations"
     with mo.open("rb") as handle:
         compiled = gettext.GNUTranslations(handle)._catalog  # type: ignore[attr-defined]
-    expected = {m.id: m.string for m in _catalog(po) if m.id and m.string and not m.fuzzy}
+    # a message with a context (pgettext) is stored in the .mo as "context\x04id"
+    expected = {(f"{m.context}\x04{m.id}" if m.context else m.id): m.string
+                for m in _catalog(po) if m.id and m.string and not m.fuzzy}
     actual = {k: v for k, v in compiled.items() if k}
     assert actual == expected, f"{mo.relative_to(ROOT)} is out of date with its .po: run make translations"
 
