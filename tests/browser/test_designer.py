@@ -273,6 +273,8 @@ def test_an_invalid_edit_shows_its_problem_on_the_node(browser: Any, site: Site,
         assert "greet" in page.locator("#dry-run-result").inner_text()
         page.locator("#dry-run").scroll_into_view_if_needed()
         page.screenshot(path=str(images(tmp_path) / "designer-dry-run.en.png"), full_page=False)
+        response = page.goto(site.url + "/admin/designer/no_such_flow")
+        assert response is not None and response.status == 404
         assert not watch.errors, watch.errors
     finally:
         context.close()

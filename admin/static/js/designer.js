@@ -1161,8 +1161,13 @@
       }).then(function (answer2) {
         if (!answer2) { return; }
         if (answer2.status === 200) { start(answer2.data.graph, answer2.data.problems); } else {
+          // a deployed text the designer cannot draw: it can still be fixed in the YAML
           document.getElementById("yaml").value = source;
+          yamlBroken = true;
+          readable = "";
+          document.getElementById("yaml-error").textContent = t("yaml_invalid");
           showProblems((answer2.data && answer2.data.problems) || []);
+          root.setAttribute("data-ready", "1");
         }
       });
     }).then(function () { accessible(); });
