@@ -153,6 +153,8 @@ def test_build_the_birthday_flow_from_an_empty_canvas_publish_and_run_it(page: A
     field(page, "条件 1").press("Tab")
     field(page, "转到").select_option("birthday_call")
     field(page, "否则").select_option("done")
+    # auto-layout: rows by distance from the first step (the positions go into the layout block)
+    page.get_by_role("button", name="自动布局").click()
     settle(page)
 
     source = page.evaluate("() => window.careflowDesigner.source()")
@@ -167,6 +169,8 @@ def test_build_the_birthday_flow_from_an_empty_canvas_publish_and_run_it(page: A
     assert steps["birthday_call"]["due"] == {"business_days": 1}
     assert flow["triggers"] == [{"type": "date", "field": "birthday", "at": "09:00"}]
     assert set(flow["layout"]) == set(steps)
+    rows = {step_id: y for step_id, (_x, y) in flow["layout"].items()}
+    assert rows["greet"] < rows["is_grade_a"] < rows["birthday_call"] == rows["done"] < rows["done_with_call"]
     assert page.evaluate("() => window.careflowDesigner.problems()") == []
     page.locator("#canvas .lf-node").first.wait_for()
     page.screenshot(path=str(shots / "designer-build.zh.png"), full_page=False)

@@ -358,16 +358,18 @@
     return true;
   }
 
+  // Rows by distance from the first step, file order within a row (as the server lays out a flow
+  // without a layout block); the graph is drawn again so that every connection is routed anew.
   function autoLayout() {
-    var data = lf.getGraphRawData();
-    var ids = order.slice();
-    if (!ids.length) { return; }
+    var graph = currentGraph();
+    if (!graph.nodes.length) { return; }
+    var ids = graph.nodes.map(function (n) { return n.id; });
     var first = flow.start && ids.indexOf(flow.start) >= 0 ? flow.start : ids[0];
     var depth = {}, queue = [first];
     depth[first] = 0;
     while (queue.length) {
       var id = queue.shift();
-      data.edges.forEach(function (e) {
+      graph.edges.forEach(function (e) {
         if (e.sourceNodeId === id && depth[e.targetNodeId] === undefined) {
           depth[e.targetNodeId] = depth[id] + 1;
           queue.push(e.targetNodeId);
@@ -376,20 +378,35 @@
     }
     var bottom = Math.max.apply(null, Object.keys(depth).map(function (k) { return depth[k]; })) + 1;
     var rows = {};
-    ids.forEach(function (id) {
-      var row = depth[id] === undefined ? bottom : depth[id];
-      (rows[row] = rows[row] || []).push(id);
+    ids.forEach(function (nid) {
+      var row = depth[nid] === undefined ? bottom : depth[nid];
+      (rows[row] = rows[row] || []).push(nid);
     });
     var widest = Math.max.apply(null, Object.keys(rows).map(function (r) { return rows[r].length; }));
+    var at = {};
     Object.keys(rows).forEach(function (r) {
-      rows[r].forEach(function (id, col) {
-        var model = lf.getNodeModelById(id);
-        var x = 120 + col * 220 + (widest - rows[r].length) * 110;
-        model.moveTo(x, 60 + Number(r) * 120);
+      rows[r].forEach(function (nid, col) {
+        at[nid] = [120 + col * 220 + (widest - rows[r].length) * 110, 60 + Number(r) * 120];
       });
     });
-    lf.fitView(40, 40);
+    graph.nodes.forEach(function (n) { n.x = at[n.id][0]; n.y = at[n.id][1]; });
+    lf.render(toCanvas(graph));
+    marked = [];
+    showProblems(problems);
+    if (selected) { lf.selectElementById(selected); }
+    fit();
     canvasChanged();
+  }
+
+  // Fits the flow into the canvas, never larger than life, and nudges it clear of the palette
+  // (left) and the controls (bottom).
+  function fit() {
+    lf.fitView(160, 300);
+    if (lf.getTransform().SCALE_X > 1) {
+      lf.resetZoom();
+      lf.translateCenter();
+    }
+    lf.translate(50, -30);
   }
 
   /* ---------------------------------------------------------------- panel widgets */
@@ -1006,7 +1023,7 @@
     ["zoom-out", "zoom-in", "reset", "undo", "redo"].forEach(function (key) { control.removeItem(key); });
     [["zoom-out", "lf-control-zoomOut", "zoom_out", function () { lf.zoom(false); }],
       ["zoom-in", "lf-control-zoomIn", "zoom_in", function () { lf.zoom(true); }],
-      ["fit", "lf-control-fit", "fit", function () { lf.fitView(40, 40); }],
+      ["fit", "lf-control-fit", "fit", fit],
       ["undo", "lf-control-undo", "undo", function () { lf.undo(); }],
       ["redo", "lf-control-redo", "redo", function () { lf.redo(); }]].forEach(function (item) {
       control.addItem({ key: item[0], iconClass: item[1], title: t(item[2]), text: t(item[2]), onClick: item[3] });
@@ -1063,7 +1080,7 @@
 
   function start(graph, problemList) {
     showGraph(graph);
-    lf.fitView(40, 40);
+    fit();
     document.getElementById("yaml").value = source;
     showProblems(problemList || []);
     if (!source) { sendGraph(); }
