@@ -4,15 +4,16 @@
 // posted as text and comes back as a graph (POST api/graph), both with located problems, which
 // are shown on their node or edge and in a list. Transitions live only on edges, so the panel's
 // "next step" selectors create and delete edges.
-// No inline script and no inline style: the page's CSP allows neither.
+// No inline script and no inline style: the page's CSP allows neither (see admin/designer_page.py).
 (function () {
   "use strict";
 
-  var SHAPES = { decision: "diamond", parallel: "diamond", join: "diamond", wait: "ellipse", end: "circle" };
+  // LogicFlow shapes by step type until the palette says otherwise (rect for the rest)
+  var SHAPES = { decision: "diamond", parallel: "diamond", wait: "ellipse", end: "circle" };
   var KINDS = ["task", "action", "decision", "parallel", "join", "wait", "set", "update_customer",
     "assign_owner", "subflow", "end"];
-  // the edge kind of each way out that the panel offers as a "go to" selector
-  var NEXT_KINDS = { decision: [], parallel: [], end: [] };
+  // step types without a "next": their ways out are cases, branches, or none
+  var NO_NEXT = { decision: true, parallel: true, end: true };
   var UNITS = ["minutes", "hours", "days", "weeks", "business_days", "business_hours"];
   var ERROR_STYLE = { stroke: "#dc3545", strokeWidth: 3 };
   var TRIGGERS = ["manual", "form", "schedule", "date", "customer_event", "segment"];
@@ -324,7 +325,7 @@
     order.push(id);
     if (after) {
       var from = after.properties.kind;
-      if (!(from in NEXT_KINDS) && !outEdges(selected, "next").length) { connect(selected, id, { kind: "next" }); }
+      if (!(from in NO_NEXT) && !outEdges(selected, "next").length) { connect(selected, id, { kind: "next" }); }
     }
     select(id);
     canvasChanged();
@@ -600,7 +601,7 @@
 
     var build = PANELS[kind];
     if (build) { build(form, id, step, commit); }
-    if (!(kind in NEXT_KINDS)) {
+    if (!(kind in NO_NEXT)) {
       form.appendChild(field(t("next"), stepSelect(id, targetOf(id, "next"), function (v) {
         setTarget(id, "next", v);
         canvasChanged();
