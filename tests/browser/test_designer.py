@@ -156,6 +156,8 @@ def test_build_the_birthday_flow_from_an_empty_canvas_publish_and_run_it(page: A
     # auto-layout: rows by distance from the first step (the positions go into the layout block)
     page.get_by_role("button", name="自动布局").click()
     settle(page)
+    # the canvas controls stay keyboard buttons after the graph is drawn again
+    assert page.locator("#canvas .lf-control-item[role=button][tabindex='0']").count() == 5
 
     source = page.evaluate("() => window.careflowDesigner.source()")
     assert page.locator("#yaml").input_value() == source

@@ -144,6 +144,7 @@
     flow = graph.flow || {};
     order = graph.nodes.map(function (n) { return n.id; });
     lf.render(toCanvas(graph));
+    accessible();
     marked = [];
     lastSent = signature(currentGraph());
     if (selected && !lf.getNodeModelById(selected)) { selected = null; }
@@ -390,6 +391,7 @@
     });
     graph.nodes.forEach(function (n) { n.x = at[n.id][0]; n.y = at[n.id][1]; });
     lf.render(toCanvas(graph));
+    accessible();
     marked = [];
     showProblems(problems);
     if (selected) { lf.selectElementById(selected); }
