@@ -109,14 +109,13 @@ def _customers() -> list[dict[str, Any]]:
 
 def _page(flow_id: str | None) -> Any:
     urls = {
-        "palette": url_for("admin.designer_page") + "/api/palette",
-        "graph": url_for("admin.designer_page") + "/api/graph",
-        "yaml": url_for("admin.designer_page") + "/api/yaml",
-        "changes": url_for("admin.designer_page") + "/api/changes",
-        "publish": url_for("admin.designer_page") + "/api/publish",
-        "dry_run": url_for("admin.designer_page") + "/api/dry-run",
-        "source": (url_for("admin.designer_page") + f"/api/flows/{flow_id}/source") if flow_id else "",
-        "flow": url_for("admin.flows") + "/",
+        "palette": url_for("admin.designer_palette"),
+        "graph": url_for("admin.designer_graph"),
+        "yaml": url_for("admin.designer_yaml"),
+        "changes": url_for("admin.designer_changes"),
+        "publish": url_for("admin.designer_publish"),
+        "dry_run": url_for("admin.designer_dry_run"),
+        "source": url_for("admin.designer_source", flow_id=flow_id) if flow_id else "",
     }
     response = make_response(render_template(
         "admin/designer.html", flow_id=flow_id, urls=urls, strings=strings(), customers=_customers(),
