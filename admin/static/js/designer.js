@@ -621,7 +621,11 @@
       outEdges: outEdges, canvasChanged: canvasChanged, deleteStep: deleteStep,
     });
     lf.on("node:click", function (e) { select(e.data.id); });
-    lf.on("edge:click", function (e) { select(e.data.sourceNodeId); });
+    lf.on("edge:click", function (e) {
+      // the panel shows where the edge starts; the edge stays selected, so Delete removes the edge
+      selected = e.data.sourceNodeId;
+      renderPanel();
+    });
     lf.on("blank:click", function () { select(null); });
     lf.on("dnd:panel-click", function (e) { addStep(e.data.properties.kind); });
     lf.on("node:dnd-add", function (e) {
