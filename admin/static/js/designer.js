@@ -622,7 +622,7 @@
     });
     lf.on("node:click", function (e) { select(e.data.id); });
     lf.on("edge:click", function (e) {
-      // the panel shows where the edge starts; the edge stays selected, so Delete removes the edge
+      // the panel shows where the edge starts; the edge stays selected, so Backspace removes the edge
       selected = e.data.sourceNodeId;
       renderPanel();
     });
