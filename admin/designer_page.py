@@ -85,7 +85,6 @@ def strings() -> dict[str, str]:
         "no_changes": _("No change to steps, connections, triggers or settings: only positions or formatting."),
         "new_flow": _("This flow is not deployed yet: publishing creates version 1."),
         "running": _("Running version v%(version)s has %(count)s running instances; they stay on it."),
-        "change.added": _("added"), "change.removed": _("removed"), "change.changed": _("changed"),
         "published": _("Published %(flow)s as version %(version)s."),
         "not_changed": _("Nothing changed: this is already version %(version)s."),
         "fix_first": _("Fix the problems before publishing."),

@@ -453,7 +453,9 @@
       lines.forEach(function (line) { summary.appendChild(el("p", { class: "mb-1", text: line })); });
       if ((c.changes || []).length) { summary.appendChild(el("h3", { class: "h6 mt-2", text: t("changes_title") })); }
       (c.changes || []).forEach(function (change) {
-        list.appendChild(el("li", { "data-change": change.change, text: t("change." + change.change) + " · " + change.summary }));
+        // the summary already says what happened ("added step ..."); the colour repeats it
+        var colour = { added: "text-success", removed: "text-danger" }[change.change] || "";
+        list.appendChild(el("li", { "data-change": change.change, class: colour, text: change.summary }));
       });
       dialog.showModal();
     });
