@@ -40,10 +40,12 @@ def not_found(_exc: Exception) -> Any:
 
 
 from admin import audit, connectors, dashboard, flows, imports, instances, users  # noqa: E402  (views register on bp)
+from admin import form_designer  # noqa: E402
 
 LEADS_AND_DESIGNERS = ("designer", "team_lead", "service_lead")
 nav_item("admin.dashboard", _l("Dashboard"), LEADS_AND_DESIGNERS, order=50)
 nav_item("admin.flows", _l("Flows"), ("designer",), order=51)
+nav_item("admin.forms_list", _l("Forms"), ("designer",), order=51)
 nav_item("admin.instances", _l("Instances"), LEADS_AND_DESIGNERS, order=52)
 nav_item("admin.connectors", _l("Connectors"), (), order=53)
 nav_item("admin.users", _l("Users"), (), order=54)

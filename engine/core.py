@@ -152,6 +152,15 @@ class Careflow(SecurityOperations, SegmentOperations):
                 audit(s, by, "flow.deploy", "flow", result.id, {"version": result.version, "source": source}, at=self.clock.now())
             return result
 
+    def deploy_form_text(self, text: str | bytes, source: str, by: str | None = None) -> defs.Deployed:
+        """Check a form as `careflow validate` does and deploy it as a new version (the id comes from
+        source, ``<id>.schema.json``); raises FormInvalid with every problem; audited like deploy."""
+        with self.sessions.begin() as s:
+            result = defs.deploy_form(s, text, source, self.clock.now())
+            if result.changed:
+                audit(s, by, "form.deploy", "form", result.id, {"version": result.version, "source": source}, at=self.clock.now())
+            return result
+
     # ----- instances ----------------------------------------------------------------------
 
     def start(
