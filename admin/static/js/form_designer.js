@@ -14,6 +14,18 @@
   const TEXTS = ["text", "textarea", "phone", "email"];
   let uid = 0;
 
+  // SortableJS drags a copy of the list item (class sortable-fallback) appended to the page; Alpine
+  // would try to bind that copy's directives outside its x-for and fail. Observers are called in
+  // the order they were created, and this one exists before Alpine's, so the copy is marked
+  // ignored before Alpine looks at it.
+  new MutationObserver(function (records) {
+    records.forEach(function (record) {
+      record.addedNodes.forEach(function (node) {
+        if (node.classList && node.classList.contains("sortable-fallback")) node._x_ignore = true;
+      });
+    });
+  }).observe(document.documentElement, { childList: true, subtree: true });
+
   function readJson(id) {
     const el = document.getElementById(id);
     return el ? JSON.parse(el.textContent) : null;
@@ -70,6 +82,7 @@
         saving: false,
         existing: false,
         timer: null,
+        checking: false,
         sequence: 0,
 
         init() {
@@ -87,6 +100,7 @@
           let before = null;
           window.Sortable.create(list, {
             handle: ".fd-handle", draggable: ".fd-field", ghostClass: "fd-ghost", animation: 120,
+            forceFallback: true,  // mouse and touch events rather than native drag and drop: the same on phones
             onStart: (evt) => { before = evt.item.nextSibling; },
             onEnd: (evt) => {
               // Put the node back where Alpine rendered it, then move the data: Alpine redraws the list.
@@ -165,6 +179,16 @@
         get hasExtra() { return Object.keys(this.design.extra || {}).length > 0; },
         get extraJson() { return JSON.stringify(this.design.extra, null, 2); },
         optionId(what, index) { return "fd-option-" + what + "-" + index; },
+        typeChanged() {
+          // A yes/no field always has the two values true and false; other choices start empty.
+          const field = this.current;
+          const booleans = field.options.length === 2 && typeof field.options[0].value === "boolean";
+          if (field.type === "yesno" && !booleans) {
+            field.options = [{ value: true, label: text(null) }, { value: false, label: text(null) }];
+          } else if (field.type !== "yesno" && booleans) {
+            field.options = [];
+          }
+        },
         addOption() { this.current.options.push({ value: "", label: text(null) }); },
         removeOption(index) { this.current.options.splice(index, 1); },
         get otherFields() {
@@ -232,15 +256,21 @@
         refresh(values, check) {
           const ticket = ++this.sequence;
           const form = document.getElementById("fd-preview");
-          const body = { design: this.payload(), values: values || (form ? formValues(form) : {}), check: !!check };
+          // Once asked to check, the preview keeps checking: its errors follow every later change.
+          this.checking = this.checking || !!check;
+          const body = { design: this.payload(), values: values || (form ? formValues(form) : {}), check: this.checking };
           return this.post(this.$root.dataset.previewUrl, body).then((answer) => {
             if (ticket !== this.sequence) return;  // a newer edit is on its way
             this.problems = answer.data.problems || [];
             this.previewHtml = answer.data.html || "";
+            // Alpine's CSP build has no x-html; the fragment is the server's escaped Jinja output.
+            const target = document.getElementById("fd-preview-fields");
+            if (target && this.previewHtml) target.innerHTML = this.previewHtml;
             if (this.tab !== "json") this.rawText = answer.data.schema || "";
           }).catch(() => this.failed());
         },
         get noPreview() { return !this.previewHtml; },
+        get hasPreview() { return !!this.previewHtml; },
         previewChanged() { this.refresh(null, false); },
         checkPreview() { this.refresh(null, true); },
         applyRaw() {
