@@ -77,8 +77,10 @@ def _check(design: dict[str, Any]) -> tuple[dict[str, Any], str, list[dict[str, 
     text = schema_text(schema)
     found = design_problems(design)
     problems = [_design_message(p) for p in found]
-    # A bad id is reported above; the schema's own checks still run, under a stand-in name.
-    form_id = "form" if any(p.code == "form_id" for p in found) else str(design.get("id"))
+    if problems:
+        # The schema checks would mostly repeat these (in the CLI's words); they run once these are fixed.
+        return schema, text, problems, None
+    form_id = str(design.get("id"))
     try:
         form = forms.load_form_text(text, f"{form_id}{forms.FORM_SUFFIX}", form_id)
     except DefinitionInvalid as exc:
