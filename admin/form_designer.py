@@ -41,7 +41,7 @@ from engine.store.models import FormVersion
 MAX_FORM_CHARS = 200_000
 
 TYPE_LABELS = {
-    "text": _l("Text"), "textarea": _l("Long text"), "number": _l("Number"), "integer": _l("Whole number"),
+    "text": _l("Short text"), "textarea": _l("Long text"), "number": _l("Number"), "integer": _l("Whole number"),
     "select": _l("Drop-down list"), "radio": _l("Single choice"), "yesno": _l("Yes / no"),
     "checkbox": _l("Check box"), "checkboxes": _l("Multiple choice"), "date": _l("Date"),
     "datetime": _l("Date and time"), "phone": _l("Phone number"), "email": _l("E-mail address"),

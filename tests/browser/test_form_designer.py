@@ -103,7 +103,7 @@ def test_build_a_conditional_form_save_it_and_answer_it_in_the_inbox(page: Any, 
     expect(preview.locator("#f-when")).to_be_visible()
     page.click("#fd-check")
     expect(preview.locator("#err-when")).to_be_visible()
-    shot(page, "form-designer.png")
+    shot(page, "form-designer.zh.png")
 
     # the raw JSON tab shows what is saved
     page.click("#fd-tab-json")
@@ -118,6 +118,15 @@ def test_build_a_conditional_form_save_it_and_answer_it_in_the_inbox(page: Any, 
     with site.cf.session() as s:
         versions = list(s.scalars(select(FormVersion).where(FormVersion.form_id == "contact_again")))
     assert [v.version for v in versions] == [1]
+    if os.environ.get("CAREFLOW_SCREENSHOTS"):  # the English page for docs/designer.en.md
+        context, english, _watch = open_page(browser, "en")
+        sign_in(english, site, "ops")
+        english.goto(site.url + "/admin/forms/contact_again/design")
+        english.locator("#fd-field-list .fd-select").nth(2).click()
+        english.locator("#fd-preview-fields").get_by_label("Yes", exact=True).check()
+        expect(english.locator("#fd-preview-fields #f-when")).to_be_visible()
+        shot(english, "form-designer.en.png")
+        context.close()
 
     # a flow uses it in a task for chen
     site.cf.deploy_flow_text(FLOW, "contact_again_flow.yaml", by="ops")
@@ -134,6 +143,7 @@ def test_build_a_conditional_form_save_it_and_answer_it_in_the_inbox(page: Any, 
         assert fields.locator("#f-when").count() == 0
         fields.get_by_label("需要", exact=True).check()
         expect(fields.locator("#f-when")).to_be_visible()
+        shot(employee, "form-designer-task.zh.png")
         employee.locator("#task-form button[type=submit]").click()
         expect(employee.locator("#err-when")).to_contain_text("联系日期")
         employee.locator("#f-when").fill("2026-12-01")
