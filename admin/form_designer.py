@@ -20,6 +20,7 @@ read-only with their JSON, the form's other rules in a read-only box, and both a
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from flask import abort, jsonify, render_template, request, url_for
@@ -39,6 +40,7 @@ from engine.i18n import lang
 from engine.store.models import FormVersion
 
 MAX_FORM_CHARS = 200_000
+_FORM_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # engine.forms' rule for form ids
 
 TYPE_LABELS = {
     "text": _l("Short text"), "textarea": _l("Long text"), "number": _l("Number"), "integer": _l("Whole number"),
@@ -133,9 +135,11 @@ def form_designer_new() -> Any:
     return _page(new_design(), existing=False)
 
 
-@bp.get("/forms/<ident:form_id>/design")
+@bp.get("/forms/<form_id>/design")
 @requires("flows.deploy")
 def form_designer(form_id: str) -> Any:
+    if not _FORM_ID_RE.fullmatch(form_id):
+        abort(404)
     with careflow().session() as s:
         version = s.scalars(select(FormVersion).where(FormVersion.form_id == form_id)
                             .order_by(FormVersion.version.desc()).limit(1)).first()
