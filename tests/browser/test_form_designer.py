@@ -70,13 +70,15 @@ def test_build_a_conditional_form_save_it_and_answer_it_in_the_inbox(page: Any, 
     page.fill("#fd-title-zh", "回访结果")
     page.fill("#fd-title-en", "Follow-up result")
 
-    add_field(page, "again", "yesno", "需要再次联系？", "Contact again?", required=True)
+    add_field(page, "contact", "yesno", "需要再次联系？", "Contact again?", required=True)
     page.fill("#fd-option-zh-0", "需要")
     page.fill("#fd-option-en-0", "Yes")
     add_field(page, "when", "date", "联系日期", "When", required=True)
     page.check("#fd-conditional")
-    page.select_option("#fd-cond-field", "again")
+    page.select_option("#fd-cond-field", "contact")
     page.select_option("#fd-cond-value", "true")
+    page.locator("#fd-field-list .fd-select").first.click()
+    page.fill("#fd-key", "again")  # renaming keeps the condition that names the field
     add_field(page, "note", "text", "备注", "Note")
     page.fill("#fd-maxlength", "200")
 

@@ -21,7 +21,9 @@ from engine.app import create_app
 from engine.core import Careflow
 from engine.errors import SubmissionInvalid
 from engine.forms_design import design_problems, field_of_path, from_design, new_design, new_field, schema_text, to_design
-from tests.conftest import make_careflow
+from engine.clock import FixedClock
+from tests.conftest import START, make_careflow
+from tests.support.fakes import RecordingProvider
 from tests.integration.test_app import PASSWORD
 
 FORMS = sorted((Path(__file__).resolve().parents[2] / "forms").glob("*.schema.json"))
@@ -141,16 +143,19 @@ def test_bad_input_is_named_by_its_field() -> None:
 # --- the endpoints ------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def designer(cf_sqlite: Careflow) -> Iterator[tuple[FlaskClient, dict[str, str], Careflow]]:
-    app = create_app({"TESTING": True, "SECRET_KEY": "test"}, engine=cf_sqlite)
+@pytest.fixture(scope="module")
+def designer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FlaskClient, dict[str, str], Careflow]]:
+    """One engine on SQLite for the endpoint tests (a new one per test would be most of their time)."""
+    cf = make_careflow(f"sqlite:///{tmp_path_factory.mktemp('design') / 'careflow.db'}", FixedClock(START), RecordingProvider())
+    app = create_app({"TESTING": True, "SECRET_KEY": "test"}, engine=cf)
     client = app.test_client()
     page = client.get("/login").get_data(as_text=True)
     token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
     assert client.post("/login", data={"username": "ops", "password": PASSWORD, "csrf_token": token}).status_code == 302
     html = client.get("/admin/forms/new", headers={"Accept-Language": "en"}).get_data(as_text=True)
     csrf = re.search(r'data-csrf="([^"]+)"', html).group(1)  # type: ignore[union-attr]
-    yield client, {"X-CSRFToken": csrf, "Accept-Language": "en"}, cf_sqlite
+    yield client, {"X-CSRFToken": csrf, "Accept-Language": "en"}, cf
+    cf.close()
 
 
 def test_preview_renders_with_the_inbox_renderer_and_save_deploys_an_audited_version(designer: Any) -> None:
@@ -193,3 +198,15 @@ def test_save_refuses_a_bad_form_naming_the_field_and_needs_the_deploy_right(des
     assert [f["key"] for f in opened["design"]["fields"]] == ["again", "when"] and opened["problems"] == []
     no_csrf = client.post("/admin/forms/api/save", json={"design": contact_again()}, headers={"Accept-Language": "en"})
     assert no_csrf.status_code == 400
+
+
+def test_only_designers_and_admins_may_design(designer: Any) -> None:
+    client, _headers, _cf = designer
+    agent = client.application.test_client()
+    page = agent.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+    assert agent.post("/login", data={"username": "chen", "password": PASSWORD, "csrf_token": token}).status_code == 302
+    assert agent.get("/admin/forms").status_code == 200  # forms.read: every role
+    assert "/admin/forms/new" not in agent.get("/admin/forms").get_data(as_text=True)
+    assert agent.get("/admin/forms/new").status_code == 403
+    assert agent.get("/admin/forms/follow_up/design").status_code == 403

@@ -161,6 +161,15 @@
           this.selected = this.design.fields.length - 1;
           this.$nextTick(() => { const key = document.getElementById("fd-label-zh"); if (key) key.focus(); });
         },
+        renameKey(evt) {
+          // Conditions that name this field follow its new name.
+          const before = this.current.key;
+          const after = evt.target.value;
+          this.design.fields.forEach(function (f) {
+            if (f.show_if && f.show_if.field === before) f.show_if.field = after;
+          });
+          this.current.key = after;
+        },
         removeField() {
           this.design.fields.splice(this.selected, 1);
           this.selected = Math.min(this.selected, this.design.fields.length - 1);
