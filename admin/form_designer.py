@@ -99,6 +99,14 @@ def _design_from_body() -> dict[str, Any]:
     design: dict[str, Any] = body["design"]
     if len(json.dumps(design, ensure_ascii=False)) > MAX_FORM_CHARS:
         abort(413)
+    fields = design.get("fields", [])
+    # The page always sends this shape; anything else is not a design (400, not a crash).
+    if not isinstance(fields, list) or not all(
+            isinstance(f, dict) and all(isinstance(o, dict) for o in f.get("options") or [])
+            and isinstance(f.get("extra") or {}, dict) and isinstance(f.get("show_if") or {}, dict) for f in fields):
+        abort(400)
+    if not isinstance(design.get("extra") or {}, dict):
+        abort(400)
     return design
 
 

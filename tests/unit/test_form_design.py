@@ -196,6 +196,8 @@ def test_save_refuses_a_bad_form_naming_the_field_and_needs_the_deploy_right(des
     opened = client.post("/admin/forms/api/open", json={"text": schema_text(from_design(contact_again())), "id": "contact_again"},
                          headers=headers).get_json()
     assert [f["key"] for f in opened["design"]["fields"]] == ["again", "when"] and opened["problems"] == []
+    assert client.post("/admin/forms/api/preview", json={"design": {"fields": [{"options": ["x"]}]}},
+                       headers=headers).status_code == 400
     no_csrf = client.post("/admin/forms/api/save", json={"design": contact_again()}, headers={"Accept-Language": "en"})
     assert no_csrf.status_code == 400
 
