@@ -359,7 +359,7 @@ def from_design(design: Mapping[str, Any]) -> dict[str, Any]:
     schema: dict[str, Any] = {"$schema": SCHEMA_URI, "type": extra.pop("type", "object"),
                               "additionalProperties": extra.pop("additionalProperties", False),
                               "x-title": _text(design.get("title"))}
-    if design.get("description") is not None:
+    if _has_text(design.get("description")):
         schema["x-description"] = _text(design.get("description"))
     keys = [str(f.get("key") or "") for f in fields]
     if design.get("order", True):

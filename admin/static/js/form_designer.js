@@ -38,6 +38,7 @@
   /* Give every field what the editor binds to: an id for x-for, labels, condition as text. */
   function prepare(design) {
     design.title = text(design.title);
+    design.description = text(design.description);  // left empty, the form has none
     design.fields = (design.fields || []).map(function (f) {
       f._uid = ++uid;
       f.label = text(f.label);
