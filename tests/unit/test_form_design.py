@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from flask.testing import FlaskClient
 
 from engine import forms
 from engine.app import create_app
+from engine.cli import main
 from engine.core import Careflow
 from engine.errors import SubmissionInvalid
 from engine.forms_design import design_problems, field_of_path, from_design, new_design, new_field, schema_text, to_design
@@ -91,7 +93,7 @@ def contact_again() -> dict[str, Any]:
     return design
 
 
-def test_a_required_conditional_field_is_an_if_then_that_the_validator_enforces() -> None:
+def test_a_required_conditional_field_is_an_if_then_that_the_validator_enforces(tmp_path: Path) -> None:
     schema = from_design(contact_again())
     assert schema["required"] == ["again"]
     assert schema["properties"]["when"]["x-show-if"] == {"field": "again", "equals": True}
@@ -103,6 +105,10 @@ def test_a_required_conditional_field_is_an_if_then_that_the_validator_enforces(
     assert [(e.field, e.code) for e in caught.value.errors] == [("when", "required")]
     assert forms.check_submission(form, {"again": False, "when": "2026-12-01"}) == {"again": False}  # hidden: dropped
     assert forms.check_submission(form, {"again": True, "when": "2026-12-01"})["when"] == "2026-12-01"
+    # `careflow validate` accepts the file the designer writes
+    (tmp_path / "contact_again.schema.json").write_text(schema_text(schema), encoding="utf-8")
+    result = CliRunner().invoke(main, ["validate", str(tmp_path / "contact_again.schema.json")])
+    assert result.exit_code == 0 and "ok: 1 file(s) checked" in result.output, result.output
     # and it reads back as the same design
     again = to_design(schema, "contact_again")
     assert [(f["key"], f["required"], f["show_if"]) for f in again["fields"]] == [
