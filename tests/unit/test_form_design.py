@@ -218,3 +218,29 @@ def test_only_designers_and_admins_may_design(designer: Any) -> None:
     assert "/admin/forms/new" not in agent.get("/admin/forms").get_data(as_text=True)
     assert agent.get("/admin/forms/new").status_code == 403
     assert agent.get("/admin/forms/follow_up/design").status_code == 403
+
+
+def test_deploy_form_text_versions_and_audits_on_each_backend(cf: Careflow) -> None:
+    text = schema_text(from_design(contact_again()))
+    first = cf.deploy_form_text(text, "contact_again.schema.json", by="ops")
+    same = cf.deploy_form_text(text, "contact_again.schema.json", by="ops")
+    second = cf.deploy_form_text(text.replace("回访", "回访记录"), "contact_again.schema.json", by="admin")
+    assert (first.version, first.changed, same.version, same.changed, second.version) == (1, True, 1, False, 2)
+    with pytest.raises(forms.FormInvalid):
+        cf.deploy_form_text("{}", "broken.schema.json", by="ops")
+    app = create_app({"TESTING": True, "SECRET_KEY": "test"}, engine=cf)
+    client = app.test_client()
+    page = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+    client.post("/login", data={"username": "admin", "password": PASSWORD, "csrf_token": token})
+    listing = client.get("/admin/forms", headers={"Accept-Language": "zh-CN"}).get_data(as_text=True)
+    row = listing.split("<code>contact_again</code>", 1)[1].split("</tr>", 1)[0]
+    assert "回访记录" in row and "v2" in row
+    with cf.session() as s:
+        from sqlalchemy import select
+
+        from engine.store.models import AuditEntry
+
+        actors = list(s.scalars(select(AuditEntry.actor).where(AuditEntry.action == "form.deploy",
+                                                               AuditEntry.target_id == "contact_again").order_by(AuditEntry.id)))
+    assert actors == ["ops", "admin"]
