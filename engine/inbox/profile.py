@@ -10,6 +10,7 @@ from typing import Any
 
 from flask import flash, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
+from flask_babel import refresh
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required
 
@@ -57,6 +58,8 @@ def profile_save() -> Any:
         return render_template("inbox/profile.html", user=user, values=data, errors=field_errors(exc)), 422
     # The session's switch choice would hide the new preference: the profile decides from now on.
     session.pop("lang", None)
+    current_user.language = data["language"]
+    refresh()  # the confirmation in the language just chosen
     flash(_("Your settings are saved."), "success")
     return redirect(url_for("inbox.profile"))
 
