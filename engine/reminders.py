@@ -58,6 +58,14 @@ SCHEMA: dict[str, Any] = {
 }
 
 
+_HINTS = {
+    "base_url": "base_url must be an http(s) address such as https://care.example.com",
+    "email": "email must be a connector or channel name, or TYPE/NAME",
+    "im": "im must be a robot connector as TYPE/NAME, such as feishu/care-team",
+    "teams": "teams maps team names to robot connectors, such as {\"north\": \"wecom/north\"}",
+}
+
+
 @dataclass(frozen=True)
 class ReminderSettings:
     base_url: str | None = None
@@ -85,10 +93,10 @@ def load(session: Session) -> ReminderSettings:
 
 def save(session: Session, values: Mapping[str, Any], now: datetime, by: str | None) -> ReminderSettings:
     """Merge ``values`` into the stored settings (``null`` clears one)."""
-    errors = [
-        FieldError(e.json_path, str(e.absolute_path[0]) if e.absolute_path else "", e.message[:300], str(e.validator))
-        for e in jsonschema.Draft202012Validator(SCHEMA).iter_errors(dict(values))
-    ]
+    errors = []
+    for e in jsonschema.Draft202012Validator(SCHEMA).iter_errors(dict(values)):
+        name = str(e.absolute_path[0]) if e.absolute_path else ""
+        errors.append(FieldError(e.json_path, name, _HINTS.get(name, e.message)[:300], str(e.validator)))
     if errors:
         raise SubmissionInvalid(errors)
     row = session.get(AppSetting, KEY)
