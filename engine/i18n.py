@@ -22,6 +22,7 @@ from typing import Any
 
 from flask import Flask, has_request_context, request, session
 from flask_babel import Babel, format_date, format_datetime, get_locale
+from flask_login import current_user
 
 ROOT = Path(__file__).resolve().parent.parent
 TRANSLATION_DIRECTORIES = (ROOT / "engine" / "translations", ROOT / "admin" / "translations")
@@ -49,8 +50,6 @@ def requested_lang() -> str:
 
 def _user_language() -> str | None:
     """The signed-in user's chosen language, None when not signed in or not chosen."""
-    from flask_login import current_user
-
     try:
         return getattr(current_user, "language", None)
     except AttributeError:  # no login manager on this app (a bare Flask app in tests)
