@@ -18,6 +18,7 @@ PAGES = [
     ("wang", "/customers/{customer}"),
     ("chen", "/inbox"),
     ("chen", "/tasks/{task}"),
+    ("chen", "/profile"),
     ("liu", "/tasks/{task}"),
     ("admin", "/"),
     ("admin", "/customers?grade=A"),
