@@ -36,11 +36,11 @@ class WeComConnector:
 
     def send(self, message: Message, settings: Mapping[str, Any]) -> Delivery:
         kind, _title, content = robot_message(message.params)
-        if len(content.encode("utf-8")) > MAX_BYTES[kind]:
-            raise ConnectorError(f"a WeCom {kind} message may have at most {MAX_BYTES[kind]} bytes")
         people = mentions(message.params)
         if people and kind == "markdown":
             content += "\n" + " ".join(f"<@{p}>" for p in people)  # markdown has no mentioned_list
+        if len(content.encode("utf-8")) > MAX_BYTES[kind]:
+            raise ConnectorError(f"a WeCom {kind} message may have at most {MAX_BYTES[kind]} bytes")
         body: dict[str, Any] = {"msgtype": kind, kind: {"content": content}}
         if people and kind == "text":
             body["text"]["mentioned_list"] = people
