@@ -40,6 +40,8 @@ def not_found(_exc: Exception) -> Any:
 
 
 from admin import audit, connectors, dashboard, flows, imports, instances, users  # noqa: E402  (views register on bp)
+from admin import designer_api  # noqa: E402,F401  (the designer's JSON endpoints)
+from admin import dry_run  # noqa: E402,F401  (the designer's dry run: POST /admin/designer/api/dry-run)
 
 LEADS_AND_DESIGNERS = ("designer", "team_lead", "service_lead")
 nav_item("admin.dashboard", _l("Dashboard"), LEADS_AND_DESIGNERS, order=50)

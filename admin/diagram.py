@@ -4,21 +4,20 @@ The graph is built here, on the server, from the flow model, so the browser only
 (LogicFlow in silent mode, ``static/js/diagram.js``). Positions come from a layered layout:
 a step's row is its distance from the start step, its column its place in that row. The steps an
 instance is at are highlighted through ``properties.style``, which LogicFlow's nodes honour.
+The layout is the designer's (``engine.designer.layout``), so both pages draw a flow alike.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
 from flask_babel import gettext as _
 
+from engine.designer import layout
 from engine.flow.model import Flow, Step
 from engine.i18n import localized
 
-COLUMN = 220
-ROW = 120
 #: LogicFlow's built-in node shapes by step type
 SHAPES = {"decision": "diamond", "parallel": "diamond", "end": "circle", "wait": "ellipse", "timer": "ellipse"}
 CURRENT_STYLE = {"stroke": "#d63384", "strokeWidth": 3, "fill": "#fde2ef"}
@@ -48,43 +47,24 @@ def transitions(step: Step) -> list[tuple[str, str]]:
 
 def layers(flow: Flow) -> dict[str, tuple[int, int]]:
     """(row, column) of every step: rows by shortest distance from the start step."""
-    depth = {flow.start: 0}
-    queue = deque([flow.start])
-    while queue:
-        step_id = queue.popleft()
-        for target, _label in transitions(flow.steps[step_id]):
-            if target in flow.steps and target not in depth:
-                depth[target] = depth[step_id] + 1
-                queue.append(target)
-    bottom = max(depth.values(), default=0) + 1
-    for step_id in flow.steps:  # unreachable steps (the validator refuses them) go at the bottom
-        depth.setdefault(step_id, bottom)
-    placed: dict[str, tuple[int, int]] = {}
-    per_row: dict[int, int] = {}
-    for step_id in flow.steps:  # file order within a row keeps the picture stable between versions
-        row = depth[step_id]
-        placed[step_id] = (row, per_row.get(row, 0))
-        per_row[row] = per_row.get(row, 0) + 1
-    return placed
+    successors = {step_id: [target for target, _label in transitions(step)] for step_id, step in flow.steps.items()}
+    return layout.layers(list(flow.steps), flow.start, successors)
 
 
 def graph(flow: Flow, current: Iterable[str] = (), visited: Iterable[str] = ()) -> dict[str, Any]:
     """LogicFlow graph data for a flow; ``current`` steps highlighted, ``visited`` ones marked done."""
     at = set(current)
     done = set(visited) - at
-    positions = layers(flow)
-    widest = max((col for _row, col in positions.values()), default=0) + 1
+    where = layout.positions(layers(flow))
     nodes = []
     for step_id, step in flow.steps.items():
-        row, col = positions[step_id]
-        row_width = sum(1 for r, _c in positions.values() if r == row)
-        x = 120 + col * COLUMN + (widest - row_width) * COLUMN // 2
+        x, y = where[step_id]
         style = CURRENT_STYLE if step_id in at else DONE_STYLE if step_id in done else {}
         nodes.append({
             "id": step_id,
             "type": SHAPES.get(step.type, "rect"),
             "x": x,
-            "y": 60 + row * ROW,
+            "y": y,
             "text": str(localized(dict(step.name)) or step_id),
             "properties": {"step": step_id, "kind": step.type, "current": step_id in at, "style": style,
                            **({"r": 30} if step.type == "end" else {})},

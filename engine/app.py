@@ -136,6 +136,10 @@ def create_app(config: Mapping[str, Any] | None = None, engine: Careflow | None 
 
     @app.errorhandler(CSRFError)
     def csrf_error(exc: CSRFError) -> Any:
+        if request.is_json:  # a page's fetch() (the designer): an answer it can show
+            message = _("For your security, please go back, reload the page and submit again.")
+            problem = {"message": message, "line": 0, "column": 0, "path": "$", "node": None, "edge": None}
+            return {"error": message, "problems": [problem]}, 400
         return render_template("csrf_error.html"), 400
 
     @app.get("/login")

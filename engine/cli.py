@@ -819,6 +819,7 @@ def webhooks_delete(state: State, name: str, by: str | None) -> None:
 
 from engine import cli_connectors  # noqa: E402,F401  (adds `connectors types`)
 from engine import cli_import  # noqa: E402,F401  (adds the import commands to the customers group)
+from engine import cli_dry_run  # noqa: E402,F401  (adds `dry-run`)
 from engine.cli_segments import reports, segments  # noqa: E402  (registers ``customers risk`` too)
 
 main.add_command(segments)

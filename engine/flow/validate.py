@@ -136,7 +136,8 @@ def _reachable(flow: Flow, start: str) -> set[str]:
     todo = [start]
     while todo:
         for nxt in flow.steps[todo.pop()].successors():
-            if nxt not in seen:
+            # An unknown step is reported by the reference check; it leads nowhere.
+            if nxt not in seen and nxt in flow.steps:
                 seen.add(nxt)
                 todo.append(nxt)
     return seen

@@ -1,0 +1,165 @@
+"""The designer's JSON endpoints through the Flask test client: a designer, a read-only role, nobody."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from engine.app import create_app
+from engine.core import Careflow
+from engine.store.definitions import latest_flow_version, latest_flow_versions
+from tests.integration.admin.conftest import Browser, token_of
+from tests.integration.test_app import PASSWORD
+
+NEW_FLOW = """\
+# a flow made in the designer
+id: designer_hello
+name: {zh: 问候, en: Hello}
+triggers:
+  - type: manual
+steps:
+  - id: note
+    type: action
+    connector: timeline
+    params:
+      text: "hello {{ customer.name }}"
+    next: done
+  - id: done
+    type: end
+"""
+
+
+@pytest.fixture
+def app(cf: Careflow) -> Flask:
+    return create_app({"TESTING": True, "SECRET_KEY": "test"}, engine=cf)
+
+
+@pytest.fixture
+def signed_in(app: Flask) -> Callable[..., Browser]:
+    def sign(username: str, lang: str = "en") -> Browser:
+        browser = Browser(app.test_client(), lang)
+        page = browser.get("/login").get_data(as_text=True)
+        response = browser.client.post("/login", data={"username": username, "password": PASSWORD,
+                                                       "csrf_token": token_of(page)}, headers=browser.headers)
+        assert response.status_code == 302
+        browser.get("/")
+        assert browser.csrf
+        return browser
+
+    return sign
+
+
+def post(browser: Browser, path: str, body: Any, csrf: bool = True) -> Any:
+    # As the page's JS does: a JSON body and the CSRF token in the X-CSRFToken header.
+    headers = {**browser.headers, **({"X-CSRFToken": browser.csrf} if csrf else {})}
+    return browser.client.post(f"/admin/designer/api/{path}", json=body, headers=headers)
+
+
+def test_open_edit_check_and_publish(cf: Careflow, signed_in: Callable[..., Browser]) -> None:
+    ops = signed_in("ops")
+    palette = ops.get("/admin/designer/api/palette").get_json()
+    task = next(s for s in palette["steps"] if s["kind"] == "task")
+    assert task["label"] == "Task" and task["shape"] == "rect" and "form" in task["schema"]["properties"]
+    assert {"kind": "decision", "shape": "diamond"}.items() <= next(s for s in palette["steps"] if s["kind"] == "decision").items()
+    assert {t["kind"] for t in palette["triggers"]} >= {"manual", "form", "schedule", "date", "segment"}
+    assert {"id": "service_agent", "name": "Service agent"} in palette["roles"]
+    assert "complaint_intake" in {f["id"] for f in palette["forms"]}
+    assert {"name": "timeline", "type": "timeline"} in palette["connectors"]
+
+    opened = ops.get("/admin/designer/api/flows/complaint/source").get_json()
+    assert opened["flow"] == "complaint" and opened["version"] == 1
+    assert opened["source"].startswith("# yaml-language-server")
+    assert ops.get("/admin/designer/api/flows/complaint/source?version=9").status_code == 404
+
+    drawn = post(ops, "graph", {"source": opened["source"]})
+    assert drawn.status_code == 200, drawn.get_data(as_text=True)
+    body = drawn.get_json()
+    assert body["problems"] == []
+    graph = body["graph"]
+    triage = next(n for n in graph["nodes"] if n["id"] == "triage")
+    # Keys come in the file's order (the page shows them so, and new ones are appended).
+    assert list(triage["properties"]["step"]) == ["type", "name", "form", "title", "assignee", "due", "reminders"]
+    triage["properties"]["step"]["due"] = {"hours": 2}
+
+    saved = post(ops, "yaml", {"graph": graph, "source": opened["source"]}).get_json()
+    assert saved["problems"] == []
+    assert "    due: {hours: 2}\n" in saved["source"] and "# 投诉处理 · Complaint handling" in saved["source"]
+    assert "\nlayout:\n  ticket: [" in saved["source"]
+
+    cf.start("complaint", customer_id=None)
+    changes = post(ops, "changes", {"source": saved["source"]}).get_json()
+    assert changes["flow"] == "complaint" and changes["running_version"] == 1
+    assert changes["running_instances"] == 1 and changes["unchanged"] is False
+    assert [(c["change"], c["what"], c["id"]) for c in changes["changes"]] == [("changed", "step", "triage")]
+    assert changes["changes"][0]["summary"] == "Step “Triage” (triage) changed: due"
+
+    published = post(ops, "publish", {"source": saved["source"]})
+    assert published.get_json() == {"flow": "complaint", "version": 2, "changed": True}
+    again = post(ops, "publish", {"source": saved["source"]}).get_json()
+    assert again == {"flow": "complaint", "version": 2, "changed": False}
+    assert post(ops, "changes", {"source": saved["source"]}).get_json()["unchanged"] is True
+    with cf.session() as s:
+        assert latest_flow_version(s, "complaint").deployed_by == "ops"
+    entries, _total = cf.audit_entries(action="flow.deploy", actor="ops")
+    assert len(entries) == 1
+
+    # A flow drawn from scratch: no running version yet, every step is new.
+    new = post(ops, "changes", {"source": NEW_FLOW}).get_json()
+    assert new["running_version"] is None and new["running_instances"] == 0
+    assert {("added", "step", "note"), ("added", "edge", "note->done:next")} <= {
+        (c["change"], c["what"], c["id"]) for c in new["changes"]}
+    assert post(ops, "publish", {"source": NEW_FLOW}).get_json() == {"flow": "designer_hello", "version": 1, "changed": True}
+
+
+# Only publishing touches the database in ways that differ between backends.
+SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+
+@SQLITE_ONLY
+def test_problems_and_unreadable_text(cf: Careflow, signed_in: Callable[..., Browser]) -> None:
+    ops = signed_in("ops", "zh")
+    unreadable = post(ops, "graph", {"source": "id: [oops\n"})
+    assert unreadable.status_code == 422
+    problem = unreadable.get_json()["problems"][0]
+    assert problem["line"] >= 1 and problem["node"] is None
+    assert post(ops, "graph", {"source": ""}).status_code == 422
+    assert post(ops, "graph", {}).status_code == 422
+    assert post(ops, "changes", {"source": "- a\n"}).status_code == 422
+    assert post(ops, "yaml", {"graph": {"nodes": "x"}, "source": ""}).status_code == 422
+
+    broken = NEW_FLOW.replace("next: done", "next: don")
+    drawn = post(ops, "graph", {"source": broken}).get_json()
+    assert [(p["node"], p["edge"]) for p in drawn["problems"]] == [("note", "note->don:next")]
+    assert next(e for e in drawn["graph"]["edges"])["targetNodeId"] == "don"
+    assert drawn["graph"]["nodes"][0]["properties"]["kind"] == "action"
+
+    refused = post(ops, "publish", {"source": broken})
+    assert refused.status_code == 422
+    assert [(p["node"], p["edge"]) for p in refused.get_json()["problems"]] == [("note", "note->don:next")]
+    with cf.session() as s:
+        assert "designer_hello" not in {v.flow_id for v in latest_flow_versions(s)}
+
+    # Summaries follow the page's language.
+    changes = post(ops, "changes", {"source": NEW_FLOW}).get_json()
+    assert "新增动作步骤 note" in [c["summary"] for c in changes["changes"]]
+    assert next(s for s in ops.get("/admin/designer/api/palette").get_json()["steps"] if s["kind"] == "task")["label"] == "人工任务"
+
+
+@SQLITE_ONLY
+def test_roles_and_csrf(cf: Careflow, signed_in: Callable[..., Browser], app: Flask) -> None:
+    wang = signed_in("wang")  # an account manager: may read flows, may not deploy them
+    assert post(wang, "graph", {"source": NEW_FLOW}).status_code == 200
+    refused = post(wang, "publish", {"source": NEW_FLOW})
+    assert refused.status_code == 403 and refused.get_json()["problems"]
+    assert post(signed_in("wang", "zh"), "publish", {"source": NEW_FLOW}).get_json()["error"] == "您的角色无权执行此操作。"
+    ops = signed_in("ops")
+    forged = post(ops, "publish", {"source": NEW_FLOW}, csrf=False)
+    assert forged.status_code == 400 and "reload the page" in forged.get_json()["error"]
+    with cf.session() as s:
+        assert "designer_hello" not in {v.flow_id for v in latest_flow_versions(s)}
+    nobody = app.test_client()
+    assert nobody.get("/admin/designer/api/palette").status_code == 401
+    assert nobody.get("/admin/designer/api/flows/complaint/source").status_code == 401
