@@ -451,6 +451,22 @@ class Careflow(SecurityOperations, SegmentOperations):
                   "settings": dict(row.settings), "secret_fields": sorted(row.secrets)}, at=self.clock.now())
             return shown
 
+    def reminder_settings(self) -> dict[str, Any]:
+        """How task reminders reach employees: base URL of the links, e-mail connector, IM robots."""
+        from engine import reminders
+
+        with self.sessions() as s:
+            return reminders.load(s).as_dict()
+
+    def set_reminder_settings(self, values: Mapping[str, Any], *, by: str | None = None) -> dict[str, Any]:
+        from engine import reminders
+
+        with self.sessions.begin() as s:
+            now = self.clock.now()
+            result = reminders.save(s, values, now, by).as_dict()
+            audit(s, by, "reminders.settings", "setting", reminders.KEY, dict(values), at=now)
+            return result
+
     def connectors(self) -> list[dict[str, Any]]:
         with self.sessions() as s:
             rows = s.scalars(select(ConnectorConfig).order_by(ConnectorConfig.name))
