@@ -43,10 +43,12 @@ from admin import audit, connectors, dashboard, flows, imports, instances, users
 from admin import designer_page  # noqa: E402,F401  (the flow designer's page)
 from admin import designer_api  # noqa: E402,F401  (the designer's JSON endpoints)
 from admin import dry_run  # noqa: E402,F401  (the designer's dry run: POST /admin/designer/api/dry-run)
+from admin import form_designer  # noqa: E402,F401  (the form designer's pages and endpoints)
 
 LEADS_AND_DESIGNERS = ("designer", "team_lead", "service_lead")
 nav_item("admin.dashboard", _l("Dashboard"), LEADS_AND_DESIGNERS, order=50)
 nav_item("admin.flows", _l("Flows"), ("designer",), order=51)
+nav_item("admin.forms_list", _l("Forms"), ("designer",), order=51)
 nav_item("admin.instances", _l("Instances"), LEADS_AND_DESIGNERS, order=52)
 nav_item("admin.connectors", _l("Connectors"), (), order=53)
 nav_item("admin.users", _l("Users"), (), order=54)

@@ -17,6 +17,7 @@ from admin import bp
 from admin.access import careflow, principal, requires
 from engine.auth.users import UserLookupError
 from engine.errors import Conflict, EngineError, SubmissionInvalid
+from engine.inbox.profile import reminder_form
 from engine.roles import BUILTIN_ROLES
 
 SCOPES = ("read", "write", "admin")
@@ -29,7 +30,9 @@ FIELD_RULES = {
     "team": _l("At most 64 characters."),
     "region": _l("At most 64 characters."),
     "password": _l("A password has 10 to 256 characters."),
-    "language": _l("Choose Chinese or English."),
+    "language": _l("Choose Chinese, English or the browser's language."),
+    "notify": _l("Choose how reminders reach the user."),
+    "im_id": _l("At most 128 characters, without spaces."),
 }
 
 
@@ -65,7 +68,7 @@ def create_user() -> Any:
         "username": request.form.get("username", "").strip(),
         "display_name": request.form.get("display_name", "").strip() or request.form.get("username", "").strip(),
         "roles": _roles_from_form(),
-        "language": request.form.get("language", "zh"),
+        **reminder_form(),
     }
     for key in ("email", "team", "region"):
         if request.form.get(key, "").strip():
@@ -109,7 +112,7 @@ def update_user(username: str) -> Any:
         "email": request.form.get("email", "").strip() or None,
         "team": request.form.get("team", "").strip() or None,
         "region": request.form.get("region", "").strip() or None,
-        "language": request.form.get("language", current["language"]),
+        **{k: v for k, v in reminder_form().items() if k in request.form},
         "active": request.form.get("active") == "true",
     }
     if request.form.get("password"):

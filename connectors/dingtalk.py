@@ -17,7 +17,7 @@ from urllib.parse import quote_plus
 
 from connectors.base import Delivery, Message
 from connectors.messages import ROBOT_MESSAGE
-from connectors.net import ROBOT_SETTINGS_PROPERTIES, check_url, post_robot, robot_message
+from connectors.net import ROBOT_SETTINGS_PROPERTIES, check_url, mentions, post_robot, robot_message
 
 #: 130101/410100: more than 20 messages a minute, after which DingTalk throttles for 10 minutes;
 #: -1: system busy.
@@ -53,6 +53,15 @@ class DingTalkConnector:
             body: dict[str, Any] = {"msgtype": "markdown", "markdown": {"title": title or "Careflow", "text": content}}
         else:
             body = {"msgtype": "text", "text": {"content": content}}
+        people = mentions(message.params)
+        if people:
+            # DingTalk shows the @ only where the text names the person too.
+            tail = " ".join(f"@{p}" for p in people)
+            if kind == "markdown":
+                body["markdown"]["text"] += "\n\n" + tail
+            else:
+                body["text"]["content"] += "\n" + tail
+            body["at"] = {"atUserIds": people}
         url = str(settings.get("webhook_url") or "")
         if settings.get("secret"):
             timestamp = str(int(time.time() * 1000))

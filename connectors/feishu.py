@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from connectors.base import Delivery, Message
 from connectors.messages import ROBOT_MESSAGE
-from connectors.net import ROBOT_SETTINGS_PROPERTIES, check_url, post_robot, robot_message
+from connectors.net import ROBOT_SETTINGS_PROPERTIES, check_url, mentions, post_robot, robot_message
 
 #: 9499: too many requests; 11232: tenant message rate limit; 230020: per-chat rate limit.
 TRANSIENT_CODES = {9499: 60.0, 11232: 60.0, 230020: 60.0}
@@ -26,6 +26,10 @@ TRANSIENT_CODES = {9499: 60.0, 11232: 60.0, 230020: 60.0}
 def sign(secret: str, timestamp_s: str) -> str:
     digest = hmac.new(f"{timestamp_s}\n{secret}".encode("utf-8"), b"", hashlib.sha256).digest()
     return base64.b64encode(digest).decode("ascii")
+
+
+def _attr(value: str) -> str:
+    return value.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 class FeishuConnector:
@@ -48,6 +52,11 @@ class FeishuConnector:
 
     def send(self, message: Message, settings: Mapping[str, Any]) -> Delivery:
         kind, title, content = robot_message(message.params)
+        people = mentions(message.params)
+        if people:
+            # Feishu's mention tag, in text and in card markdown alike.
+            content += "\n" + " ".join(f'<at id="{_attr(p)}"></at>' if kind == "markdown" else f'<at user_id="{_attr(p)}"></at>'
+                                        for p in people)
         if kind == "markdown":
             card: dict[str, Any] = {"elements": [{"tag": "markdown", "content": content}]}
             if title:

@@ -88,6 +88,8 @@ ROBOT_MESSAGE = _schema(
         "markdown": {"type": "string", "minLength": 1,
                      "description": "A markdown message (Feishu: an interactive card); used instead of text"},
         "subject": {"type": "string", "description": "The title: first line of a text, heading of markdown"},
+        "mention": {"type": "array", "items": {"type": "string", "minLength": 1}, "maxItems": 20,
+                    "description": "People to @mention by their IM id (WeCom userid, DingTalk userId, Feishu open_id)"},
     },
     None, ["text", "markdown"],
 )

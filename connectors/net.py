@@ -378,6 +378,12 @@ def robot_message(params: Mapping[str, Any]) -> tuple[str, str, str]:
     return "text", title, f"{title}\n{text}" if title else text
 
 
+def mentions(params: Mapping[str, Any]) -> list[str]:
+    """The IM ids a robot message @mentions (``mention``), as strings."""
+    value = params.get("mention")
+    return [str(v) for v in value if str(v).strip()] if isinstance(value, list) else []
+
+
 def post_robot(
     url: str, body: Mapping[str, Any], settings: Mapping[str, Any], *, vendor: str,
     transient_codes: Mapping[int, float | None],

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 from connectors.base import ConnectorError, Delivery, Message
 from connectors.messages import ROBOT_MESSAGE
-from connectors.net import ROBOT_SETTINGS_PROPERTIES, check_url, post_robot, robot_message
+from connectors.net import ROBOT_SETTINGS_PROPERTIES, check_url, mentions, post_robot, robot_message
 
 #: WeCom's documented content limits, in UTF-8 bytes.
 MAX_BYTES = {"text": 2048, "markdown": 4096}
@@ -36,8 +36,13 @@ class WeComConnector:
 
     def send(self, message: Message, settings: Mapping[str, Any]) -> Delivery:
         kind, _title, content = robot_message(message.params)
+        people = mentions(message.params)
+        if people and kind == "markdown":
+            content += "\n" + " ".join(f"<@{p}>" for p in people)  # markdown has no mentioned_list
         if len(content.encode("utf-8")) > MAX_BYTES[kind]:
             raise ConnectorError(f"a WeCom {kind} message may have at most {MAX_BYTES[kind]} bytes")
-        body = {"msgtype": kind, kind: {"content": content}}
+        body: dict[str, Any] = {"msgtype": kind, kind: {"content": content}}
+        if people and kind == "text":
+            body["text"]["mentioned_list"] = people
         post_robot(str(settings.get("webhook_url") or ""), body, settings, vendor="WeCom", transient_codes=TRANSIENT_CODES)
         return Delivery(detail={"msgtype": kind})

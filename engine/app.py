@@ -68,6 +68,8 @@ class LoginUser(UserMixin):
         self.id = f"{user['username']}:{epoch}"
         self.display_name = user["display_name"]
         self.roles = list(user["roles"])
+        #: zh, en, or None (not chosen): the pages' language after sign-in (engine.i18n)
+        self.language = user.get("language")
 
 
 _safe_next = web.safe_next

@@ -665,14 +665,15 @@ def users_list(state: State) -> None:
 @click.option("--team", default=None)
 @click.option("--region", default=None)
 @click.option("--email", default=None)
-@click.option("--language", type=click.Choice(["zh", "en"]), default="zh", show_default=True)
+@click.option("--language", type=click.Choice(["zh", "en"]), default=None,
+              help="The pages' and reminders' language (default: the browser's; reminders in Chinese).")
 @click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
 @click.option("--password-prompt", is_flag=True, help="Ask for the password (not echoed).")
 @click.option("--by", default=None, help="Who makes the change (recorded in the audit log).")
 @click.pass_obj
 @guarded
 def users_create(state: State, username: str, display_name: str | None, roles: tuple[str, ...], team: str | None,
-                 region: str | None, email: str | None, language: str, password_stdin: bool, password_prompt: bool,
+                 region: str | None, email: str | None, language: str | None, password_stdin: bool, password_prompt: bool,
                  by: str | None) -> None:
     """Create a user; without a password the user can use API tokens but not sign in on the web."""
     data: dict[str, Any] = {"username": username, "display_name": display_name or username, "roles": list(roles),

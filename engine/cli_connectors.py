@@ -9,7 +9,7 @@ import click
 
 from connectors.messages import parameter_names
 from connectors.registry import Registry
-from engine.cli import State, connectors, guarded
+from engine.cli import State, connectors, guarded, parse_json
 
 
 def describe_types(registry: Registry) -> list[dict[str, Any]]:
@@ -70,3 +70,17 @@ def connectors_types(state: State) -> None:
         return "\n".join(lines)
 
     state.emit(rows, text)
+
+
+@connectors.command("reminders")
+@click.option("--set", "values", default=None,
+              help='Change settings as JSON, e.g. {"base_url": "https://care.example.com", "im": "feishu/care-team", '
+                   '"teams": {"north": "wecom/north"}}; null clears one.')
+@click.option("--by", default=None, help="Who makes the change (recorded in the audit log).")
+@click.pass_obj
+@guarded
+def connectors_reminders(state: State, values: str | None, by: str | None) -> None:
+    """How task reminders and escalations reach employees (e-mail, IM robots, the link's base URL)."""
+    engine = state.engine()
+    result = engine.set_reminder_settings(parse_json(values, "--set"), by=by) if values else engine.reminder_settings()
+    state.emit(result)

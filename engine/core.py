@@ -152,6 +152,15 @@ class Careflow(SecurityOperations, SegmentOperations):
                 audit(s, by, "flow.deploy", "flow", result.id, {"version": result.version, "source": source}, at=self.clock.now())
             return result
 
+    def deploy_form_text(self, text: str | bytes, source: str, by: str | None = None) -> defs.Deployed:
+        """Check a form as `careflow validate` does and deploy it as a new version (the id comes from
+        source, ``<id>.schema.json``); raises FormInvalid with every problem; audited like deploy."""
+        with self.sessions.begin() as s:
+            result = defs.deploy_form(s, text, source, self.clock.now())
+            if result.changed:
+                audit(s, by, "form.deploy", "form", result.id, {"version": result.version, "source": source}, at=self.clock.now())
+            return result
+
     # ----- instances ----------------------------------------------------------------------
 
     def start(
@@ -441,6 +450,22 @@ class Careflow(SecurityOperations, SegmentOperations):
             audit(s, by, "connector.save", "connector", name, {"type": row.type, "enabled": row.enabled,
                   "settings": dict(row.settings), "secret_fields": sorted(row.secrets)}, at=self.clock.now())
             return shown
+
+    def reminder_settings(self) -> dict[str, Any]:
+        """How task reminders reach employees: base URL of the links, e-mail connector, IM robots."""
+        from engine import reminders
+
+        with self.sessions() as s:
+            return reminders.load(s).as_dict()
+
+    def set_reminder_settings(self, values: Mapping[str, Any], *, by: str | None = None) -> dict[str, Any]:
+        from engine import reminders
+
+        with self.sessions.begin() as s:
+            now = self.clock.now()
+            result = reminders.save(s, values, now, by).as_dict()
+            audit(s, by, "reminders.settings", "setting", reminders.KEY, dict(values), at=now)
+            return result
 
     def connectors(self) -> list[dict[str, Any]]:
         with self.sessions() as s:

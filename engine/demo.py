@@ -45,7 +45,7 @@ def seed_users(engine: Careflow) -> int:
             s.add(User(
                 username=username, display_name=name, email=f"{username}@demo.careflow.local",
                 password_hash=generate_password_hash(DEMO_PASSWORD), roles=roles, region=region, team=team,
-                language="zh", active=True, created_at=now,
+                language=None, active=True, created_at=now,
             ))
             created += 1
     return created

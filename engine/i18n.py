@@ -1,8 +1,10 @@
 """Languages of the web pages: Flask-Babel set up for zh-CN (the default) and English.
 
 The locale of a request is, in order: ``?lang=zh|en``, the choice stored in the session by the
-language switch (``POST /lang``), the browser's Accept-Language, and Chinese when none of them
-says. Dates are shown in Asia/Shanghai.
+language switch (``POST /lang``), the signed-in user's own language (``app_user.language``, set
+on the profile page or by the switch), the browser's Accept-Language, and Chinese when none of
+them says. Signing in starts a fresh session, so after sign-in the user's language wins over the
+browser's. Dates are shown in Asia/Shanghai.
 
 Catalogs live in several folders, merged in order (later ones win on the same msgid): the
 engine's ``engine/translations`` and the admin pages' ``admin/translations``. Set
@@ -20,6 +22,7 @@ from typing import Any
 
 from flask import Flask, has_request_context, request, session
 from flask_babel import Babel, format_date, format_datetime, get_locale
+from flask_login import current_user
 
 ROOT = Path(__file__).resolve().parent.parent
 TRANSLATION_DIRECTORIES = (ROOT / "engine" / "translations", ROOT / "admin" / "translations")
@@ -35,7 +38,7 @@ def requested_lang() -> str:
     """zh or en for the current request (see the module docstring for the order)."""
     if not has_request_context():
         return DEFAULT
-    for asked in (request.args.get("lang"), session.get("lang")):
+    for asked in (request.args.get("lang"), session.get("lang"), _user_language()):
         if asked in LOCALES:
             return str(asked)
     for value, _quality in request.accept_languages:
@@ -43,6 +46,14 @@ def requested_lang() -> str:
         if primary in LOCALES:
             return primary
     return DEFAULT
+
+
+def _user_language() -> str | None:
+    """The signed-in user's chosen language, None when not signed in or not chosen."""
+    try:
+        return getattr(current_user, "language", None)
+    except AttributeError:  # no login manager on this app (a bare Flask app in tests)
+        return None
 
 
 def lang() -> str:

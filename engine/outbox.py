@@ -25,6 +25,7 @@ from connectors.base import STAFF_CHANNELS, Connector, ConnectorError, Delivery,
 from connectors.channels import recipient
 from engine.crashpoints import crash_point
 from engine.errors import Conflict, EngineError
+from engine.reminders import CATEGORY as STAFF_CATEGORY
 from engine.runtime import events as ev
 from engine.store import customers as cust
 from engine.store.instances import Runtime, deliver, get_instance
@@ -158,9 +159,12 @@ def _deliver_one(
     try:
         connector, message, provider_settings, attempt.channel, cap = _route(resolve, message, customer_data)
         attempt.idempotent = bool(connector.idempotent)
-        if _opted_out(attempt.channel, customer_data):
+        # A reminder to an employee: no customer's consent or marketing cap applies to it.
+        staff = category == STAFF_CATEGORY
+        if not staff and _opted_out(attempt.channel, customer_data):
             attempt.suppressed = "opted_out"
-        elif category == "marketing" and cap is not None and _over_cap(factory, customer_id, attempt.channel, cap, runtime().now):
+        elif not staff and category == "marketing" and cap is not None \
+                and _over_cap(factory, customer_id, attempt.channel, cap, runtime().now):
             attempt.suppressed = "frequency_cap"
         else:
             crash_point("before_provider_call")

@@ -70,10 +70,13 @@ def safe_next(target: str | None) -> str | None:
 
 @bp.post("/lang")
 def switch_language() -> Any:
-    """The language switch: remembered in the session, back to the page it was pressed on."""
+    """The language switch: remembered in the session, and as the signed-in user's own language
+    (so it holds on their next sign-in too); back to the page it was pressed on."""
     chosen = request.form.get("lang", "")
     if chosen in LOCALES:
         session["lang"] = chosen
+        if current_user.is_authenticated and getattr(current_user, "language", None) != chosen:
+            current_app.extensions["careflow"].update_profile(current_user.username, {"language": chosen})
     return redirect(safe_next(request.form.get("next")) or url_for("home"))
 
 

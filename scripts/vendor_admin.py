@@ -24,6 +24,11 @@ vendor.PACKAGES = {
     "@logicflow/core": ("2.2.5", ["dist/index.min.js", "dist/index.css", "LICENSE"]),
     # the flow designer's palette (DndPanel), Control (zoom, undo, fit) and selection tools
     "@logicflow/extension": ("2.3.1", ["dist/index.min.js", "dist/index.css", "LICENSE"]),
+    # The form designer. Alpine's CSP build: the pages' CSP forbids eval. Its npm package has no
+    # LICENSE file: after a re-vendor, put the MIT text of github.com/alpinejs/alpine LICENSE.md
+    # back as @alpinejs/csp@<version>/LICENSE and add it to vendor.json.
+    "@alpinejs/csp": ("3.17.4", ["dist/cdn.min.js"]),
+    "sortablejs": ("1.15.7", ["Sortable.min.js", "LICENSE"]),
 }
 
 if __name__ == "__main__":

@@ -160,7 +160,7 @@ class MeOut(Schema):
     roles = List(String(), required=True)
     team = String(allow_none=True, required=True)
     region = String(allow_none=True, required=True)
-    language = String(required=True)
+    language = String(allow_none=True, required=True, metadata={"description": "zh or en; null: the browser's language."})
     scopes = List(String(), required=True)
 
 
@@ -505,7 +505,9 @@ class UserOut(Schema):
     roles = List(String(), required=True)
     team = String(allow_none=True, required=True)
     region = String(allow_none=True, required=True)
-    language = String(required=True)
+    language = String(allow_none=True, required=True, metadata={"description": "zh or en; null: the browser's language."})
+    notify = String(required=True, metadata={"description": "How task reminders reach the user: email, im, both or none."})
+    im_id = String(allow_none=True, required=True, metadata={"description": "The user's IM id, for @mentions."})
     active = Boolean(required=True)
     created_at = DateTimeText(required=True)
     has_password = Boolean(required=True)
@@ -517,7 +519,9 @@ class UserPatch(Schema):
     roles = List(String(validate=Regexp(ROLE)), validate=Length(max=20))
     team = Text(64, min_len=1, allow_none=True)
     region = Text(64, min_len=1, allow_none=True)
-    language = String(validate=OneOf(["zh", "en"]))
+    language = String(allow_none=True, validate=OneOf(["zh", "en"]))
+    notify = String(validate=OneOf(["email", "im", "both", "none"]))
+    im_id = Text(128, min_len=1, allow_none=True)
     active = StrictBoolean()
     password = Text(256, min_len=10, metadata={"writeOnly": True})
 

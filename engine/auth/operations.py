@@ -234,6 +234,21 @@ class SecurityOperations:
                 audit(s, actor, "user.update", "user", username, {"changed": changed, "values": shown}, at=now)
             return info
 
+    def update_profile(self, username: str, data: Mapping[str, Any]) -> dict[str, Any]:
+        """A user changes their own language, reminder channel or IM id (and nothing else)."""
+        refused = sorted(set(data) - set(user_store.SELF_EDITABLE))
+        if refused:
+            raise SubmissionInvalid([FieldError(f"$.{k}", k, f"{k!r} cannot be changed on the profile", "additionalProperties")
+                                     for k in refused])
+        with self.sessions.begin() as s:
+            user = user_store.get_user(s, username)
+            changed = user_store.update_user(s, user, data)
+            info = user_store.user_dict(user)
+            if changed:
+                audit(s, username, "user.profile", "user", username,
+                      {"changed": changed, "values": {k: info[k] for k in changed}}, at=self.clock.now())
+            return info
+
     # ----- the audit log -----------------------------------------------------------------------
 
     def audit_entries(self, **filters: Any) -> tuple[list[dict[str, Any]], int]:

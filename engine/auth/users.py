@@ -22,7 +22,12 @@ ROLE_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 TEAM_RE = re.compile(r"[^\x00-\x1f\x7f]{1,64}")
 MIN_PASSWORD = 10
 LANGUAGES = ("zh", "en")
-EDITABLE = ("display_name", "email", "roles", "team", "region", "language", "active", "password")
+#: How reminders reach a user: by e-mail, on the team's IM, both, or not at all (the inbox only).
+NOTIFY = ("email", "im", "both", "none")
+EDITABLE = ("display_name", "email", "roles", "team", "region", "language", "active", "password", "notify", "im_id")
+#: What users may change on their own profile page.
+SELF_EDITABLE = ("language", "notify", "im_id")
+IM_ID_RE = re.compile(r"[^\x00-\x20\x7f]{1,128}")
 #: Compared against when the user does not exist, so a wrong name costs as long as a wrong password.
 _DUMMY_HASH = generate_password_hash("careflow-timing-equaliser")
 
@@ -64,6 +69,8 @@ def user_dict(user: User) -> dict[str, Any]:
         "team": user.team,
         "region": user.region,
         "language": user.language,
+        "notify": user.notify or "email",
+        "im_id": user.im_id,
         "active": user.active,
         "created_at": user.created_at.isoformat(),
         "has_password": bool(user.password_hash),
@@ -113,10 +120,22 @@ def _clean(data: Mapping[str, Any], creating: bool) -> tuple[dict[str, Any], lis
             else:
                 out[key] = value.strip() if isinstance(value, str) else None
     if "language" in data:
-        if data["language"] not in LANGUAGES:
-            bad("language", "the language is zh or en", "enum")
+        # None or "": not chosen, the browser's language decides the pages.
+        if data["language"] not in (*LANGUAGES, None, ""):
+            bad("language", "the language is zh, en or null", "enum")
         else:
-            out["language"] = data["language"]
+            out["language"] = data["language"] or None
+    if "notify" in data:
+        if data["notify"] not in NOTIFY:
+            bad("notify", "notify is one of " + ", ".join(NOTIFY), "enum")
+        else:
+            out["notify"] = data["notify"]
+    if "im_id" in data:
+        im_id = data["im_id"]
+        if im_id not in (None, "") and (not isinstance(im_id, str) or not IM_ID_RE.fullmatch(im_id.strip() or " ")):
+            bad("im_id", "the IM id is 1-128 characters without spaces, or null", "pattern")
+        else:
+            out["im_id"] = im_id.strip() if isinstance(im_id, str) and im_id.strip() else None
     if "active" in data:
         if not isinstance(data["active"], bool):
             bad("active", "active is true or false", "type")
@@ -141,7 +160,8 @@ def create_user(session: Session, data: Mapping[str, Any], now: datetime) -> Use
     user = User(
         username=values["username"], display_name=values["display_name"], email=values.get("email"),
         roles=values.get("roles", []), team=values.get("team"), region=values.get("region"),
-        language=values.get("language", "zh"), active=values.get("active", True), created_at=now,
+        language=values.get("language"), active=values.get("active", True), created_at=now,
+        notify=values.get("notify", "email"), im_id=values.get("im_id"),
         password_hash=hash_password(password) if password else None, session_epoch=0,
     )
     session.add(user)

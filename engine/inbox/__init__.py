@@ -8,6 +8,7 @@ One blueprint, ``engine.inbox.bp``, registered by ``engine.app.create_app``; the
 from __future__ import annotations
 
 from engine.inbox import customers as _customers  # noqa: F401  (registers the customer pages)
+from engine.inbox import profile as _profile  # noqa: F401  (registers "My profile")
 from engine.inbox.views import bp, task_url
 
 __all__ = ["bp", "task_url"]

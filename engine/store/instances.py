@@ -639,11 +639,13 @@ def _apply(
             task.assignee = None
             task.escalation_level = effect.level
             writes.add(NOTIFICATION, {"user": None, "role": effect.to_role, "task_id": task.id, "kind": "escalated", "at": rt.now})
+            _tell_staff(session, writes, task, "escalated", effect.level, rt.now)
     elif isinstance(effect, fx.RemindTasks):
         for task in _open_tasks_of(session, writes, instance, effect.token):
             task.reminders_sent += 1
             writes.add(NOTIFICATION, {"user": task.assignee, "role": None if task.assignee else task.role, "task_id": task.id,
                                       "kind": f"reminder_{effect.when}", "at": rt.now})
+            _tell_staff(session, writes, task, f"reminder_{effect.when}", task.reminders_sent, rt.now)
     elif isinstance(effect, fx.StartSubflow):
         writes.flush()  # the child may read what this request wrote so far
         _start_subflow(session, rt, instance, outcome, effect)
@@ -657,6 +659,14 @@ def _apply(
     elif isinstance(effect, fx.Timeline):
         if instance.customer_id is not None:
             writes.timeline(instance.customer_id, rt.now, effect.kind, effect.title, dict(effect.data), instance.id)
+
+
+def _tell_staff(session: Session, writes: Writes, task: Task, kind: str, occurrence: int, now: datetime) -> None:
+    """Queue the e-mail / IM messages of a reminder or escalation (see ``engine.reminders``)."""
+    from engine import reminders  # imported late: it reaches the web pages' task address
+
+    for row in reminders.outbox_rows(session, task, kind, occurrence, now):
+        writes.add(OUTBOX, row)
 
 
 def _prepare_customer_update(

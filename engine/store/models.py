@@ -57,11 +57,16 @@ class User(Base):
     roles: Mapped[list[Any]] = mapped_column(default=list)
     region: Mapped[str | None] = mapped_column(String(64))
     team: Mapped[str | None] = mapped_column(String(64))
-    language: Mapped[str] = mapped_column(String(8), default="zh")
+    #: zh or en as the user chose it; None: not chosen, the browser's language decides.
+    language: Mapped[str | None] = mapped_column(String(8), default=None)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime]
     #: Raised to end every web session of the user (sign-out, deactivation, new password).
     session_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: How task reminders and escalations reach the user: email, im, both or none.
+    notify: Mapped[str] = mapped_column(String(8), default="email", server_default="email")
+    #: The user's id on the team's IM (WeCom userid, DingTalk userId, Feishu open_id), for @mentions.
+    im_id: Mapped[str | None] = mapped_column(String(128))
 
 
 class FlowVersion(Base):

@@ -114,7 +114,7 @@ def test_admin_sees_the_instance_move_on_its_diagram(page: Any, site: Site) -> N
 ADMIN_PAGES = ["/admin/", "/admin/flows", "/admin/flows/complaint", "/admin/flows/deploy", "/admin/instances",
                "/admin/instances/{instance}", "/admin/connectors", "/admin/connectors/new/smtp", "/admin/users",
                "/admin/users/wang", "/admin/tokens", "/admin/audit", "/admin/imports/new", "/admin/imports/{import_id}",
-               "/admin/merges"]
+               "/admin/merges", "/admin/forms", "/admin/forms/new", "/admin/forms/follow_up/design"]
 MESSY = Path(__file__).parents[1] / "data" / "import" / "customers_messy.csv"
 SCREENSHOTS = {"/admin/": "admin-dashboard", "/admin/flows/complaint": "admin-flow", "/admin/instances/{instance}": "admin-instance",
                "/admin/connectors/new/smtp": "admin-connector", "/admin/flows/deploy": "admin-deploy",

@@ -18,6 +18,7 @@ PAGES = [
     ("wang", "/customers/{customer}"),
     ("chen", "/inbox"),
     ("chen", "/tasks/{task}"),
+    ("chen", "/profile"),
     ("liu", "/tasks/{task}"),
     ("admin", "/"),
     ("admin", "/customers?grade=A"),
@@ -69,9 +70,15 @@ def test_language_switch_in_the_navigation(page: Any, site: Site) -> None:
     assert page.locator("h1").inner_text() == "Inbox"
     page.goto(site.url + "/")
     assert page.locator("html").get_attribute("lang") == "en"
+    # The switch is remembered as wang's own language: a new sign-in in this Chinese browser is English.
+    page.context.clear_cookies()
+    sign_in(page, site, "wang")
+    assert page.locator("html").get_attribute("lang") == "en"
     page.get_by_role("button", name="中文").click()
     page.wait_for_load_state()
     assert page.locator("h1").inner_text() == "概览"
+    assert site.cf.user("wang")["language"] == "zh"
+    site.cf.update_user("wang", {"language": None})  # the other tests expect the browser's language
 
 
 def test_phone_sized_navigation_collapses_and_opens(browser: Any, site: Site) -> None:

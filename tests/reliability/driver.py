@@ -189,7 +189,7 @@ def op_report(cf: Careflow, request: Mapping[str, Any]) -> dict[str, Any]:
             ],
             "outbox": [
                 {"id": m.id, "effect_key": m.effect_key, "instance_id": m.instance_id, "step": m.step_id,
-                 "status": m.status, "attempts": m.attempts, "lease_until": _iso(m.lease_until)}
+                 "status": m.status, "attempts": m.attempts, "lease_until": _iso(m.lease_until), "category": m.category}
                 for m in s.scalars(select(OutboxMessage).order_by(OutboxMessage.id))
             ],
             "incidents": [

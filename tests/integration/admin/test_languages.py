@@ -21,7 +21,8 @@ def admin_pages(cf: Careflow) -> list[str]:
     return ["/admin/", "/admin/flows", "/admin/flows/complaint", "/admin/flows/deploy", "/admin/instances",
             f"/admin/instances/{instance_id}", "/admin/connectors", "/admin/connectors/fake-main",
             "/admin/connectors/new/smtp", "/admin/users", "/admin/users/wang", "/admin/tokens", "/admin/audit",
-            "/admin/imports/new", f"/admin/imports/{import_id}", "/admin/merges"]
+            "/admin/imports/new", f"/admin/imports/{import_id}", "/admin/merges",
+            "/admin/forms", "/admin/forms/new", "/admin/forms/follow_up/design"]
 
 
 @pytest.mark.parametrize("lang", ["zh", "en"])

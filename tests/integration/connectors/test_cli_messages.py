@@ -35,7 +35,7 @@ def test_types_lists_the_message_parameters_without_a_database(tmp_path: Path, m
     result = CliRunner().invoke(main, ["connectors", "types"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "  message:  to* subject* text* html category" in result.output  # smtp, sendgrid
-    assert "feishu  (channel feishu; TYPE/NAME ok)\n  message:  text+ markdown+ subject category" in result.output
+    assert "feishu  (channel feishu; TYPE/NAME ok)\n  message:  text+ markdown+ subject mention category" in result.output
     assert "preferred  (channel -; no named configurations)" in result.output
     as_json = json.loads(CliRunner().invoke(main, ["--json", "connectors", "types"]).output)
     webhook = next(t for t in as_json if t["type"] == "webhook")

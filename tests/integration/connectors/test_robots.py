@@ -225,3 +225,18 @@ def test_private_addresses_need_the_admin_opt_in(stub_server, connector, make_se
 def test_empty_message_is_refused(connector):
     with pytest.raises(ConnectorError):
         connector().send(Message("k", "x", {"text": "  "}), {"webhook_url": "https://example.com/x"})
+
+
+MENTION = Message("task:7:reminder_before:1:chen:im", "x", {"subject": "任务即将到期", "text": "打开任务：https://care.example.com/tasks/7",
+                                                            "mention": ["chen01"]})
+
+
+def test_mentions_as_each_vendor_documents_them(stub_server):
+    ding, wecom, feishu = stub_server(dingtalk_stub()), stub_server(wecom_stub()), stub_server(feishu_stub())
+    DingTalkConnector().send(MENTION, ding_settings(ding))
+    WeComConnector().send(MENTION, wecom_settings(wecom))
+    FeishuConnector().send(MENTION, feishu_settings(feishu))
+    body = ding.requests[0].json()
+    assert body["at"] == {"atUserIds": ["chen01"]} and body["text"]["content"].endswith("\n@chen01")
+    assert wecom.requests[0].json()["text"]["mentioned_list"] == ["chen01"]
+    assert feishu.requests[0].json()["content"]["text"].endswith('\n<at user_id="chen01"></at>')
