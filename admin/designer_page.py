@@ -58,7 +58,7 @@ def strings() -> dict[str, str]:
         "connector": _("Connector"), "preferred": _("customer's preferred channel"),
         "params": _("Parameters (templates allowed)"), "param": _("Parameter"), "value_zh": _("Value (Chinese)"),
         "value_en": _("Value (English, optional)"), "wait_for_reply": _("Wait for the result"),
-        "cases": _("Cases (first true wins)"), "when": _("Condition"), "goes_to": _("go to"),
+        "cases": _("Cases (first true wins)"), "when": pgettext("decision", "Condition"), "goes_to": _("go to"),
         "otherwise": _("otherwise"), "add_case": _("Add case"), "branches": _("Branches"), "add_branch": _("Add branch"),
         "duration": _("Wait for"), "until": _("Until (expression)"), "event": _("Until event"),
         "values": _("Values"), "variable": _("Variable"), "value": _("Value"), "add_value": _("Add value"),
