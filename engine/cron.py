@@ -8,6 +8,8 @@ from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.cron import CronTrigger
 
+from engine.problem_text import t
+
 
 #: Crontab weekday numbers: 0 and 7 are Sunday.
 _WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -23,7 +25,7 @@ def parse_cron(expression: str, tz: str) -> CronTrigger:
     """
     fields = expression.split()
     if len(fields) != 5:
-        raise ValueError(f"expected 5 fields (minute hour day month weekday), got {len(fields)}")
+        raise ValueError(t("cron.fields", count=len(fields)))
     minute, hour, day, month, weekday = fields
     return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=_weekday_names(weekday),
                        timezone=ZoneInfo(tz))
@@ -53,7 +55,7 @@ def _weekday_part(part: str) -> str:
 def _weekday_number(text: str) -> int:
     number = int(text)
     if number > 7:
-        raise ValueError(f"weekday {number} is out of range (0–7, where 0 and 7 are Sunday)")
+        raise ValueError(t("cron.weekday", number=number))
     return number
 
 

@@ -26,13 +26,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from engine.problem_text import render
+
 
 @dataclass(frozen=True, slots=True)
 class Problem:
     """One located problem in a definition file.
 
     ``line`` and ``column`` are 1-based (0 when unknown); ``path`` is a JSON path such as
-    ``$.steps[3].next``.
+    ``$.steps[3].next``. ``message`` is English; when it is an :class:`engine.problem_text.Text`
+    :meth:`text` says it in Chinese too.
     """
 
     source: str
@@ -46,12 +49,22 @@ class Problem:
         suffix = f" ({self.path})" if self.path and self.path != "$" else ""
         return f"{where}: {self.message}{suffix}"
 
-    def as_dict(self) -> dict[str, Any]:
+    def text(self, lang: str = "en") -> str:
+        """The message in ``lang`` (zh or en)."""
+        return render(self.message, lang)
+
+    def in_lang(self, lang: str) -> str:
+        """Like ``str()``, with the message in ``lang``."""
+        where = f"{self.source}:{self.line}:{self.column}"
+        suffix = f" ({self.path})" if self.path and self.path != "$" else ""
+        return f"{where}: {self.text(lang)}{suffix}"
+
+    def as_dict(self, lang: str = "en") -> dict[str, Any]:
         return {
             "source": self.source,
             "line": self.line,
             "column": self.column,
-            "message": self.message,
+            "message": self.text(lang),
             "path": self.path,
         }
 

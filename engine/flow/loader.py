@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -28,6 +27,7 @@ from engine.flow.model import (
 )
 from engine.flow.validate import Catalog, check_flow
 from engine.flow.yaml_loader import Located, json_path, load_yaml
+from engine.problem_text import Text, did_you_mean, schema_text, t
 
 
 @lru_cache(maxsize=1)
@@ -60,7 +60,7 @@ def load_flow_text(
     data = located.data
     if not isinstance(data, dict):
         kind = "empty" if data is None else type(data).__name__
-        raise FlowInvalid([Problem(source, 1, 1, f"a flow must be a mapping of keys, not {kind}")])
+        raise FlowInvalid([Problem(source, 1, 1, t("flow.not_mapping", kind=kind))])
     problems = schema_problems(located, source)
     if problems:
         raise FlowInvalid(problems)
@@ -69,7 +69,7 @@ def load_flow_text(
     if expected_id is not None and flow.id != expected_id:
         line, col = located.position(("id",))
         problems.append(
-            Problem(source, line, col, f"flow id {flow.id!r} must equal the file name {expected_id!r}", "$.id")
+            Problem(source, line, col, t("flow.id_file_name", id=flow.id, expected=expected_id), "$.id")
         )
     if problems:
         raise FlowInvalid(problems)
@@ -97,7 +97,7 @@ def _leaves(error: jsonschema.ValidationError) -> list[jsonschema.ValidationErro
 def _schema_problem(error: jsonschema.ValidationError, located: Located, source: str) -> Problem:
     path = tuple(error.absolute_path)
     line, col = located.position(path)
-    message = error.message
+    message: Text = schema_text(error)
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
         allowed = sorted(error.schema.get("properties", {}))
         extras = [k for k in error.instance if k not in allowed]
@@ -105,23 +105,17 @@ def _schema_problem(error: jsonschema.ValidationError, located: Located, source:
             pos = located.key_positions.get((*path, key))
             if pos:
                 line, col = pos
-            message = f"unknown key {key!r}" + _did_you_mean(key, allowed)
+            message = t("schema.unknown_key", key=key, hint=did_you_mean(key, allowed))
             path = (*path, key)
             break
     elif error.validator == "required":
         missing = str(error.message).split("'")[1] if "'" in error.message else error.message
-        message = f"missing required key {missing!r}"
+        message = t("schema.required", key=missing)
     elif error.validator == "enum":
         options = [str(v) for v in error.validator_value]
-        message = f"{error.instance!r} is not one of {', '.join(options)}"
-        if isinstance(error.instance, str):
-            message += _did_you_mean(error.instance, options)
+        hint = did_you_mean(error.instance, options) if isinstance(error.instance, str) else t("hint.none")
+        message = t("schema.enum", value=error.instance, options=", ".join(options), hint=hint)
     return Problem(source, line, col, message, json_path(path))
-
-
-def _did_you_mean(word: str, options: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _text(value: Any) -> dict[str, str]:

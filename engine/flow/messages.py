@@ -12,7 +12,6 @@ key included), so the validator can point at its line and column.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +20,7 @@ import jsonschema
 from jsonschema import Draft202012Validator, validators
 
 from engine import expr
+from engine.problem_text import TYPE_WORDS, Both, Text, did_you_mean, t
 
 #: The languages a value may be given in; the same rule as the interpreter's ``localize``.
 LANGUAGES = frozenset({"zh", "en"})
@@ -31,7 +31,7 @@ _TYPE_NAMES = {"string": "a string", "integer": "a whole number", "number": "a n
 @dataclass(frozen=True, slots=True)
 class ParamProblem:
     path: tuple[str | int, ...]  # relative to params, as written (language keys included)
-    message: str
+    message: Text
     at_key: bool = False  # point at the key (an unknown parameter) rather than its value
     kind: str = ""  # the schema keyword that failed
 
@@ -146,29 +146,32 @@ def _as_written(params: Any, path: tuple[str | int, ...], language: str, *, desc
     return tuple(out)
 
 
-def _did_you_mean(word: str, options: Any) -> str:
-    close = difflib.get_close_matches(word, [str(o) for o in options], n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
+def _did_you_mean(word: str, options: Any) -> Text:
+    return did_you_mean(word, options)
 
 
 def _name(path: tuple[str | int, ...]) -> str:
     return ".".join(str(p) for p in path) or "params"
 
 
-def _type_of(value: Any) -> str:
+def _type_of(value: Any) -> Text:
     if isinstance(value, bool):
-        return "true or false"
-    if isinstance(value, int):
-        return "a whole number"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return "null" if value is None else type(value).__name__
+        kind = "boolean"
+    elif isinstance(value, int):
+        kind = "integer"
+    elif isinstance(value, float):
+        kind = "number"
+    elif isinstance(value, str):
+        kind = "string"
+    elif isinstance(value, dict):
+        kind = "object"
+    elif isinstance(value, list):
+        kind = "array"
+    elif value is None:
+        kind = "null"
+    else:
+        return Both(type(value).__name__, type(value).__name__)
+    return Both(*TYPE_WORDS[kind])
 
 
 def _describe(error: jsonschema.ValidationError, connector: str) -> Iterator[ParamProblem]:
@@ -179,29 +182,30 @@ def _describe(error: jsonschema.ValidationError, connector: str) -> Iterator[Par
         known = list((schema.get("properties") or {}).keys())
         for key in error.instance:
             if key not in known:
-                where = f"for connector {connector!r}" if not path else f"in {name!r}"
-                hint = _did_you_mean(str(key), known) or f" (it takes {', '.join(map(repr, known))})"
-                yield ParamProblem((*path, key), f"unknown parameter {key!r} {where}{hint}", at_key=True)
+                where = t("params.where_connector", connector=connector) if not path else t("params.where_name", name=name)
+                hint = _did_you_mean(str(key), known) or t("hint.takes", names=", ".join(map(repr, known)))
+                yield ParamProblem((*path, key), t("params.unknown", key=key, where=where, hint=hint), at_key=True)
     elif kind == "required" and isinstance(error.instance, dict):
         for key in value:
             if key not in error.instance:
-                where = f"connector {connector!r}" if not path else name
-                yield ParamProblem(path, f"{where} needs the parameter {key!r}")
+                who = t("params.who_connector", connector=connector) if not path else t("params.who_name", name=name)
+                yield ParamProblem(path, t("params.required", where=who, key=key))
     elif kind == "anyOf" and all(set(branch) == {"required"} for branch in value):
         options = " or ".join(repr(branch["required"][0]) for branch in value)
-        yield ParamProblem(path, f"connector {connector!r} needs the parameter {options}")
+        yield ParamProblem(path, t("params.required_any", connector=connector, options=options))
     elif kind == "type":
         wanted = [value] if isinstance(value, str) else list(value)
-        yield ParamProblem(path, f"parameter {name!r} must be {' or '.join(_TYPE_NAMES.get(t, t) for t in wanted)}, "
-                                 f"not {_type_of(error.instance)}")
+        words = [TYPE_WORDS.get(w, (w, w)) for w in wanted]
+        wanted_words = Both(" or ".join(en for en, _ in words), " 或 ".join(zh for _, zh in words))
+        yield ParamProblem(path, t("params.type", name=name, wanted=wanted_words, actual=_type_of(error.instance)))
     elif kind == "enum":
-        yield ParamProblem(path, f"parameter {name!r} must be one of {', '.join(map(repr, value))}, not {error.instance!r}"
-                           + _did_you_mean(str(error.instance), value))
+        yield ParamProblem(path, t("params.enum", name=name, options=", ".join(map(repr, value)), value=error.instance,
+                                   hint=_did_you_mean(str(error.instance), value)))
     elif kind == "pattern" and schema.get("x-hint"):
-        yield ParamProblem(path, f"parameter {name!r} {schema['x-hint']}, not {error.instance!r}")
+        yield ParamProblem(path, t("params.pattern", name=name, rule=schema["x-hint"], value=error.instance))
     elif kind == "format":
-        yield ParamProblem(path, f"parameter {name!r}: {error.instance!r} is not a valid {value}")
+        yield ParamProblem(path, t("params.format", name=name, value=error.instance, format=value))
     elif kind == "minLength" and value == 1:
-        yield ParamProblem(path, f"parameter {name!r} must not be empty")
+        yield ParamProblem(path, t("params.empty", name=name))
     else:
-        yield ParamProblem(path, f"parameter {name!r}: {error.message}")
+        yield ParamProblem(path, t("params.other", name=name, detail=error.message))

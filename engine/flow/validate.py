@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +13,7 @@ from engine.errors import ExpressionError, Problem
 from engine.flow.messages import check_params
 from engine.flow.model import CONFIGURATION_NAME, WAIT_STATES, Flow, Step, split_connector
 from engine.flow.yaml_loader import Located, json_path
+from engine.problem_text import Text, did_you_mean, t
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,11 +43,11 @@ class _Checker:
         for i, raw in enumerate(located.data["steps"]):
             self.index.setdefault(raw["id"], i)
 
-    def report(self, path: tuple[Any, ...], message: str) -> None:
+    def report(self, path: tuple[Any, ...], message: Text) -> None:
         line, col = self.located.position(path)
         self.problems.append(Problem(self.flow.source, line, col, message, json_path(path)))
 
-    def report_key(self, path: tuple[Any, ...], message: str) -> None:
+    def report_key(self, path: tuple[Any, ...], message: Text) -> None:
         """A problem with a mapping key itself (an unknown parameter): point at the key."""
         found = self.located.key_positions.get(tuple(path))
         if found is None:
@@ -73,13 +73,12 @@ def check_flow(flow: Flow, located: Located, catalog: Catalog) -> list[Problem]:
     _check_triggers(c)
     _check_goal(c)
     if flow.timezone and not _valid_tz(flow.timezone):
-        c.report(("timezone",), f"unknown time zone {flow.timezone!r}")
+        c.report(("timezone",), t("flow.unknown_time_zone", name=flow.timezone))
     return c.problems
 
 
-def _did_you_mean(word: str, options: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
+def _did_you_mean(word: str, options: Iterable[str]) -> Text:
+    return did_you_mean(word, options)
 
 
 def _valid_tz(name: str) -> bool:
@@ -96,7 +95,7 @@ def _check_duplicates(c: _Checker) -> None:
         sid = raw["id"]
         if sid in seen:
             first_line = c.located.position(("steps", seen[sid]))[0]
-            c.report(("steps", i, "id"), f"duplicate step id {sid!r} (first defined at line {first_line})")
+            c.report(("steps", i, "id"), t("flow.duplicate_step", id=sid, first=first_line))
         else:
             seen[sid] = i
 
@@ -122,13 +121,13 @@ def _references(step: Step) -> Iterator[tuple[tuple[Any, ...], str]]:
 def _check_references(c: _Checker) -> None:
     ids = c.flow.steps.keys()
     if c.flow.start not in ids:
-        c.report(("start",), f"unknown step {c.flow.start!r}" + _did_you_mean(c.flow.start, ids))
+        c.report(("start",), t("flow.unknown_step", id=c.flow.start, hint=_did_you_mean(c.flow.start, ids)))
     for step in c.flow.steps.values():
         for rel, target in _references(step):
             if target not in ids:
-                c.report(c.step_path(step, *rel), f"unknown step {target!r}" + _did_you_mean(target, ids))
+                c.report(c.step_path(step, *rel), t("flow.unknown_step", id=target, hint=_did_you_mean(target, ids)))
             elif target == step.id and rel[0] != "send_back_to":
-                c.report(c.step_path(step, *rel), f"step {step.id!r} cannot lead to itself")
+                c.report(c.step_path(step, *rel), t("flow.self_loop", id=step.id))
 
 
 def _reachable(flow: Flow, start: str) -> set[str]:
@@ -147,7 +146,7 @@ def _check_reachability(c: _Checker) -> None:
     reached = _reachable(c.flow, c.flow.start)
     for step in c.flow.steps.values():
         if step.id not in reached:
-            c.report(c.step_path(step, "id"), f"step {step.id!r} can never be reached from {c.flow.start!r}")
+            c.report(c.step_path(step, "id"), t("flow.unreachable", id=step.id, start=c.flow.start))
     # A step from which no end can be reached is a loop without an exit.
     preds: dict[str, set[str]] = {s: set() for s in c.flow.steps}
     for step in c.flow.steps.values():
@@ -162,11 +161,11 @@ def _check_reachability(c: _Checker) -> None:
                 can_end.add(p)
                 todo.append(p)
     if not ends:
-        c.report(("steps",), "the flow has no 'end' step")
+        c.report(("steps",), t("flow.no_end"))
         return
     for step in c.flow.steps.values():
         if step.id in reached and step.id not in can_end:
-            c.report(c.step_path(step, "id"), f"step {step.id!r} is in a loop without an exit: no 'end' step can be reached from it")
+            c.report(c.step_path(step, "id"), t("flow.no_exit", id=step.id))
 
 
 def _strongly_connected(flow: Flow) -> list[list[str]]:
@@ -227,7 +226,7 @@ def _check_loops(c: _Checker) -> None:
             names = ", ".join(sorted(component, key=lambda s: c.index[s]))
             c.report(
                 c.step_path(c.flow.steps[first], "id"),
-                f"the loop through {names} has no task or wait step, so it would run forever",
+                t("flow.busy_loop", names=names),
             )
 
 
@@ -239,14 +238,14 @@ def _check_joins(c: _Checker) -> None:
                 fed_by_split |= _reachable(c.flow, branch)
     for step in c.flow.steps.values():
         if step.type == "join" and step.id not in fed_by_split:
-            c.report(c.step_path(step, "id"), f"join {step.id!r} has no parallel split before it")
+            c.report(c.step_path(step, "id"), t("flow.join_without_split", id=step.id))
 
 
 def _check_expression(c: _Checker, path: tuple[Any, ...], source: str, *, expression: bool) -> None:
     try:
         expr.check_syntax(source, expression=expression)
     except ExpressionError as exc:
-        c.report(path, f"expression does not parse: {exc}")
+        c.report(path, t("flow.expression", detail=str(exc)))
 
 
 def _check_templates(c: _Checker, path: tuple[Any, ...], value: Any) -> None:
@@ -263,7 +262,7 @@ def _check_templates(c: _Checker, path: tuple[Any, ...], value: Any) -> None:
 
 def _check_known(c: _Checker, path: tuple[Any, ...], kind: str, name: str, known: frozenset[str] | None) -> None:
     if known is not None and name not in known:
-        c.report(path, f"unknown {kind} {name!r}" + _did_you_mean(name, known))
+        c.report(path, t(f"flow.unknown_{kind}", name=name, hint=_did_you_mean(name, known)))
 
 
 def _check_steps(c: _Checker) -> None:
@@ -276,7 +275,7 @@ def _check_steps(c: _Checker) -> None:
             a = step.assignee
             if a is not None:
                 if not (a.role or a.user or a.users or a.expr):
-                    c.report(p("assignee"), "assignee needs a role, a user, users or an expr")
+                    c.report(p("assignee"), t("flow.assignee_empty"))
                 if a.role:
                     _check_known(c, p("assignee", "role"), "role", a.role, cat.roles)
                 if a.expr:
@@ -284,12 +283,12 @@ def _check_steps(c: _Checker) -> None:
             for i, e in enumerate(step.escalation):
                 _check_known(c, p("escalation", i, "to_role"), "role", e.to_role, cat.roles)
             if any(r.before for r in step.reminders) and step.due is None:
-                c.report(p("reminders"), "a reminder 'before' the due time needs a 'due' on the task")
+                c.report(p("reminders"), t("flow.reminder_without_due"))
             if step.escalation and step.due is None:
-                c.report(p("escalation"), "escalation counts from the due time: add 'due' to the task")
+                c.report(p("escalation"), t("flow.escalation_without_due"))
             for i, target in enumerate(step.send_back_to):
                 if target in c.flow.steps and step.id not in _reachable(c.flow, target):
-                    c.report(p("send_back_to", i), f"{target!r} does not come before {step.id!r}")
+                    c.report(p("send_back_to", i), t("flow.send_back_not_before", target=target, id=step.id))
             for key in ("title",):
                 for lang, text in getattr(step, key).items():
                     if expr.is_template(text):
@@ -304,25 +303,25 @@ def _check_steps(c: _Checker) -> None:
         elif step.type == "wait":
             kinds = [k for k in ("duration", "until", "event") if getattr(step, k)]
             if len(kinds) != 1:
-                c.report(p(), "a wait needs exactly one of 'duration', 'until' or 'event'")
+                c.report(p(), t("flow.wait_kind"))
             if step.until:
                 _check_expression(c, p("until"), step.until, expression=True)
             if (step.timeout is None) != (step.on_timeout is None):
-                c.report(p(), "'timeout' and 'on_timeout' go together")
+                c.report(p(), t("flow.timeout_pair"))
             if step.timeout is not None and not step.event:
-                c.report(p("timeout"), "'timeout' applies only to a wait for an 'event'")
+                c.report(p("timeout"), t("flow.timeout_event_only"))
         elif step.type == "set":
             _check_templates(c, p("values"), dict(step.values))
         elif step.type == "update_customer":
             _check_templates(c, p("fields"), dict(step.fields))
             if not (step.fields or step.add_tags or step.remove_tags):
-                c.report(p(), "update_customer needs 'fields', 'add_tags' or 'remove_tags'")
+                c.report(p(), t("flow.update_customer_empty"))
         elif step.type == "assign_owner":
             _check_known(c, p("role"), "role", step.role or "", cat.roles)
         elif step.type == "subflow":
             _check_known(c, p("flow"), "flow", step.flow or "", cat.flows)
             if step.flow == c.flow.id:
-                c.report(p("flow"), "a flow cannot start itself as a subflow")
+                c.report(p("flow"), t("flow.subflow_self"))
             _check_templates(c, p("data"), dict(step.data))
 
 
@@ -338,24 +337,23 @@ def _check_connector(c: _Checker, step: Step, path: tuple[Any, ...]) -> bool:
         hint = _did_you_mean(type_, known)
         owner = (cat.configurations or {}).get(type_)
         if owner is not None:
-            hint = f"; {type_!r} is a {owner} configuration: write '{owner}/{type_}'"
+            hint = t("hint.configuration_of", name=type_, owner=owner)
         elif not hint:
-            hint = "; a named configuration is written type/name, e.g. 'feishu/care-team'"
-        c.report(path, f"unknown connector {type_!r}{hint}")
+            hint = t("hint.configuration_syntax")
+        c.report(path, t("flow.unknown_connector", name=type_, hint=hint))
         return False
     if known is not None and type_ not in known:
-        c.report(path, f"unknown connector type {type_!r} in {reference!r}" + _did_you_mean(type_, known))
+        c.report(path, t("flow.unknown_connector_type", name=type_, reference=reference, hint=_did_you_mean(type_, known)))
         return False
     if cat.configurable is not None and type_ not in cat.configurable:
-        c.report(path, f"connector {type_!r} has no named configurations: write 'connector: {type_}'")
+        c.report(path, t("flow.not_configurable", name=type_))
         return False
     if not CONFIGURATION_NAME.fullmatch(config):
-        c.report(path, f"{config!r} is not a configuration name: lower-case letters, digits, '_' and '-', "
-                       "starting with a letter, at most 64")
+        c.report(path, t("flow.configuration_name", name=config))
         return False
     actual = (cat.configurations or {}).get(config)
     if actual is not None and actual != type_:
-        c.report(path, f"configuration {config!r} is a {actual} connector, not {type_}; did you mean '{actual}/{config}'?")
+        c.report(path, t("flow.configuration_type", name=config, actual=actual, type=type_))
         return False
     return True
 
@@ -381,9 +379,9 @@ def _check_triggers(c: _Checker) -> None:
             try:
                 parse_cron(trig.cron, trig.timezone or c.flow.timezone)
             except ValueError as exc:
-                c.report((*path, "cron"), f"bad cron expression {trig.cron!r}: {exc}")
+                c.report((*path, "cron"), t("flow.bad_cron", cron=trig.cron, detail=exc.args[0] if exc.args and isinstance(exc.args[0], Text) else str(exc)))
         if trig.timezone and not _valid_tz(trig.timezone):
-            c.report((*path, "timezone"), f"unknown time zone {trig.timezone!r}")
+            c.report((*path, "timezone"), t("flow.unknown_time_zone", name=trig.timezone))
         for key in ("customers", "when"):
             source = getattr(trig, key)
             if source:
@@ -391,7 +389,7 @@ def _check_triggers(c: _Checker) -> None:
         if trig.type == "segment" and trig.segment:
             _check_known(c, (*path, "segment"), "segment", trig.segment, c.catalog.segments)
         if trig.type == "customer_event" and trig.event == "field_changed" and not trig.field:
-            c.report(path, "a 'field_changed' trigger needs 'field'")
+            c.report(path, t("flow.field_changed_field"))
 
 
 def _check_goal(c: _Checker) -> None:

@@ -36,6 +36,7 @@ from typing import Any, NamedTuple
 import yaml
 
 from engine.errors import DefinitionInvalid, FlowInvalid, FormInvalid, Problem
+from engine.problem_text import Both, Text, t
 
 __all__ = ["Located", "load_yaml", "load_json", "json_path"]
 
@@ -141,7 +142,7 @@ def load_yaml(
         pass
     except RecursionError:
         # Our walks are iterative; this only guards against pathological merge-key chains.
-        report.add((1, 1), "the document is nested too deeply", ())
+        report.add((1, 1), t("yaml.too_deep_unknown"), ())
     if report.problems or located is None:
         raise error_cls(report.finish())
     return located
@@ -196,7 +197,7 @@ class _Report:
         self._seen: set[tuple[int, int, str]] = set()
         self._omitted_at: Position | None = None
 
-    def add(self, where: Position, message: str, path: Sequence[str | int]) -> None:
+    def add(self, where: Position, message: Text, path: Sequence[str | int]) -> None:
         """Record one problem at a 1-based position."""
         line, column = where
         if (line, column, message) in self._seen:
@@ -207,7 +208,7 @@ class _Report:
         self._seen.add((line, column, message))
         self.problems.append(Problem(self.source, line, column, message, json_path(path)))
 
-    def fatal(self, where: Position, message: str, path: Sequence[str | int]) -> _Fatal:
+    def fatal(self, where: Position, message: Text, path: Sequence[str | int]) -> _Fatal:
         """Record a problem and return the exception that stops loading."""
         self.add(where, message, path)
         return _Fatal(message)
@@ -217,7 +218,7 @@ class _Report:
         if self._omitted_at is None:
             return list(self.problems)
         line, column = self._omitted_at
-        note = f"more than {_MAX_PROBLEMS} problems; fix these first to see the rest"
+        note = t("file.too_many_problems", limit=_MAX_PROBLEMS)
         return [*self.problems, Problem(self.source, line, column, note, "$")]
 
 
@@ -240,7 +241,7 @@ def _decode(
     # Encoding only a prefix keeps the check cheap even for a huge str.
     head = text if isinstance(text, bytes) else text[: limits.max_bytes + 1].encode("utf-8", "surrogatepass")
     if len(head) > limits.max_bytes:
-        raise report.fatal((1, 1), f"the file is too large: the limit is {limits.max_bytes:,} bytes", ())
+        raise report.fatal((1, 1), t("file.too_large", limit=limits.max_bytes), ())
     if isinstance(text, bytes):
         text = _decode_utf8(text.removeprefix(codecs.BOM_UTF8), report)
     text = text.removeprefix("\ufeff")
@@ -261,21 +262,18 @@ def _decode_utf8(raw: bytes, report: _Report) -> str:
         line_start = raw.rfind(b"\n", 0, exc.start) + 1
         line = raw.count(b"\n", 0, exc.start) + 1
         column = len(raw[line_start : exc.start].decode("utf-8", "replace")) + 1
-        message = (
-            f"the file is not valid UTF-8: byte 0x{raw[exc.start]:02x} at byte offset {exc.start}; "
-            "save it as UTF-8"
-        )
+        message = t("file.not_utf8", byte=raw[exc.start], offset=exc.start)
         raise report.fatal((line, column), message, ()) from None
 
 
-def _iter_forbidden(text: str, forbidden: re.Pattern[str]) -> Iterator[tuple[int, str]]:
+def _iter_forbidden(text: str, forbidden: re.Pattern[str]) -> Iterator[tuple[int, Text]]:
     """Offsets and messages for characters the file must not contain."""
     for match in forbidden.finditer(text):
         char = match.group()
         if char == "\x00":
-            message = "NUL characters are not allowed; is this a text file?"
+            message = t("file.nul")
         else:
-            message = f"the control character U+{ord(char):04X} is not allowed"
+            message = t("file.control_char", code=ord(char))
         yield match.start(), message
 
 
@@ -287,7 +285,7 @@ def _mark_position(mark: Any) -> Position:
 # --- YAML: composing the node graph ----------------------------------------------------------
 
 _SCALAR, _SEQ, _MAP = range(3)
-_KIND_NAMES = {_SCALAR: "a single value", _SEQ: "a list", _MAP: "a mapping"}
+_KIND_NAMES = {_SCALAR: Both("a single value", "单个值"), _SEQ: Both("a list", "列表"), _MAP: Both("a mapping", "映射")}
 
 
 class _Node:
@@ -359,7 +357,7 @@ class _Composer:
             # Reader errors are pre-empted by _decode; this keeps any other parser error located.
             offset = getattr(exc, "position", 0) or 0
             where = _LineIndex(self._text, _YAML_BREAK_RE).locate(min(offset, len(self._text)))
-            raise self._report.fatal(where, f"invalid YAML: {exc}", ()) from None
+            raise self._report.fatal(where, t("yaml.invalid", detail=str(exc)), ()) from None
 
     def _compose_stream(self) -> _Item | None:
         """Compose the one document of the stream; a second document is an error."""
@@ -372,7 +370,7 @@ class _Composer:
         loader.get_event()  # DocumentEndEvent
         if not loader.check_event(yaml.StreamEndEvent):
             event = loader.get_event()
-            message = "only one YAML document per file is allowed; a second one starts here"
+            message = t("yaml.second_document")
             raise self._report.fatal(_mark_position(event.start_mark), message, ())
         return root
 
@@ -404,13 +402,13 @@ class _Composer:
         self._nodes += 1
         where = _mark_position(event.start_mark)
         if self._nodes > self._limits.max_nodes:
-            message = f"the document has more than {self._limits.max_nodes:,} values"
+            message = t("yaml.too_many_values", limit=self._limits.max_nodes)
             raise self._report.fatal(where, message, self._path())
         node = _Node(kind, event.tag, value, plain, where)
         anchor = event.anchor
         if anchor is not None:
             if anchor in self._anchor_lines:
-                message = f"the anchor &{anchor} is defined twice (first at line {self._anchor_lines[anchor]})"
+                message = t("yaml.anchor_twice", name=anchor, first=self._anchor_lines[anchor])
                 raise self._report.fatal(where, message, self._path())
             self._anchor_lines[anchor] = where[0]
             if kind == _SCALAR:
@@ -420,7 +418,7 @@ class _Composer:
     def _check_depth(self, event: Any) -> None:
         """Refuse to open a collection deeper than the depth budget."""
         if len(self._stack) >= self._limits.max_depth:
-            message = f"the document is nested more than {self._limits.max_depth} levels deep"
+            message = t("yaml.too_deep", limit=self._limits.max_depth)
             raise self._report.fatal(_mark_position(event.start_mark), message, self._path())
 
     def _alias(self, event: Any) -> _Alias:
@@ -430,21 +428,21 @@ class _Composer:
         target = self._anchors.get(name)
         if target is None:
             if name in self._anchor_lines:
-                message = f"the alias *{name} is used inside the value it refers to (&{name})"
+                message = t("yaml.alias_inside", name=name)
             else:
-                message = f"the alias *{name} refers to an anchor &{name} that is not defined before it"
+                message = t("yaml.alias_undefined", name=name)
             raise self._report.fatal(where, message, self._path())
         # Count only what aliases add, so large anchor-free documents are never mistaken for bombs.
         self._expansion += target.size
         # Characters too: a few aliases of one huge string would blow up once serialised.
         self._expanded_chars += target.chars
         if self._expansion > self._limits.max_alias_expansion:
-            limit = f"{self._limits.max_alias_expansion:,} values"
+            message = t("yaml.alias_values", limit=self._limits.max_alias_expansion)
         elif self._expanded_chars > self._limits.max_bytes:
-            limit = f"{self._limits.max_bytes:,} characters"
+            message = t("yaml.alias_chars", limit=self._limits.max_bytes)
         else:
             return _Alias(target, name, where)
-        raise self._report.fatal(where, f"aliases expand to more than {limit}; use fewer aliases", self._path())
+        raise self._report.fatal(where, message, self._path())
 
     @staticmethod
     def _attach(frame: _Frame, item: _Item) -> None:
@@ -474,21 +472,21 @@ class _Composer:
         return tuple(path)
 
 
-def _syntax_message(exc: yaml.MarkedYAMLError, text: str) -> str:
+def _syntax_message(exc: yaml.MarkedYAMLError, text: str) -> Text:
     """A short message for a PyYAML/libyaml syntax error, special-casing tabs."""
     mark = exc.problem_mark
     if mark is not None and 0 <= mark.index < len(text) and text[mark.index] == "\t":
         line_start = max(text.rfind("\n", 0, mark.index), text.rfind("\r", 0, mark.index)) + 1
         if not text[line_start : mark.index].strip(" \t"):
-            return "tab characters are not allowed for indentation; use spaces"
-        return "tab characters are not allowed here; use spaces"
+            return t("yaml.tab_indent")
+        return t("yaml.tab")
     problem = exc.problem or "invalid YAML"
     if not exc.context:
-        return problem
+        return t("yaml.syntax", detail=problem)
     context_mark = exc.context_mark
     if context_mark is not None and mark is not None and context_mark.line != mark.line:
-        return f"{problem} ({exc.context} that starts at line {context_mark.line + 1})"
-    return f"{problem} ({exc.context})"
+        return t("yaml.syntax_in", detail=problem, context=exc.context, line=context_mark.line + 1)
+    return t("yaml.syntax_context", detail=problem, context=exc.context)
 
 
 # --- YAML: building plain Python data --------------------------------------------------------
@@ -556,7 +554,7 @@ class _Builder:
             if key is None:
                 continue
             if key in first:
-                message = f"duplicate key {key!r} (first defined at line {first[key].line})"
+                message = t("yaml.duplicate_key", key=key, first=first[key].line)
                 self._report.add((key_item.line, key_item.column), message, (*path, key))
                 continue
             first[key] = key_item
@@ -576,7 +574,7 @@ class _Builder:
             for source in sources:
                 source_node = source.target if isinstance(source, _Alias) else source
                 if source_node.kind != _MAP:
-                    message = "a merge key '<<' needs a mapping or a list of mappings"
+                    message = t("yaml.merge_source")
                     self._report.add((source.line, source.column), message, path)
                     continue
                 yield from self._own_entries(source_node, path)
@@ -586,7 +584,7 @@ class _Builder:
         node = key_item.target if isinstance(key_item, _Alias) else key_item
         where = (key_item.line, key_item.column)
         if node.kind != _SCALAR:
-            self._report.add(where, f"{_KIND_NAMES[node.kind]} cannot be used as a key", path)
+            self._report.add(where, t("yaml.key_kind", kind=_KIND_NAMES[node.kind]), path)
             return None
         value = self._scalar(node, path, where)
         if isinstance(value, str) or value is _INVALID:
@@ -608,7 +606,7 @@ class _Builder:
             return _INVALID
         value = converter(text)
         if value is _INVALID:
-            self._report.add(where, f"the value {text!r} is not a valid {_short_tag(tag)}", path)
+            self._report.add(where, t("yaml.bad_tagged_value", value=text, tag=_short_tag(tag)), path)
         return value
 
 
@@ -634,7 +632,7 @@ def _resolve_plain(text: str, where: Position, path: PathKey, report: _Report) -
         return _to_float(text)
     if _SEXAGESIMAL_RE.fullmatch(text):
         number = _sexagesimal_value(text)
-        message = f'the value {text} would be read as the number {number}; write it in quotes: "{text}"'
+        message = t("yaml.read_as_number", text=text, number=number)
         report.add(where, message, path)
         return _INVALID
     return text
@@ -645,7 +643,7 @@ def _to_int(text: str, where: Position, path: PathKey, report: _Report) -> Any:
     try:
         return int(text)
     except ValueError:  # Python refuses to parse integers with thousands of digits
-        report.add(where, f"the number {text[:20]}... has too many digits", path)
+        report.add(where, t("yaml.too_many_digits", digits=text[:20]), path)
         return _INVALID
 
 
@@ -701,19 +699,20 @@ def _short_tag(tag: str) -> str:
     return "!!" + tag.removeprefix(_YAML_TAG) if tag.startswith(_YAML_TAG) else tag
 
 
-def _tag_message(tag: str, kind: int) -> str:
+def _tag_message(tag: str, kind: int) -> Text:
     """The message for a tag that is unknown or does not fit the node."""
     if tag in (_STR, _INT, _FLOAT, _BOOL, _NULL, _SEQ_TAG, _MAP_TAG):
-        return f"the tag {_short_tag(tag)} cannot be used on {_KIND_NAMES[kind]}"
-    return f"the tag {_short_tag(tag)} is not allowed; remove it"
+        return t("yaml.tag_on_kind", tag=_short_tag(tag), kind=_KIND_NAMES[kind])
+    return t("yaml.tag_not_allowed", tag=_short_tag(tag))
 
 
-def _non_text_key_message(text: str, value: Any) -> str:
+def _non_text_key_message(text: str, value: Any) -> Text:
     """The message for a plain key that resolves to something other than text."""
     if text == "" and value is None:
-        return "a key is empty; write a name before the ':'"
-    kind = "a boolean" if isinstance(value, bool) else "null" if value is None else "a number"
-    return f'the key {text} would be read as {kind}, not as text; write it in quotes: "{text}"'
+        return t("yaml.empty_key")
+    kind = (Both("a boolean", "布尔值") if isinstance(value, bool) else Both("null", "null") if value is None
+            else Both("a number", "数字"))
+    return t("yaml.key_not_text", text=text, kind=kind)
 
 
 # --- JSON ------------------------------------------------------------------------------------
@@ -746,7 +745,7 @@ class _JsonReader:
             if target is None:
                 index, target = self._next_target(index)
         if index != len(self._text):
-            raise self._fail(index, "unexpected text after the end of the JSON document")
+            raise self._fail(index, t("json.trailing_text"))
         return Located(holder[0], MappingProxyType(self._positions), MappingProxyType(self._key_positions))
 
     def _value(self, index: int, container: Any, slot: Any) -> tuple[int, tuple[Any, Any, PathKey] | None]:
@@ -759,7 +758,7 @@ class _JsonReader:
             container[slot], end = self._scalar(index)
             return end, None
         if len(self._stack) >= self._limits.max_depth:
-            raise self._fail(index, f"the document is nested more than {self._limits.max_depth} levels deep")
+            raise self._fail(index, t("yaml.too_deep", limit=self._limits.max_depth))
         index = self._skip_ws(index + 1)
         if char == "{":
             obj: dict[str, Any] = {}
@@ -791,10 +790,10 @@ class _JsonReader:
                 index += 1
                 continue
             if char != ",":
-                raise self._fail(index, f"expected ',' or '{closer}'")
+                raise self._fail(index, t("json.expected_comma", closer=closer))
             index = self._skip_ws(index + 1)
             if self._text.startswith(closer, index):
-                raise self._fail(index, f"a trailing comma before '{closer}' is not allowed in JSON")
+                raise self._fail(index, t("json.trailing_comma", closer=closer))
             if isinstance(parent, dict):
                 return self._key(index, parent, path)
             parent.append(None)
@@ -803,21 +802,21 @@ class _JsonReader:
     def _key(self, index: int, obj: dict[str, Any], path: PathKey) -> tuple[int, tuple[Any, Any, PathKey]]:
         """Read `"name":` and return the target for its value; duplicates are reported, not fatal."""
         if not self._text.startswith('"', index):
-            raise self._fail(index, "expected a property name in double quotes")
+            raise self._fail(index, t("json.expected_name"))
         key, end = self._string(index)
         where = self._lines.locate(index)
         key_path = (*path, key)
         container: dict[str, Any] = obj
         if key in obj:
             first = self._key_positions[key_path][0]
-            self._report.add(where, f"duplicate key {key!r} (first defined at line {first})", key_path)
+            self._report.add(where, t("yaml.duplicate_key", key=key, first=first), key_path)
             container = {}  # parse the duplicate's value for syntax, then drop it
         else:
             self._key_positions[key_path] = where
             obj[key] = None
         end = self._skip_ws(end)
         if not self._text.startswith(":", end):
-            raise self._fail(end, "expected ':' after the property name")
+            raise self._fail(end, t("json.expected_colon"))
         return self._skip_ws(end + 1), (container, key, key_path)
 
     def _scalar(self, index: int) -> tuple[Any, int]:
@@ -832,8 +831,8 @@ class _JsonReader:
         if match:
             return self._number(match, index), match.end()
         if text.startswith(("NaN", "Infinity", "-Infinity"), index):
-            raise self._fail(index, "NaN and Infinity are not valid JSON numbers")
-        raise self._fail(index, "expected a value")
+            raise self._fail(index, t("json.nan"))
+        raise self._fail(index, t("json.expected_value"))
 
     def _number(self, match: re.Match[str], index: int) -> int | float:
         """Convert a matched JSON number exactly as json.loads does."""
@@ -843,7 +842,7 @@ class _JsonReader:
         try:
             return int(integer)
         except ValueError:  # more digits than Python's int() accepts
-            raise self._fail(index, f"the number {integer[:20]}... has too many digits") from None
+            raise self._fail(index, t("yaml.too_many_digits", digits=integer[:20])) from None
 
     def _string(self, index: int) -> tuple[str, int]:
         """Decode the JSON string starting at the quote at index."""
@@ -851,19 +850,19 @@ class _JsonReader:
             return json.decoder.scanstring(self._text, index + 1, True)
         except json.JSONDecodeError as exc:
             message = exc.msg.removesuffix(" starting at").removesuffix(" at")
-            raise self._fail(exc.pos, message[:1].lower() + message[1:]) from None
+            raise self._fail(exc.pos, t("json.syntax", detail=message[:1].lower() + message[1:])) from None
 
     def _count(self, index: int) -> None:
         """Count one value against the node budget."""
         self._nodes += 1
         if self._nodes > self._limits.max_nodes:
-            raise self._fail(index, f"the document has more than {self._limits.max_nodes:,} values")
+            raise self._fail(index, t("yaml.too_many_values", limit=self._limits.max_nodes))
 
     def _skip_ws(self, index: int) -> int:
         """The index of the next non-whitespace character."""
         match = _JSON_WS_RE.match(self._text, index)
         return match.end() if match else index
 
-    def _fail(self, index: int, message: str) -> _Fatal:
+    def _fail(self, index: int, message: Text) -> _Fatal:
         """Record a fatal problem at a character offset."""
         return self._report.fatal(self._lines.locate(index), message, self._path)
