@@ -87,7 +87,6 @@ view, submitted values for read-only and hidden fields are ignored; they keep th
 from __future__ import annotations
 
 import copy
-import difflib
 import hashlib
 import itertools
 import json
@@ -105,6 +104,7 @@ from email_validator import EmailNotValidError, validate_email
 from jsonschema import Draft202012Validator, FormatChecker, ValidationError, validators
 
 from engine.errors import FieldError, FormInvalid, Problem, SubmissionInvalid
+from engine.problem_text import Text, did_you_mean, schema_text, t
 from engine.flow.yaml_loader import Located, json_path, load_json
 
 __all__ = [
@@ -321,7 +321,7 @@ class _Checker:
         self.source = source
         self.problems: list[Problem] = []
 
-    def add(self, path: Sequence[str | int], message: str, *, at_key: bool = False) -> None:
+    def add(self, path: Sequence[str | int], message: Text, *, at_key: bool = False) -> None:
         """Record a problem at the value at path (or at its key, when at_key)."""
         key = tuple(path)
         where = self.located.key_positions.get(key) if at_key else None
@@ -332,9 +332,9 @@ class _Checker:
         """Run every check and return the problems."""
         root = self.located.data
         if not _FORM_ID_RE.fullmatch(form_id):
-            self.add((), f"the form id {form_id!r} (from the file name) must be letters, digits, '_' or '-'")
+            self.add((), t("form.id", id=form_id))
         if not isinstance(root, dict):
-            self.add((), 'a form must be a JSON object: a JSON Schema with "type": "object"')
+            self.add((), t("form.not_object"))
             return self.problems
         self.check_depth(root)
         self.check_meta(root)
@@ -354,7 +354,7 @@ class _Checker:
         while stack:
             value, path = stack.pop()
             if len(path) >= _MAX_SCHEMA_DEPTH:
-                self.add(path, f"the schema is nested more than {_MAX_SCHEMA_DEPTH} levels deep")
+                self.add(path, t("form.too_deep", limit=_MAX_SCHEMA_DEPTH))
                 return
             if isinstance(value, dict):
                 stack.extend((child, (*path, key)) for key, child in value.items())
@@ -368,23 +368,21 @@ class _Checker:
             for error in itertools.islice(meta.iter_errors(root), _MAX_META_PROBLEMS):
                 self.add(tuple(error.absolute_path), _meta_message(error))
         except RecursionError:
-            self.add((), "the schema is nested too deeply to be checked")
+            self.add((), t("form.too_deep_to_check"))
 
     def check_root(self, root: dict[str, Any]) -> None:
         """The root must be a closed object schema."""
         if "$schema" in root and root["$schema"] not in _SCHEMA_URIS:
-            message = 'forms use JSON Schema draft 2020-12: "https://json-schema.org/draft/2020-12/schema"'
-            self.add(("$schema",), message)
+            self.add(("$schema",), t("form.draft"))
         if root.get("type") != "object":
             where: tuple[str, ...] = ("type",) if "type" in root else ()
-            self.add(where, 'the root of a form must be an object schema: "type": "object"')
+            self.add(where, t("form.root_type"))
         if not isinstance(root.get("properties"), dict):
             where = ("properties",) if "properties" in root else ()
-            self.add(where, 'a form needs "properties": an object with one schema per field')
+            self.add(where, t("form.properties"))
         if root.get("additionalProperties") is not False:
             where = ("additionalProperties",) if "additionalProperties" in root else ()
-            message = 'set "additionalProperties": false so a submission cannot add fields the form does not have'
-            self.add(where, message)
+            self.add(where, t("form.additional_properties"))
 
     def check_subschemas(self, root: dict[str, Any]) -> None:
         """Patterns, references and formats in every subschema."""
@@ -394,10 +392,10 @@ class _Checker:
                 if isinstance(schema.get(keyword), str):
                     self.check_ref(root, (*path, keyword), schema[keyword])
             if "$id" in schema and path:
-                self.add((*path, "$id"), '"$id" is only allowed at the root; it would change what "#/..." means here')
+                self.add((*path, "$id"), t("form.id_keyword"))
             fmt = schema.get("format")
             if isinstance(fmt, str) and fmt not in FORMATS:
-                self.add((*path, "format"), f"the format {fmt!r} is not checked{_suggest(fmt, FORMATS)}")
+                self.add((*path, "format"), t("form.format", format=fmt, hint=_suggest(fmt, FORMATS)))
 
     def check_patterns(self, path: tuple[str | int, ...], schema: dict[str, Any]) -> None:
         """Refuse regular expressions that could backtrack for ages on a user's input (ReDoS)."""
@@ -415,18 +413,17 @@ class _Checker:
         """A reference must be local, resolvable and not a loop that never reaches data."""
         keyword = path[-1]
         if ref != "#" and not ref.startswith("#/"):
-            local = 'only local references such as "#/$defs/name" are allowed'
-            self.add(path, f'"{keyword}": {ref!r} points outside this form; {local}')
+            self.add(path, t("form.ref_outside", keyword=keyword, ref=ref))
             return
         target = _resolve_pointer(root, ref)
         if target is _MISSING:
-            self.add(path, f'"{keyword}": {ref!r} points to nothing in this form')
+            self.add(path, t("form.ref_nothing", keyword=keyword, ref=ref))
             return
         seen = {ref}
         while isinstance(target, dict) and isinstance(target.get("$ref"), str):
             following = target["$ref"]
             if following in seen:
-                message = f'"{keyword}": {ref!r} leads back to itself through {following!r}: validation would never end'
+                message = t("form.ref_loop", keyword=keyword, ref=ref, following=following)
                 self.add(path, message)
                 return
             seen.add(following)
@@ -437,10 +434,9 @@ class _Checker:
         for name, schema in properties.items():
             path = ("properties", name)
             if name == CSRF_FIELD or not _FIELD_NAME_RE.fullmatch(name):
-                rule = f"must start with a letter and contain only letters, digits and '_' (and not be {CSRF_FIELD!r})"
-                self.add(path, f"the field name {name!r} {rule}", at_key=True)
+                self.add(path, t("form.field_name", name=name, reserved=CSRF_FIELD), at_key=True)
             if not isinstance(schema, dict):
-                self.add(path, f"the field {name!r} must be an object schema with an \"x-label\"")
+                self.add(path, t("form.field_schema", name=name))
                 continue
             self.check_field(name, schema, properties)
 
@@ -448,7 +444,7 @@ class _Checker:
         """One property's UI hints."""
         path = ("properties", name)
         if "x-label" not in schema:
-            self.add(path, f'the field {name!r} has no "x-label"; add {{"zh": "...", "en": "..."}}', at_key=True)
+            self.add(path, t("form.no_label", name=name), at_key=True)
         for keyword in ("x-label", "x-help"):
             if keyword in schema:
                 self.check_text((*path, keyword), schema[keyword])
@@ -457,9 +453,7 @@ class _Checker:
         self.check_enum_labels(name, schema)
         prefill_path = schema.get("x-prefill")
         if "x-prefill" in schema and not (isinstance(prefill_path, str) and _PREFILL_RE.fullmatch(prefill_path)):
-            message = '"x-prefill" must be a dotted path starting with customer, vars or instance, '
-            message += 'e.g. "customer.phone"'
-            self.add((*path, "x-prefill"), message)
+            self.add((*path, "x-prefill"), t("form.prefill"))
         if "x-show-if" in schema:
             self.check_show_if(name, schema["x-show-if"], properties)
 
@@ -470,29 +464,29 @@ class _Checker:
             and all(isinstance(value.get(lang), str) and value[lang].strip() for lang in ("zh", "en"))
             and all(isinstance(text, str) for text in value.values())
         ):
-            self.add(path, f'"{path[-1]}" must be an object with non-empty "zh" and "en" texts')
+            self.add(path, t("form.text", keyword=path[-1]))
 
     def check_unknown_hints(self, path: tuple[str | int, ...], schema: dict[str, Any], known: Sequence[str]) -> None:
         """UI keywords are ignored by validators, so a typo would silently do nothing."""
         for key in schema:
             if key.startswith("x-") and key not in known:
-                self.add((*path, key), f"unknown UI keyword {key!r}{_suggest(key, known)}", at_key=True)
+                self.add((*path, key), t("form.unknown_hint", key=key, hint=_suggest(key, known)), at_key=True)
 
     def check_widget(self, name: str, schema: dict[str, Any]) -> None:
         """A known widget that suits the field's schema."""
         path = ("properties", name, "x-widget")
         widget = schema.get("x-widget", _default_widget(schema))
         if not isinstance(widget, str) or widget not in WIDGETS:
-            self.add(path, f"unknown widget {widget!r}{_suggest(str(widget), WIDGETS)}")
+            self.add(path, t("form.unknown_widget", widget=widget, hint=_suggest(str(widget), WIDGETS)))
             return
         where = path if "x-widget" in schema else ("properties", name)
         items = schema.get("items")
         if widget in ("select", "radio") and _option_values(schema) is None:
-            self.add(where, f"the {widget} widget needs an enum (or a boolean) to offer options")
+            self.add(where, t("form.widget_options", widget=widget))
         elif widget == "checkboxes" and not (isinstance(items, dict) and isinstance(items.get("enum"), list)):
-            self.add(where, 'the checkboxes widget needs "type": "array" with "items": {"enum": [...]}')
+            self.add(where, t("form.checkboxes"))
         elif widget == "rating" and not ("integer" in _types(schema) and "minimum" in schema and "maximum" in schema):
-            self.add(where, 'the rating widget needs "type": "integer" with "minimum" and "maximum"')
+            self.add(where, t("form.rating"))
 
     def check_enum_labels(self, name: str, schema: dict[str, Any]) -> None:
         """Every x-enum-labels key must be one of the field's values, each label a zh/en text."""
@@ -501,36 +495,36 @@ class _Checker:
         path = ("properties", name, "x-enum-labels")
         labels = schema["x-enum-labels"]
         if not isinstance(labels, dict):
-            self.add(path, '"x-enum-labels" must be an object: {"<value>": {"zh": "...", "en": "..."}}')
+            self.add(path, t("form.enum_labels_object"))
             return
         values = _option_values(schema)
         if values is None:
-            self.add(path, '"x-enum-labels" needs an "enum" (or "items": {"enum": [...]}) on the field')
+            self.add(path, t("form.enum_labels_enum"))
             return
         keys = [_value_key(value) for value in values]
         for key, label in labels.items():
             if key not in keys:
-                self.add((*path, key), f"{key!r} is not one of the field's values{_suggest(key, keys)}", at_key=True)
+                self.add((*path, key), t("form.enum_label_value", value=key, hint=_suggest(key, keys)), at_key=True)
             self.check_text((*path, key), label)
 
     def check_show_if(self, name: str, condition: Any, properties: dict[str, Any]) -> None:
         """The shape of x-show-if, its field, and a value that field can take."""
         path = ("properties", name, "x-show-if")
         if not (isinstance(condition, dict) and set(condition) == {"field", "equals"}):
-            self.add(path, '"x-show-if" must be {"field": "<another field>", "equals": <value>}')
+            self.add(path, t("form.show_if_shape"))
             return
         target = condition["field"]
         others = [other for other in properties if other != name]
         if not isinstance(target, str) or target not in others:
-            self.add((*path, "field"), f'"x-show-if" names the unknown field {target!r}{_suggest(str(target), others)}')
+            self.add((*path, "field"), t("form.show_if_field", field=target, hint=_suggest(str(target), others)))
             return
         target_schema = properties[target]
         values = _option_values(target_schema) if isinstance(target_schema, dict) else None
         wanted = condition["equals"]
         if values is not None and not any(_same(wanted, value) for value in values):
             keys = [_value_key(value) for value in values]
-            never = f"the field {target!r} can never be {_value_key(wanted)!r}, so this field would never show"
-            self.add((*path, "equals"), never + _suggest(_value_key(wanted), keys))
+            never = t("form.show_if_never", field=target, value=_value_key(wanted), hint=_suggest(_value_key(wanted), keys))
+            self.add((*path, "equals"), never)
 
     def check_required(self, root: dict[str, Any], properties: dict[str, Any]) -> None:
         """Field names in required, dependentRequired and if-conditions at the root level must exist."""
@@ -539,20 +533,19 @@ class _Checker:
             required = schema.get("required")
             for index, name in enumerate(required if isinstance(required, list) else []):
                 if isinstance(name, str) and name not in properties:
-                    message = f"{name!r} is required but is not a field{_suggest(name, known)}"
+                    message = t("form.required_unknown", name=name, hint=_suggest(name, known))
                     self.add((*path, "required", index), message)
             conditions = schema.get("properties") if path else None
             for name in conditions if isinstance(conditions, dict) else {}:
                 if name not in properties:
-                    message = f"{name!r} is not a field, so this condition would never see a value"
-                    message += _suggest(name, known)
+                    message = t("form.condition_unknown", name=name, hint=_suggest(name, known))
                     self.add((*path, "properties", name), message, at_key=True)
             dependent = schema.get("dependentRequired")
             for name, needed in dependent.items() if isinstance(dependent, dict) else ():
                 for index, each in enumerate(needed if isinstance(needed, list) else []):
                     if isinstance(each, str) and each not in properties:
                         where = (*path, "dependentRequired", name, index)
-                        self.add(where, f"{each!r} is not a field{_suggest(each, known)}")
+                        self.add(where, t("form.not_a_field", name=each, hint=_suggest(each, known)))
 
     def check_show_if_cycles(self, properties: dict[str, Any]) -> None:
         """A field whose visibility depends on itself would never show."""
@@ -570,13 +563,13 @@ class _Checker:
                 name = target(name)
             if name == start and len(seen) > 1:
                 chain = " -> ".join([*seen, start])
-                message = f'"x-show-if" goes round in a circle ({chain}); the field would never show'
+                message = t("form.show_if_cycle", chain=chain)
                 self.add(("properties", start, "x-show-if"), message)
 
     def check_top_hints(self, root: dict[str, Any], properties: dict[str, Any]) -> None:
         """x-title, x-description and x-order."""
         if "x-title" not in root:
-            self.add((), 'a form needs "x-title": {"zh": "...", "en": "..."}')
+            self.add((), t("form.no_title"))
         else:
             self.check_text(("x-title",), root["x-title"])
         if "x-description" in root:
@@ -586,15 +579,15 @@ class _Checker:
         if "x-order" not in root:
             return
         if not isinstance(order, list):
-            self.add(("x-order",), '"x-order" must be a list of field names')
+            self.add(("x-order",), t("form.order_list"))
             return
         seen: set[str] = set()
         for index, name in enumerate(order):
             if not isinstance(name, str) or name not in properties:
-                message = f'"x-order" names the unknown field {name!r}{_suggest(str(name), list(properties))}'
+                message = t("form.order_unknown", name=name, hint=_suggest(str(name), list(properties)))
                 self.add(("x-order", index), message)
             elif name in seen:
-                self.add(("x-order", index), f'"x-order" names {name!r} twice')
+                self.add(("x-order", index), t("form.order_twice", name=name))
             else:
                 seen.add(name)
 
@@ -659,27 +652,27 @@ def _resolve_pointer(root: Any, ref: str) -> Any:
     return node
 
 
-def _suggest(word: str, choices: Iterable[str]) -> str:
+def _suggest(word: str, choices: Iterable[str]) -> Text:
     """A "did you mean" tail for a message, or the list of choices when nothing is close."""
     options = [choice for choice in choices if isinstance(choice, str)]
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    close = did_you_mean(word, options)
     if close:
-        return f"; did you mean {close[0]!r}?"
+        return close
     if options and len(options) <= 20:
-        return f"; use one of: {', '.join(options)}"
-    return ""
+        return t("hint.one_of", options=", ".join(options))
+    return t("hint.none")
 
 
-def _meta_message(error: ValidationError) -> str:
+def _meta_message(error: ValidationError) -> Text:
     """A meta-schema error in words a form author understands."""
     path = list(error.absolute_path)
     if error.validator == "format" and error.validator_value == "regex":
-        return f"{error.instance!r} is not a valid regular expression: {_regex_error(error.instance)}"
+        return t("form.bad_regex", value=error.instance, detail=_regex_error(error.instance))
     if error.validator == "anyOf" and path and path[-1] == "type":
         shown = json.dumps(error.instance, ensure_ascii=False)[:80]
-        return f"unknown type {shown}{_suggest(str(error.instance), _TYPES)}"
+        return t("form.unknown_type", type=shown, hint=_suggest(str(error.instance), _TYPES))
     message = error.message
-    return message if len(message) <= 300 else message[:297] + "..."
+    return schema_text(error, message if len(message) <= 300 else message[:297] + "...")
 
 
 def _regex_error(pattern: Any) -> str:
@@ -707,15 +700,12 @@ _META_FORMATS = FormatChecker(formats=())
 _META_FORMATS.checks("regex")(_is_regex)
 
 
-def _regex_problem(pattern: str) -> str | None:
+def _regex_problem(pattern: str) -> Text | None:
     """Why a pattern is unsafe to run on user input, or None."""
     if len(pattern) > _MAX_PATTERN_LENGTH:
-        return f"the pattern is {len(pattern):,} characters long; the limit is {_MAX_PATTERN_LENGTH}"
+        return t("form.pattern_long", length=len(pattern), limit=_MAX_PATTERN_LENGTH)
     if _has_nested_quantifier(pattern):
-        return (
-            f"the pattern {pattern!r} repeats a group that itself repeats without bound, like (a+)+; "
-            "on some inputs it takes exponential time (ReDoS). Rewrite it without the nested repetition"
-        )
+        return t("form.pattern_redos", pattern=pattern)
     return None
 
 

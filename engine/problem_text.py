@@ -68,8 +68,8 @@ def did_you_mean(word: str, options: Iterable[Any]) -> Text:
     return t("hint.did_you_mean", name=close[0]) if close else t("hint.none")
 
 
-def schema_text(error: Any) -> Text:
-    """A jsonschema error: jsonschema's own English, Chinese from its keyword's template."""
+def schema_text(error: Any, english: str | None = None) -> Text:
+    """A jsonschema error: jsonschema's own English (or ``english``), Chinese from its keyword's template."""
     kind = str(error.validator)
     key = f"schema.{kind}" if f"schema.{kind}" in MESSAGES and kind not in ("required", "enum") else "schema.other"
     expected: Any = error.validator_value
@@ -79,7 +79,8 @@ def schema_text(error: Any) -> Text:
                         " 或 ".join(TYPE_WORDS.get(w, (w, w))[1] for w in wanted))
     else:
         expected = _short(expected)
-    return Text(key, str(error.message), value=_short(error.instance), expected=expected)
+    return Text(key, english if english is not None else str(error.message), value=_short(error.instance),
+                expected=expected)
 
 
 class Both(Text):
@@ -123,6 +124,7 @@ MESSAGES: dict[str, dict[str, str]] = {
                               "zh": "；{name!r} 是 {owner} 的配置：请写成 '{owner}/{name}'"},
     "hint.configuration_syntax": {"en": "; a named configuration is written type/name, e.g. 'feishu/care-team'",
                                   "zh": "；命名配置的写法是 类型/名称，例如 'feishu/care-team'"},
+    "hint.one_of": {"en": "; use one of: {options}", "zh": "；可用：{options}"},
     # -- reading the file (YAML / JSON)
     "file.too_large": {"en": "the file is too large: the limit is {limit:,} bytes",
                        "zh": "文件太大：上限为 {limit:,} 字节"},
@@ -206,6 +208,87 @@ MESSAGES: dict[str, dict[str, str]] = {
     "flow.not_mapping": {"en": "a flow must be a mapping of keys, not {kind}", "zh": "流程必须是键的映射，而不是 {kind}"},
     "flow.id_file_name": {"en": "flow id {id!r} must equal the file name {expected!r}",
                           "zh": "流程 id {id!r} 必须与文件名 {expected!r} 相同"},
+    # -- form files (engine/forms.py)
+    "form.id": {"en": "the form id {id!r} (from the file name) must be letters, digits, '_' or '-'",
+                "zh": "表单 id {id!r}（取自文件名）只能包含字母、数字、'_' 或 '-'"},
+    "form.not_object": {"en": 'a form must be a JSON object: a JSON Schema with "type": "object"',
+                        "zh": '表单必须是 JSON 对象：带有 "type": "object" 的 JSON Schema'},
+    "form.too_deep": {"en": "the schema is nested more than {limit} levels deep", "zh": "模式嵌套超过 {limit} 层"},
+    "form.too_deep_to_check": {"en": "the schema is nested too deeply to be checked", "zh": "模式嵌套太深，无法检查"},
+    "form.draft": {"en": 'forms use JSON Schema draft 2020-12: "https://json-schema.org/draft/2020-12/schema"',
+                   "zh": '表单使用 JSON Schema draft 2020-12："https://json-schema.org/draft/2020-12/schema"'},
+    "form.root_type": {"en": 'the root of a form must be an object schema: "type": "object"',
+                       "zh": '表单的根必须是对象模式："type": "object"'},
+    "form.properties": {"en": 'a form needs "properties": an object with one schema per field',
+                        "zh": '表单需要 "properties"：每个字段一个模式的对象'},
+    "form.additional_properties": {
+        "en": 'set "additionalProperties": false so a submission cannot add fields the form does not have',
+        "zh": '请设置 "additionalProperties": false，以免提交的数据带有表单中没有的字段'},
+    "form.id_keyword": {"en": '"$id" is only allowed at the root; it would change what "#/..." means here',
+                        "zh": '"$id" 只能用在根上；在这里会改变 "#/..." 的含义'},
+    "form.format": {"en": "the format {format!r} is not checked{hint}", "zh": "格式 {format!r} 不会被检查{hint}"},
+    "form.ref_outside": {"en": '"{keyword}": {ref!r} points outside this form; '
+                               'only local references such as "#/$defs/name" are allowed',
+                         "zh": '"{keyword}"：{ref!r} 指向本表单之外；只允许 "#/$defs/name" 这样的本地引用'},
+    "form.ref_nothing": {"en": '"{keyword}": {ref!r} points to nothing in this form',
+                         "zh": '"{keyword}"：{ref!r} 在本表单中指向的内容不存在'},
+    "form.ref_loop": {"en": '"{keyword}": {ref!r} leads back to itself through {following!r}: validation would never end',
+                      "zh": '"{keyword}"：{ref!r} 经由 {following!r} 又回到自身：校验将永远不会结束'},
+    "form.field_name": {"en": "the field name {name!r} must start with a letter and contain only letters, digits and '_' "
+                              "(and not be {reserved!r})",
+                        "zh": "字段名 {name!r} 必须以字母开头，只能包含字母、数字和 '_'（且不能是 {reserved!r}）"},
+    "form.field_schema": {"en": 'the field {name!r} must be an object schema with an "x-label"',
+                          "zh": '字段 {name!r} 必须是带有 "x-label" 的对象模式'},
+    "form.no_label": {"en": 'the field {name!r} has no "x-label"; add {{"zh": "...", "en": "..."}}',
+                      "zh": '字段 {name!r} 没有 "x-label"；请添加 {{"zh": "...", "en": "..."}}'},
+    "form.prefill": {"en": '"x-prefill" must be a dotted path starting with customer, vars or instance, '
+                           'e.g. "customer.phone"',
+                     "zh": '"x-prefill" 必须是以 customer、vars 或 instance 开头、用点分隔的路径，例如 "customer.phone"'},
+    "form.text": {"en": '"{keyword}" must be an object with non-empty "zh" and "en" texts',
+                  "zh": '"{keyword}" 必须是带有非空 "zh" 和 "en" 文本的对象'},
+    "form.unknown_hint": {"en": "unknown UI keyword {key!r}{hint}", "zh": "未知的界面关键字 {key!r}{hint}"},
+    "form.unknown_widget": {"en": "unknown widget {widget!r}{hint}", "zh": "未知的控件 {widget!r}{hint}"},
+    "form.widget_options": {"en": "the {widget} widget needs an enum (or a boolean) to offer options",
+                            "zh": "{widget} 控件需要 enum（或布尔类型）来提供选项"},
+    "form.checkboxes": {"en": 'the checkboxes widget needs "type": "array" with "items": {{"enum": [...]}}',
+                        "zh": 'checkboxes 控件需要 "type": "array" 以及 "items": {{"enum": [...]}}'},
+    "form.rating": {"en": 'the rating widget needs "type": "integer" with "minimum" and "maximum"',
+                    "zh": 'rating 控件需要 "type": "integer" 以及 "minimum" 和 "maximum"'},
+    "form.enum_labels_object": {"en": '"x-enum-labels" must be an object: {{"<value>": {{"zh": "...", "en": "..."}}}}',
+                                "zh": '"x-enum-labels" 必须是对象：{{"<value>": {{"zh": "...", "en": "..."}}}}'},
+    "form.enum_labels_enum": {"en": '"x-enum-labels" needs an "enum" (or "items": {{"enum": [...]}}) on the field',
+                              "zh": '"x-enum-labels" 需要字段上有 "enum"（或 "items": {{"enum": [...]}}）'},
+    "form.enum_label_value": {"en": "{value!r} is not one of the field's values{hint}",
+                              "zh": "{value!r} 不是该字段的可选值之一{hint}"},
+    "form.show_if_shape": {"en": '"x-show-if" must be {{"field": "<another field>", "equals": <value>}}',
+                           "zh": '"x-show-if" 必须是 {{"field": "<另一个字段>", "equals": <值>}}'},
+    "form.show_if_field": {"en": '"x-show-if" names the unknown field {field!r}{hint}',
+                           "zh": '"x-show-if" 引用了未知的字段 {field!r}{hint}'},
+    "form.show_if_never": {"en": "the field {field!r} can never be {value!r}, so this field would never show{hint}",
+                           "zh": "字段 {field!r} 永远不会是 {value!r}，所以这个字段永远不会显示{hint}"},
+    "form.required_unknown": {"en": "{name!r} is required but is not a field{hint}",
+                              "zh": "{name!r} 被设为必填，但它不是字段{hint}"},
+    "form.condition_unknown": {"en": "{name!r} is not a field, so this condition would never see a value{hint}",
+                               "zh": "{name!r} 不是字段，所以这个条件永远拿不到值{hint}"},
+    "form.not_a_field": {"en": "{name!r} is not a field{hint}", "zh": "{name!r} 不是字段{hint}"},
+    "form.show_if_cycle": {"en": '"x-show-if" goes round in a circle ({chain}); the field would never show',
+                           "zh": '"x-show-if" 形成了循环（{chain}）；该字段永远不会显示'},
+    "form.no_title": {"en": 'a form needs "x-title": {{"zh": "...", "en": "..."}}',
+                      "zh": '表单需要 "x-title"：{{"zh": "...", "en": "..."}}'},
+    "form.order_list": {"en": '"x-order" must be a list of field names', "zh": '"x-order" 必须是字段名的列表'},
+    "form.order_unknown": {"en": '"x-order" names the unknown field {name!r}{hint}',
+                           "zh": '"x-order" 引用了未知的字段 {name!r}{hint}'},
+    "form.order_twice": {"en": '"x-order" names {name!r} twice', "zh": '"x-order" 两次列出了 {name!r}'},
+    "form.bad_regex": {"en": "{value!r} is not a valid regular expression: {detail}",
+                       "zh": "{value!r} 不是有效的正则表达式：{detail}"},
+    "form.unknown_type": {"en": "unknown type {type}{hint}", "zh": "未知的类型 {type}{hint}"},
+    "form.pattern_long": {"en": "the pattern is {length:,} characters long; the limit is {limit}",
+                          "zh": "正则表达式长 {length:,} 个字符；上限为 {limit}"},
+    "form.pattern_redos": {"en": "the pattern {pattern!r} repeats a group that itself repeats without bound, like (a+)+; "
+                                 "on some inputs it takes exponential time (ReDoS). "
+                                 "Rewrite it without the nested repetition",
+                           "zh": "正则表达式 {pattern!r} 重复了一个本身无限重复的分组，例如 (a+)+；"
+                                 "某些输入会耗费指数级时间（ReDoS）。请改写，去掉嵌套的重复"},
     # -- checks of meaning (engine/flow/validate.py)
     "flow.unknown_time_zone": {"en": "unknown time zone {name!r}", "zh": "未知的时区 {name!r}"},
     "flow.duplicate_step": {"en": "duplicate step id {id!r} (first defined at line {first})",
