@@ -90,7 +90,7 @@ def _source(body: dict[str, Any], required: bool = True) -> str | Any:
 
 
 def _problems(exc: FlowInvalid, text: str) -> list[dict[str, Any]]:
-    return located(list(exc.problems), text)
+    return located(list(exc.problems), text, lang())
 
 
 def _catalog() -> Any:
@@ -167,7 +167,7 @@ def designer_graph() -> Any:
     try:
         data = read(source).data
     except FlowInvalid as exc:
-        return _refused([as_p(p, None) for p in exc.problems])
+        return _refused([as_p(p, None, lang()) for p in exc.problems])
     return jsonify({"graph": graph_of(data, lang()), "problems": _check(source)})
 
 
@@ -186,7 +186,7 @@ def designer_yaml() -> Any:
     try:
         graph = graph_of(read(text).data, lang())
     except FlowInvalid as exc:  # e.g. a node id the page let through that YAML cannot hold
-        return _refused([as_p(p, None) for p in exc.problems])
+        return _refused([as_p(p, None, lang()) for p in exc.problems])
     return jsonify({"source": text, "graph": graph, "problems": [*written.notes, *_check(text)]})
 
 
@@ -207,7 +207,7 @@ def designer_changes() -> Any:
     try:
         new = read(source).data
     except FlowInvalid as exc:
-        return _refused([as_p(p, None) for p in exc.problems])
+        return _refused([as_p(p, None, lang()) for p in exc.problems])
     flow_id = new.get("id")
     if not isinstance(flow_id, str):
         return _refused([_problem(_("The flow needs an id."), "$.id")])

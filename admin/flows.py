@@ -19,6 +19,7 @@ from admin.diagram import graph
 from engine.api.flows import MAX_FLOW_CHARS
 from engine.auth.scope import role_allows, visible_instances
 from engine.errors import FlowInvalid
+from engine.i18n import lang
 from engine.store.definitions import flow_of, latest_flow_versions
 from engine.store.models import FlowVersion, Instance
 
@@ -112,7 +113,7 @@ def deploy() -> Any:
         # An uploaded file's id must match its name, as with `careflow deploy`; pasted text has no name.
         result = careflow().deploy_flow_text(source, filename if uploaded else "editor", by=principal().username)
     except FlowInvalid as exc:
-        return _refused(source, [{"line": p.line, "column": p.column, "message": p.message, "path": p.path}
+        return _refused(source, [{"line": p.line, "column": p.column, "message": p.text(lang()), "path": p.path}
                                  for p in exc.problems], filename)
     if result.changed:
         flash(_("Deployed %(flow)s as version %(version)s.", flow=result.id, version=result.version), "success")

@@ -86,7 +86,7 @@ def _check(design: dict[str, Any]) -> tuple[dict[str, Any], str, list[dict[str, 
     try:
         form = forms.load_form_text(text, f"{form_id}{forms.FORM_SUFFIX}", form_id)
     except DefinitionInvalid as exc:
-        problems += [{"field": field_of_path(p.path, schema), "message": p.message, "path": p.path, "line": p.line,
+        problems += [{"field": field_of_path(p.path, schema), "message": p.text(lang()), "path": p.path, "line": p.line,
                       "column": p.column} for p in exc.problems]
         form = None
     return schema, text, problems, (form if not problems else None)
@@ -216,7 +216,7 @@ def form_designer_save() -> Any:
     try:
         result = careflow().deploy_form_text(text, f"{form_id}{forms.FORM_SUFFIX}", by=principal().username)
     except DefinitionInvalid as exc:  # checked just above; only a race with another deploy gets here
-        return jsonify({"problems": [{"field": field_of_path(p.path, schema), "message": p.message, "path": p.path,
+        return jsonify({"problems": [{"field": field_of_path(p.path, schema), "message": p.text(lang()), "path": p.path,
                                       "line": p.line, "column": p.column} for p in exc.problems]}), 422
     if result.changed:
         message = _("Saved %(form)s as version %(version)s.", form=result.id, version=result.version)

@@ -123,20 +123,23 @@ def main(ctx: click.Context, now: str | None, as_json: bool, database: str | Non
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--lang", default=None, type=click.Choice(["zh", "en"]),
+              help="Language of the problems (default: zh when $LANG starts with zh, else en).")
 @click.pass_obj
-def validate(state: State, paths: tuple[str, ...]) -> None:
+def validate(state: State, paths: tuple[str, ...], lang: str | None) -> None:
     """Check flows (*.yaml) and forms (*.schema.json); print path:line:col: message per problem."""
     from engine.validation import validate_paths
 
+    lang = lang or ("zh" if os.environ.get("LANG", "").lower().startswith("zh") else "en")
     problems, checked = validate_paths(paths)
     if state.as_json:
-        click.echo(json.dumps({"ok": not problems, "checked": checked, "problems": [p.as_dict() for p in problems]},
-                              ensure_ascii=False, indent=2))
+        click.echo(json.dumps({"ok": not problems, "checked": checked,
+                               "problems": [p.as_dict(lang) for p in problems]}, ensure_ascii=False, indent=2))
     else:
         for p in problems:
-            click.echo(str(p))
+            click.echo(p.in_lang(lang))
         if not problems:
-            click.echo(f"ok: {len(checked)} file(s) checked")
+            click.echo(f"ok: 已检查 {len(checked)} 个文件" if lang == "zh" else f"ok: {len(checked)} file(s) checked")
     if problems:
         sys.exit(EXIT_INVALID)
 

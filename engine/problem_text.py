@@ -208,6 +208,12 @@ MESSAGES: dict[str, dict[str, str]] = {
     "flow.not_mapping": {"en": "a flow must be a mapping of keys, not {kind}", "zh": "流程必须是键的映射，而不是 {kind}"},
     "flow.id_file_name": {"en": "flow id {id!r} must equal the file name {expected!r}",
                           "zh": "流程 id {id!r} 必须与文件名 {expected!r} 相同"},
+    "file.kind": {"en": "not a flow (.yaml) or form (.schema.json) file", "zh": "不是流程（.yaml）或表单（.schema.json）文件"},
+    # -- the designer's reading of a flow for drawing (engine/designer/graph.py)
+    "designer.steps_list": {"en": "'steps' must be a list of steps", "zh": "'steps' 必须是步骤的列表"},
+    "designer.step_id": {"en": "every step needs an 'id' to be drawn", "zh": "每个步骤都需要 'id' 才能画出来"},
+    "designer.duplicate_step": {"en": "duplicate step id {id!r}: rename one to draw the flow",
+                                "zh": "重复的步骤 id {id!r}：请重命名其中一个，才能画出流程"},
     # -- form files (engine/forms.py)
     "form.id": {"en": "the form id {id!r} (from the file name) must be letters, digits, '_' or '-'",
                 "zh": "表单 id {id!r}（取自文件名）只能包含字母、数字、'_' 或 '-'"},

@@ -155,7 +155,7 @@ def engine_error_response(exc: EngineError) -> tuple[dict[str, Any], int]:
         message = STATUS_TEXT[422][1 if lang == "zh" else 2]
         return body(exc.code, message, details), 422
     if isinstance(exc, DefinitionInvalid):
-        details = [p.as_dict() for p in exc.problems]
+        details = [p.as_dict(lang) for p in exc.problems]
         message = "定义有错误" if lang == "zh" else "The definition has problems"
         return body(exc.code, message, details), status
     if isinstance(exc, NotFound):

@@ -421,7 +421,7 @@ def _check_answers(answers: Any, language: str) -> dict[str, Any]:
     return answers
 
 
-def flow_problems(exc: DefinitionInvalid, source: str) -> list[dict[str, Any]]:
+def flow_problems(exc: DefinitionInvalid, source: str, language: str = "en") -> list[dict[str, Any]]:
     """The loader's problems with the step each one is about (from ``$.steps[N]`` in its path)."""
     try:
         data = yaml.safe_load(source)
@@ -435,7 +435,7 @@ def flow_problems(exc: DefinitionInvalid, source: str) -> list[dict[str, Any]]:
             index = p.path[len("$.steps["):].split("]", 1)[0]
             if index.isdigit() and int(index) < len(steps) and isinstance(steps[int(index)], dict):
                 node = str(steps[int(index)].get("id")) if steps[int(index)].get("id") is not None else None
-        out.append(problem(p.message, node=node, path=p.path, line=p.line, column=p.column))
+        out.append(problem(p.text(language), node=node, path=p.path, line=p.line, column=p.column))
     return out
 
 
@@ -462,7 +462,7 @@ def dry_run(
     try:
         flow = load_flow_text(source, "dry-run", catalog)
     except DefinitionInvalid as exc:
-        raise DryRunInvalid(flow_problems(exc, source)) from None
+        raise DryRunInvalid(flow_problems(exc, source, language)) from None
     if start is not None and start.tzinfo is None:
         start = start.replace(tzinfo=ZoneInfo(flow.timezone))  # a form's datetime-local: the flow's own time
     begin = as_utc(start) if start is not None else cf.clock.now()
@@ -481,7 +481,7 @@ def dry_run(
         try:
             box.deploy_flow_text(source, "dry-run")
         except DefinitionInvalid as exc:  # only if the copy lacks something the real catalog has
-            raise DryRunInvalid(flow_problems(exc, source)) from None
+            raise DryRunInvalid(flow_problems(exc, source, language)) from None
         run = _Run(box, clock, flow, customer_id, _Answers(given), language, begin + horizon, max_rounds)
         run.play(data)
         return run.report(recorder)

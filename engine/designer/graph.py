@@ -24,6 +24,7 @@ from typing import Any
 from engine.errors import FlowInvalid, Problem
 from engine.designer.layout import layered
 from engine.flow.yaml_loader import Located, load_yaml
+from engine.problem_text import t
 
 #: where problems in designer text say they are
 SOURCE = "designer"
@@ -113,20 +114,20 @@ def read(text: str | bytes) -> Located:
     data = located.data
     if not isinstance(data, dict):
         kind = "empty" if data is None else type(data).__name__
-        raise FlowInvalid([Problem(SOURCE, 1, 1, f"a flow must be a mapping of keys, not {kind}")])
+        raise FlowInvalid([Problem(SOURCE, 1, 1, t("flow.not_mapping", kind=kind))])
     steps = data.get("steps", [])
     if not isinstance(steps, list):
         line, col = located.position(("steps",))
-        raise FlowInvalid([Problem(SOURCE, line, col, "'steps' must be a list of steps", "$.steps")])
+        raise FlowInvalid([Problem(SOURCE, line, col, t("designer.steps_list"), "$.steps")])
     problems: list[Problem] = []
     seen: dict[str, int] = {}
     for i, step in enumerate(steps):
         sid = step.get("id") if isinstance(step, dict) else None
         line, col = located.position(("steps", i))
         if not isinstance(sid, str) or not sid:
-            problems.append(Problem(SOURCE, line, col, "every step needs an 'id' to be drawn", f"$.steps[{i}]"))
+            problems.append(Problem(SOURCE, line, col, t("designer.step_id"), f"$.steps[{i}]"))
         elif sid in seen:
-            problems.append(Problem(SOURCE, line, col, f"duplicate step id {sid!r}: rename one to draw the flow",
+            problems.append(Problem(SOURCE, line, col, t("designer.duplicate_step", id=sid),
                                     f"$.steps[{i}].id"))
         else:
             seen[sid] = i

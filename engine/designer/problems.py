@@ -47,27 +47,27 @@ def offline_catalog() -> Catalog:
     )
 
 
-def check(text: str | bytes, catalog: Catalog | None = None) -> list[dict[str, Any]]:
+def check(text: str | bytes, catalog: Catalog | None = None, lang: str = "en") -> list[dict[str, Any]]:
     """Every problem of the text as the contract's P objects (empty when the flow is valid)."""
     try:
         load_flow_text(text, SOURCE, catalog if catalog is not None else offline_catalog())
     except FlowInvalid as exc:
-        return located(exc.problems, text)
+        return located(exc.problems, text, lang)
     return []
 
 
-def located(problems: list[Problem], text: str | bytes) -> list[dict[str, Any]]:
-    """P objects for problems of ``text``, with the node and edge each belongs to."""
+def located(problems: list[Problem], text: str | bytes, lang: str = "en") -> list[dict[str, Any]]:
+    """P objects for problems of ``text``, with the node and edge each belongs to; messages in ``lang``."""
     try:
         data: Mapping[str, Any] | None = read(text).data
     except FlowInvalid:
         data = None
-    return [as_p(p, data) for p in problems]
+    return [as_p(p, data, lang) for p in problems]
 
 
-def as_p(problem: Problem, data: Mapping[str, Any] | None) -> dict[str, Any]:
+def as_p(problem: Problem, data: Mapping[str, Any] | None, lang: str = "en") -> dict[str, Any]:
     node, edge = place(problem.path, data)
-    return {"message": problem.message, "line": problem.line, "column": problem.column, "path": problem.path,
+    return {"message": problem.text(lang), "line": problem.line, "column": problem.column, "path": problem.path,
             "node": node, "edge": edge}
 
 

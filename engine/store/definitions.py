@@ -21,6 +21,7 @@ from engine.flow.loader import content_hash, load_flow_text
 from engine.flow.model import Flow
 from engine.flow.validate import Catalog
 from engine.forms import Form, load_form_text
+from engine.problem_text import t
 from engine.roles import BUILTIN_ROLES
 from engine.store.models import ConnectorConfig, FlowVersion, FormVersion, Segment, User
 
@@ -310,7 +311,7 @@ def collect_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
             elif p.suffix in (".yaml", ".yml") and p.is_file():
                 flows.append(p)
             elif not path.is_dir():
-                raise DefinitionInvalid([Problem(str(p), 0, 0, "not a flow (.yaml) or form (.schema.json) file")])
+                raise DefinitionInvalid([Problem(str(p), 0, 0, t("file.kind"))])
     return flows, forms
 
 
