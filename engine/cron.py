@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.cron import CronTrigger
 
-from engine.problem_text import t
+from engine.problem_text import Text, t
 
 
 #: Crontab weekday numbers: 0 and 7 are Sunday.
@@ -27,8 +28,32 @@ def parse_cron(expression: str, tz: str) -> CronTrigger:
     if len(fields) != 5:
         raise ValueError(t("cron.fields", count=len(fields)))
     minute, hour, day, month, weekday = fields
-    return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=_weekday_names(weekday),
-                       timezone=ZoneInfo(tz))
+    try:
+        return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=_weekday_names(weekday),
+                           timezone=ZoneInfo(tz))
+    except ValueError as exc:
+        raise ValueError(_described(exc)) from None
+
+
+#: APScheduler's field errors (English, kept word for word) -> a message key that also says them in Chinese.
+_APSCHEDULER_ERRORS = (
+    (re.compile(r"Error validating expression (?P<expr>'.*'): the last value \((?P<value>\d+)\) is higher than "
+                r"the maximum value \((?P<limit>\d+)\)"), "cron.above_maximum"),
+    (re.compile(r"Error validating expression (?P<expr>'.*'): the first value \((?P<value>\d+)\) is lower than "
+                r"the minimum value \((?P<limit>\d+)\)"), "cron.below_minimum"),
+    (re.compile(r'Unrecognized expression "(?P<expr>.*)" for field "(?P<field>.*)"'), "cron.unrecognized"),
+)
+
+
+def _described(exc: ValueError) -> str:
+    message = str(exc)
+    if exc.args and isinstance(exc.args[0], Text):
+        return exc.args[0]
+    for pattern, key in _APSCHEDULER_ERRORS:
+        found = pattern.fullmatch(message)
+        if found:
+            return Text(key, message, **found.groupdict())
+    return Text("cron.other", message, detail=message)
 
 
 def _weekday_names(field: str) -> str:

@@ -347,6 +347,15 @@ MESSAGES: dict[str, dict[str, str]] = {
                     "zh": "应有 5 个字段（分 时 日 月 星期），实际有 {count} 个"},
     "cron.weekday": {"en": "weekday {number} is out of range (0–7, where 0 and 7 are Sunday)",
                      "zh": "星期 {number} 超出范围（0–7，0 和 7 都是星期日）"},
+    "cron.above_maximum": {"en": "Error validating expression {expr}: the last value ({value}) is higher than "
+                                 "the maximum value ({limit})",
+                           "zh": "{expr} 中的值 {value} 大于最大值 {limit}"},
+    "cron.below_minimum": {"en": "Error validating expression {expr}: the first value ({value}) is lower than "
+                                 "the minimum value ({limit})",
+                           "zh": "{expr} 中的值 {value} 小于最小值 {limit}"},
+    "cron.unrecognized": {"en": 'Unrecognized expression "{expr}" for field "{field}"',
+                          "zh": '字段 "{field}" 中的表达式 "{expr}" 无法识别'},
+    "cron.other": {"en": "{detail}", "zh": "无效（{detail}）"},
     "flow.field_changed_field": {"en": "a 'field_changed' trigger needs 'field'",
                                  "zh": "'field_changed' 触发器需要 'field'"},
     # -- an action step's params against its connector's message schema (engine/flow/messages.py)

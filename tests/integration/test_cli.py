@@ -27,20 +27,38 @@ def run(tmp_path):  # type: ignore[no-untyped-def]
 
 
 def test_validate_passes_the_builtin_flows_and_forms() -> None:
-    result = CliRunner().invoke(main, ["validate", str(ROOT / "workflows"), str(ROOT / "forms")])
+    result = CliRunner(env={"LANG": "C.UTF-8"}).invoke(main, ["validate", str(ROOT / "workflows"), str(ROOT / "forms")])
     assert result.exit_code == 0, result.output
     assert "18 file(s) checked" in result.output
 
 
 def test_validate_reports_every_problem_located_and_exits_1() -> None:
     bad = [str(ROOT / "tests/data/flows" / n) for n in ("bad_unknown_next.yaml", "bad_cron.yaml", "bad_python_tag.yaml")]
-    result = CliRunner().invoke(main, ["validate", *bad])
+    result = CliRunner(env={"LANG": "C.UTF-8"}).invoke(main, ["validate", *bad])
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
     assert len(lines) == 3
     assert lines[0].startswith(f"{bad[0]}:10:11: unknown step 'send_remindr'; did you mean 'send_reminder'?")
     assert all(":" in line.split(" ")[0] for line in lines)
     assert "Traceback" not in result.output
+
+
+def test_validate_speaks_chinese_with_lang_zh_or_a_chinese_locale() -> None:
+    bad = [str(ROOT / "tests/data/flows" / n) for n in ("bad_unknown_next.yaml", "bad_cron.yaml")]
+    english = CliRunner(env={"LANG": "en_US.UTF-8"}).invoke(main, ["validate", *bad])
+    chinese = CliRunner(env={"LANG": "en_US.UTF-8"}).invoke(main, ["validate", "--lang", "zh", *bad])
+    assert english.exit_code == chinese.exit_code == 1
+    zh_lines = chinese.output.strip().splitlines()
+    # Same places, same names and suggestion, Chinese words.
+    assert [line.split(": ")[0] for line in zh_lines] == [line.split(": ")[0] for line in english.output.strip().splitlines()]
+    assert zh_lines[0] == f"{bad[0]}:10:11: 未知的步骤 'send_remindr'；是不是想写 'send_reminder'？ ($.steps[1].next)"
+    assert zh_lines[1].endswith(":6:11: cron 表达式 '0 25 * * *' 有误：'25' 中的值 25 大于最大值 23 ($.triggers[0].cron)")
+    from_locale = CliRunner(env={"LANG": "zh_CN.UTF-8"}).invoke(main, ["validate", *bad])
+    assert from_locale.output == chinese.output
+    forced = CliRunner(env={"LANG": "zh_CN.UTF-8"}).invoke(main, ["--json", "validate", "--lang", "en", bad[0]])
+    assert json.loads(forced.output)["problems"][0]["message"] == "unknown step 'send_remindr'; did you mean 'send_reminder'?"
+    ok = CliRunner().invoke(main, ["validate", "--lang", "zh", str(ROOT / "forms")])
+    assert ok.exit_code == 0 and "个文件" in ok.output
 
 
 def test_validate_json() -> None:
