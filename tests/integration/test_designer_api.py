@@ -163,3 +163,59 @@ def test_roles_and_csrf(cf: Careflow, signed_in: Callable[..., Browser], app: Fl
     nobody = app.test_client()
     assert nobody.get("/admin/designer/api/palette").status_code == 401
     assert nobody.get("/admin/designer/api/flows/complaint/source").status_code == 401
+
+
+MISTAKES = """\
+id: designer_mistakes
+name: {zh: 错误示例, en: Mistakes}
+triggers:
+  - type: schedule
+    cron: "0 9 * *"
+  - type: form
+    form: complaint_intak
+steps:
+  - id: note
+    type: action
+    connector: timeline
+    params:
+      text: hello
+    next: dnoe
+  - id: done
+    type: end
+"""
+MISSING_KEY = MISTAKES + "  - id: ask\n    type: task\n"
+TAB = MISTAKES.replace("    next: dnoe", "\tnext: dnoe")
+
+
+@SQLITE_ONLY
+def test_problems_in_the_signed_in_users_language(cf: Careflow, signed_in: Callable[..., Browser]) -> None:
+    from sqlalchemy import update
+
+    from engine.store.models import User
+
+    # The user's own choice wins over the browser's Accept-Language, as for the pages.
+    with cf.sessions.begin() as s:
+        s.execute(update(User).where(User.username == "ops").values(language="zh"))
+        s.execute(update(User).where(User.username == "admin").values(language="en"))
+    chinese, english = signed_in("ops", "en"), signed_in("admin", "zh")
+
+    def messages(browser: Browser, endpoint: str, source: str) -> list[tuple[str, int, str]]:
+        response = post(browser, endpoint, {"source": source})
+        return [(p["path"], p["line"], p["message"]) for p in response.get_json()["problems"]]
+
+    assert messages(chinese, "graph", MISTAKES) == [
+        ("$.triggers[0].cron", 5, "cron 表达式 '0 9 * *' 有误：应有 5 个字段（分 时 日 月 星期），实际有 4 个"),
+        ("$.triggers[1].form", 7, "未知的表单 'complaint_intak'；是不是想写 'complaint_intake'？"),
+        ("$.steps[0].next", 14, "未知的步骤 'dnoe'；是不是想写 'note'？"),
+    ]
+    assert messages(english, "graph", MISTAKES) == [
+        ("$.triggers[0].cron", 5, "bad cron expression '0 9 * *': expected 5 fields (minute hour day month weekday), got 4"),
+        ("$.triggers[1].form", 7, "unknown form 'complaint_intak'; did you mean 'complaint_intake'?"),
+        ("$.steps[0].next", 14, "unknown step 'dnoe'; did you mean 'note'?"),
+    ]
+    assert ("$.steps[2]", 17, "缺少必需的键 'form'") in messages(chinese, "publish", MISSING_KEY)
+    assert ("$.steps[2]", 17, "missing required key 'form'") in messages(english, "publish", MISSING_KEY)
+    # Text the designer cannot even draw is refused in the same language.
+    assert messages(chinese, "graph", TAB) == [("$.steps[0].params.text", 14, "缩进不能使用制表符（Tab）；请使用空格")]
+    assert messages(english, "graph", TAB) == [
+        ("$.steps[0].params.text", 14, "tab characters are not allowed for indentation; use spaces")]
