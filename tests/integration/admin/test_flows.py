@@ -90,6 +90,16 @@ def test_deploy_with_problems_shows_them_by_line_and_deploys_nothing(cf: Careflo
     # the text stays in the editor for fixing
     assert "default: smal</textarea>" not in html and "default: smal\n" in html
     assert ops.get("/admin/flows/web_simple").status_code == 404
+    assert "unknown step &#39;smal&#39;; did you mean &#39;small&#39;?" in html
+
+
+def test_deploy_problems_are_shown_in_chinese_on_the_chinese_page(cf: Careflow, signed_in) -> None:  # type: ignore[no-untyped-def]
+    ops = signed_in("ops", "zh")
+    ops.text("/admin/flows/deploy")
+    response = ops.post("/admin/flows/deploy", {"source": SIMPLE.replace("default: small", "default: smal")})
+    html = response.get_data(as_text=True)
+    assert response.status_code == 422 and "未知的步骤 &#39;smal&#39;；是不是想写 &#39;small&#39;？" in html
+    assert "unknown step" not in html
 
 
 def test_deploy_by_upload_checks_the_file_name(cf: Careflow, signed_in) -> None:  # type: ignore[no-untyped-def]

@@ -64,6 +64,13 @@ def test_a_bad_flow_gives_located_problems(api: Api) -> None:
     assert err["code"] == "flow_invalid"
     problem = err["details"][0]
     assert problem["line"] == 11 and problem["column"] > 0 and "dnoe" in problem["message"]
+    assert problem["message"] == "unknown step 'dnoe'; did you mean 'done'?"
+    # The problems follow the request's language, like the API's other messages.
+    chinese = error(api.post("/api/flows", data=bad, content_type="application/yaml", lang="zh-CN"))
+    assert chinese["message"] == "定义有错误"
+    assert chinese["details"][0]["message"] == "未知的步骤 'dnoe'；是不是想写 'done'？"
+    assert {k: v for k, v in chinese["details"][0].items() if k != "message"} == \
+        {k: v for k, v in problem.items() if k != "message"}
 
 
 @pytest.mark.parametrize("body", ["!!python/object/apply:os.system ['touch /tmp/pwned']", "a: [", "- 1\n- 2", "\x00\x01"])
