@@ -45,9 +45,7 @@ class Problem:
     path: str = "$"
 
     def __str__(self) -> str:
-        where = f"{self.source}:{self.line}:{self.column}"
-        suffix = f" ({self.path})" if self.path and self.path != "$" else ""
-        return f"{where}: {self.message}{suffix}"
+        return self.in_lang("en")
 
     def text(self, lang: str = "en") -> str:
         """The message in ``lang`` (zh or en)."""

@@ -244,3 +244,18 @@ def test_deploy_form_text_versions_and_audits_on_each_backend(cf: Careflow) -> N
         actors = list(s.scalars(select(AuditEntry.actor).where(AuditEntry.action == "form.deploy",
                                                                AuditEntry.target_id == "contact_again").order_by(AuditEntry.id)))
     assert actors == ["ops", "admin"]
+
+
+def test_form_file_problems_follow_the_page_language(designer: Any) -> None:
+    client, headers, _cf = designer
+    design = contact_again()
+    name = new_field("name", "text")
+    name.update(label={"zh": "姓名", "en": "Name"}, pattern="(a+)+")
+    design["fields"].append(name)
+    english = client.post("/admin/forms/api/save", json={"design": design}, headers=headers)
+    chinese = client.post("/admin/forms/api/save", json={"design": design}, headers={**headers, "Accept-Language": "zh"})
+    assert english.status_code == chinese.status_code == 422
+    (en,), (zh,) = english.get_json()["problems"], chinese.get_json()["problems"]
+    assert en["field"] == zh["field"] == "name" and en["path"] == zh["path"]
+    assert en["message"].startswith("the pattern '(a+)+' repeats a group")
+    assert zh["message"].startswith("正则表达式 '(a+)+' 重复了一个本身无限重复的分组")
