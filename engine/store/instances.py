@@ -35,6 +35,7 @@ from engine.runtime import events as ev
 from engine.runtime.interpreter import Context, Outcome, advance, start_state
 from engine.runtime.state import Status
 from engine.store import customers as cust
+from engine.store.rows import execute as execute_rows
 from engine import forms
 from engine.store.definitions import flow_of_version, latest_flow, latest_form
 from engine.store.models import (
@@ -172,14 +173,14 @@ class Writes:
                 self.session.execute(op.statement)
                 continue
             if isinstance(op, _Updates):
-                conn.execute(op.statement, op.params if len(op.params) > 1 else op.params[0])
+                execute_rows(conn, op.statement, op.params)
                 if op.then:
                     _sync_loaded(self.session, op.then)
                 continue
-            table, rows = op
-            conn.execute(_insert_into(table), rows)
+            table, added = op
+            execute_rows(conn, _insert_into(table), added)
             if table is OUTBOX:
-                for _row in rows:
+                for _row in added:
                     crash_point("after_outbox_insert")
 
 
@@ -196,21 +197,21 @@ class _Change:
 def _write_changes(conn: Any, table: Table, keys: tuple[str, ...], versioned: bool, group: list[_Change]) -> None:
     """One UPDATE by id (executemany for several objects); versioned rows check their revision."""
     statement = _update_by_id(table, keys, versioned)
-    rows = []
+    params_list = []
     for change in group:
         params = {f"v_{key}": value for key, value in change.values.items()}
         params["b_id"] = change.obj.id
         if versioned:
             revision = change.obj.revision
             params["b_revision"], params["v_revision"] = revision, revision + 1
-        rows.append(params)
-    matched = conn.execute(statement, rows if len(rows) > 1 else rows[0]).rowcount
+        params_list.append(params)
+    matched = execute_rows(conn, statement, params_list).rowcount
     if not versioned:
         return
-    if matched != len(rows):
+    if matched != len(params_list):
         # What the ORM raises: a row was changed (or deleted) by another transaction. Both SQLite and
         # psycopg report the rows matched by an executemany in total (sane multi-row count).
-        raise StaleDataError(f"UPDATE statement on table '{table.name}' expected to update {len(rows)} row(s); "
+        raise StaleDataError(f"UPDATE statement on table '{table.name}' expected to update {len(params_list)} row(s); "
                              f"{matched} were matched.")
     for change in group:
         set_committed_value(change.obj, "revision", change.obj.revision + 1)

@@ -1,0 +1,96 @@
+"""Prebuilt Core statements run with many parameter sets, for the write path of a request or batch.
+
+``conn.execute(statement, rows)`` rebuilds, for every execution, what does not change between
+executions of one statement: which bind parameters it has, in which order, which of them are
+literals of the statement or column defaults, and which type processor each one goes through.
+For the dozen rows a request writes, that bookkeeping costs more than the database's work.
+``execute`` works it out once per statement and set of keys (a ``_Plan``), then converts each
+row with SQLAlchemy's own bind processors (so the values sent are exactly those
+``conn.execute`` would send) and runs the SQL with ``exec_driver_sql``: the same driver call
+(``cursor.executemany`` for several rows), in the same transaction, seen by the same engine
+events. A statement whose compiled form needs more than this (expanding or post-compile
+parameters, SQL-side defaults to prefetch, escaped names) is left to ``conn.execute``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql import Executable
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    sql: str
+    positional: bool
+    #: (bind name, where its value comes from: 0 the row, 1 a constant, 2 a default to call, the
+    #: constant or callable, the bind processor or None), in the order the driver takes them.
+    binds: tuple[tuple[str, int, Any, Callable[[Any], Any] | None], ...]
+
+
+_plans: dict[tuple[int, Executable, frozenset[str]], tuple[Executable, Dialect, _Plan | None]] = {}
+
+
+def execute(conn: Connection, statement: Executable, rows: Sequence[Mapping[str, Any]]) -> Any:
+    """``conn.execute(statement, rows)`` for an INSERT or UPDATE without RETURNING: the result
+    (``rowcount`` = rows matched in total)."""
+    keys = frozenset(rows[0])
+    plan = _plan(conn.dialect, statement, keys)
+    if plan is None or any(len(row) != len(keys) or not keys.issuperset(row) for row in rows[1:]):
+        return conn.execute(statement, list(rows) if len(rows) > 1 else rows[0])
+    if plan.positional:
+        params: list[Any] = [tuple(_value(row, bind) for bind in plan.binds) for row in rows]
+    else:
+        params = [{bind[0]: _value(row, bind) for bind in plan.binds} for row in rows]
+    return conn.exec_driver_sql(plan.sql, params if len(params) > 1 else params[0])
+
+
+def _value(row: Mapping[str, Any], bind: tuple[str, int, Any, Callable[[Any], Any] | None]) -> Any:
+    name, source, fixed, process = bind
+    value = row[name] if source == 0 else fixed if source == 1 else fixed(None)
+    # As SQLAlchemy does, None goes through the processor too (JSON's turns it into 'null').
+    return value if process is None else process(value)
+
+
+def _plan(dialect: Dialect, statement: Executable, keys: frozenset[str]) -> _Plan | None:
+    cache_key = (id(dialect), statement, keys)
+    hit = _plans.get(cache_key)
+    if hit is not None and hit[1] is dialect:
+        return hit[2]
+    plan = _build(dialect, statement, keys)
+    _plans[cache_key] = (statement, dialect, plan)  # the statement and dialect are kept alive with it
+    return plan
+
+
+def _build(dialect: Dialect, statement: Executable, keys: frozenset[str]) -> _Plan | None:
+    compiled: Any = statement.compile(dialect=dialect, column_keys=sorted(keys))
+    if (getattr(compiled, "returning", None) or compiled.literal_execute_params or compiled.post_compile_params
+            or compiled.update_prefetch or getattr(compiled, "escaped_bind_names", None)):
+        return None
+    defaults: dict[str, Any] = {}
+    for column in compiled.insert_prefetch:
+        default = column.default
+        if default is None or not (default.is_scalar or default.is_callable):
+            return None
+        defaults[column.key] = (1, default.arg) if default.is_scalar else (2, default.arg)
+    names = compiled.positiontup if compiled.positional else list(compiled.bind_names.values())
+    processors = compiled._bind_processors
+    binds = []
+    for name in names:
+        if name in keys:
+            source, fixed = 0, None
+        elif name in defaults:
+            source, fixed = defaults[name]
+        else:
+            bind = compiled.binds.get(name)
+            if bind is None or bind.callable is not None or bind.value is None and bind.required:
+                return None
+            source, fixed = 1, bind.effective_value
+        binds.append((name, source, fixed, processors.get(name)))
+    if len({b[0] for b in binds}) != len(binds) and not compiled.positional:
+        return None
+    return _Plan(compiled.string, bool(compiled.positional), tuple(binds))
