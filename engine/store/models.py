@@ -66,15 +66,25 @@ def _plain_sqlite_datetime(t: UTCDateTime, dialect: Any) -> bool:
             and impl._reg is None)
 
 
+#: The last value written and its text: a request or batch writes one "now" many times (datetimes
+#: are immutable, and the pair is replaced whole, so a thread never sees half of another's).
+_last_bound: tuple[Any, str | None] = (None, None)
+
+
 def _sqlite_bind(value: datetime | None) -> str | None:
     """UTCDateTime.process_bind_param, then SQLite DATETIME's text: 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC."""
+    global _last_bound
+    last = _last_bound
+    if last[0] is value:
+        return last[1]
     if value is None:
         return None
     if value.tzinfo is None:
         raise ValueError(f"naive datetime {value!r} given where UTC is required")
-    if value.tzinfo is not timezone.utc:
-        value = value.astimezone(timezone.utc)
-    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+    utc = value if value.tzinfo is timezone.utc else value.astimezone(timezone.utc)
+    text = utc.replace(tzinfo=None).isoformat(" ", "microseconds")
+    _last_bound = (value, text)
+    return text
 
 
 def _sqlite_result(value: str | None) -> datetime | None:

@@ -26,10 +26,8 @@ from sqlalchemy.sql import Executable
 @dataclass(frozen=True, slots=True)
 class _Plan:
     sql: str
-    positional: bool
-    #: (bind name, where its value comes from: 0 the row, 1 a constant, 2 a default to call, the
-    #: constant or callable, the bind processor or None), in the order the driver takes them.
-    binds: tuple[tuple[str, int, Any, Callable[[Any], Any] | None], ...]
+    #: One row's parameters for the driver: a tuple in the driver's order, or a dict by name.
+    convert: Callable[[Mapping[str, Any]], Any]
 
 
 _plans: dict[tuple[int, Executable, frozenset[str]], tuple[Executable, Dialect, _Plan | None]] = {}
@@ -42,18 +40,8 @@ def execute(conn: Connection, statement: Executable, rows: Sequence[Mapping[str,
     plan = _plan(conn.dialect, statement, keys)
     if plan is None or any(len(row) != len(keys) or not keys.issuperset(row) for row in rows[1:]):
         return conn.execute(statement, list(rows) if len(rows) > 1 else rows[0])
-    if plan.positional:
-        params: list[Any] = [tuple(_value(row, bind) for bind in plan.binds) for row in rows]
-    else:
-        params = [{bind[0]: _value(row, bind) for bind in plan.binds} for row in rows]
+    params = [plan.convert(row) for row in rows]
     return conn.exec_driver_sql(plan.sql, params if len(params) > 1 else params[0])
-
-
-def _value(row: Mapping[str, Any], bind: tuple[str, int, Any, Callable[[Any], Any] | None]) -> Any:
-    name, source, fixed, process = bind
-    value = row[name] if source == 0 else fixed if source == 1 else fixed(None)
-    # As SQLAlchemy does, None goes through the processor too (JSON's turns it into 'null').
-    return value if process is None else process(value)
 
 
 def _plan(dialect: Dialect, statement: Executable, keys: frozenset[str]) -> _Plan | None:
@@ -93,4 +81,22 @@ def _build(dialect: Dialect, statement: Executable, keys: frozenset[str]) -> _Pl
         binds.append((name, source, fixed, processors.get(name)))
     if len({b[0] for b in binds}) != len(binds) and not compiled.positional:
         return None
-    return _Plan(compiled.string, bool(compiled.positional), tuple(binds))
+    return _Plan(compiled.string, _converter(binds, bool(compiled.positional)))
+
+
+def _converter(binds: list[tuple[str, int, Any, Callable[[Any], Any] | None]], positional: bool) -> Any:
+    """A function of one row giving the driver's parameters, written out for this plan (one
+    expression per bind: the row's value, a constant or a default, through its processor). As
+    SQLAlchemy does, None goes through the processor too (JSON's turns it into 'null')."""
+    names: dict[str, Any] = {}
+    parts = []
+    for index, (name, source, fixed, process) in enumerate(binds):
+        value = f"row[{name!r}]" if source == 0 else f"c{index}" if source == 1 else f"c{index}(None)"
+        if source:
+            names[f"c{index}"] = fixed
+        if process is not None:
+            names[f"p{index}"] = process
+            value = f"p{index}({value})"
+        parts.append(value if positional else f"{name!r}: {value}")
+    body = f"({', '.join(parts)},)" if positional else f"{{{', '.join(parts)}}}"
+    return eval(f"lambda row: {body}", names)  # noqa: S307 - built from bind names of our own statements
