@@ -113,7 +113,7 @@ class Writes:
         Only values that differ from the loaded ones count, as in an ORM flush: an instance that
         an event left as it was is not written, and its revision stays.
         """
-        loaded = inspect(obj).dict
+        loaded = obj.__dict__  # the ORM's loaded values (inspect(obj).dict is this dict)
         new = {key: value for key, value in values.items() if key not in loaded or loaded[key] != value}
         if not new:
             return
