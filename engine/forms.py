@@ -994,6 +994,9 @@ def _size_problem(data: Any) -> str | None:
             return "too_large"
         if depth > _MAX_DATA_DEPTH:
             return "too_deep"
+        kind = type(value)
+        if kind is str or kind is int or kind is bool or kind is float or value is None:
+            continue  # the common leaves, without the costlier isinstance checks below
         if isinstance(value, Mapping):
             stack.extend((child, depth + 1) for child in value.values())
         elif isinstance(value, (list, tuple)):
