@@ -125,9 +125,6 @@ class BusinessCalendar:
         # concurrent workers never read a half-populated year.
         self._years: dict[int, frozenset[date]] = {}
         self._lock = threading.Lock()
-        # add_business_days answers, remembered: a batch computes the same due date ("now" plus N
-        # business days) for every request. The calendar never changes once built.
-        self._added: dict[tuple[datetime, type, int, ZoneInfo], datetime] = {}
 
     def _library_working_days(self, year: int) -> frozenset[date]:
         """Every working day of ``year`` according to the library alone."""
@@ -171,15 +168,6 @@ class BusinessCalendar:
         occurrence. Negative ``days`` raise ValueError. Invariant:
         ``working_days_between(local start date, local result date) == days``.
         """
-        try:
-            # Equal aware datetimes are the same instant, hence the same answer; a naive start
-            # equals no aware one, so it still gets its error below.
-            key = (start, type(days), days, tz)
-            remembered = self._added.get(key)
-        except TypeError:  # an unhashable argument: let the checks below say what is wrong
-            key, remembered = None, None
-        if remembered is not None:
-            return remembered
         _require_aware(start, "start")
         _require_tz(tz)
         if isinstance(days, bool) or not isinstance(days, int):
@@ -190,12 +178,7 @@ class BusinessCalendar:
         day = self._first_working_day_from(local.date())
         for _ in range(days):
             day = self._first_working_day_from(day + timedelta(days=1))
-        result = _local_wall(day, local.time(), tz)
-        if key is not None:
-            if len(self._added) >= 4096:
-                self._added.clear()
-            self._added[key] = result
-        return result
+        return _local_wall(day, local.time(), tz)
 
     def add_business_hours(
         self,

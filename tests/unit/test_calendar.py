@@ -558,19 +558,3 @@ def test_every_sweep_day_has_one_solar_key_and_at_most_two_lunar_keys() -> None:
         assert len(lunar) <= (2 if lunar_day == 29 else 1)
         if len(lunar) == 2:
             assert lunar == {month * 100 + 29, month * 100 + 30}
-
-
-def test_remembered_business_days_give_the_same_answers_and_the_same_errors() -> None:
-    fresh = BusinessCalendar("CN")
-    start = sh(2026, 9, 30, 17, 30)  # before the National Day holidays
-    first = fresh.add_business_days(start, 2, SH)
-    assert fresh.add_business_days(start, 2, SH) == first == BusinessCalendar("CN").add_business_days(start, 2, SH)
-    assert fresh.add_business_days(start.astimezone(UTC), 2, SH) == first  # the same instant
-    assert fresh.add_business_days(start, 3, SH) != first
-    with pytest.raises(ValueError, match="days must be an int"):
-        fresh.add_business_days(start, True, SH)  # equal to 1 and hashed alike, still refused
-    fresh.add_business_days(start, 1, SH)
-    with pytest.raises(ValueError, match="days must be an int"):
-        fresh.add_business_days(start, True, SH)
-    with pytest.raises(ValueError):
-        fresh.add_business_days(start.replace(tzinfo=None), 2, SH)
