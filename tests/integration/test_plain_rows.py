@@ -8,6 +8,8 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import String, bindparam, cast, select, update
 
+from connectors.registry import Registry
+from engine.clock import FixedClock
 from engine.core import Careflow
 from engine.store.instances import HISTORY, OUTBOX, TIMELINE, _insert_into
 from engine.store.rows import execute
@@ -30,7 +32,17 @@ def _both(cf: Careflow, statement: Any, make_rows: Any) -> None:
         execute(conn, statement, make_rows("b"))
 
 
-def test_inserts_store_the_same_rows(cf: Careflow) -> None:
+def test_inserts_and_updates_store_the_same_rows(database_url: str, clock: FixedClock) -> None:
+    """One Careflow per backend (migrated, nothing deployed): setting it up is most of the cost."""
+    cf = Careflow(database_url, clock=clock, registry=Registry())
+    try:
+        _inserts_store_the_same_rows(cf)
+        _updates_match_the_same_rows_and_count_them(cf)
+    finally:
+        cf.close()
+
+
+def _inserts_store_the_same_rows(cf: Careflow) -> None:
     customer_id = cf.create_customer({"name": "张三", "phone": "13800138000"})
 
     def timeline(tag: str) -> list[dict[str, Any]]:
@@ -68,7 +80,7 @@ def test_inserts_store_the_same_rows(cf: Careflow) -> None:
         strip(_text_rows(cf, OUTBOX, OUTBOX.c.effect_key.like("b:%")))
 
 
-def test_updates_match_the_same_rows_and_count_them(cf: Careflow) -> None:
+def _updates_match_the_same_rows_and_count_them(cf: Careflow) -> None:
     customer_id = cf.create_customer({"name": "李四", "phone": "13900139000"})
     with cf.db.begin() as conn:
         conn.execute(_insert_into(TIMELINE), [{"customer_id": customer_id, "at": AT, "kind": kind, "title": {},

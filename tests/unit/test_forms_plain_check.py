@@ -48,7 +48,7 @@ def test_plainly_valid_means_the_validator_finds_nothing() -> None:
     names = [*FLAT["properties"], "other"]
     said_valid = said_unsure = 0
     for schema in (FLAT, OPEN):
-        for _ in range(4000):
+        for _ in range(1500):
             chosen = {"reached", "channel"} if rng.random() < 0.8 else set()
             chosen |= set(rng.sample(names, rng.randint(0, len(names))))
             data = {name: rng.choice(LIKELY.get(name, VALUES)) if rng.random() < 0.85 else rng.choice(VALUES)
@@ -59,7 +59,7 @@ def test_plainly_valid_means_the_validator_finds_nothing() -> None:
                 said_valid += 1
             else:
                 said_unsure += 1
-    assert said_valid > 100 and said_unsure > 100  # both answers were exercised
+    assert said_valid > 50 and said_unsure > 50  # both answers were exercised
 
 
 def test_the_answer_is_valid_for_a_typical_submission_and_the_errors_still_come_from_the_validator() -> None:
