@@ -50,6 +50,8 @@ def _plan(dialect: Dialect, statement: Executable, keys: frozenset[str]) -> _Pla
     if hit is not None and hit[1] is dialect:
         return hit[2]
     plan = _build(dialect, statement, keys)
+    if len(_plans) >= 1024:  # a few dozen shapes per engine; many engines (tests) come and go
+        _plans.clear()
     _plans[cache_key] = (statement, dialect, plan)  # the statement and dialect are kept alive with it
     return plan
 
