@@ -39,6 +39,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from engine.clock import SystemClock
 from engine.crashpoints import crash_point
 from engine.errors import EngineError
+from engine.lease_renewal import Heartbeat
 from engine.outbox import DispatchReport, Resolve, _deliver_one, _idempotent, _unknown
 from engine.runtime import events as ev
 from engine.schedule import TickReport, fire_triggers
@@ -57,6 +58,9 @@ DEFAULT_LEASE = timedelta(seconds=60)
 DEFAULT_MAX_IN_FLIGHT = 500
 #: Rows claimed per statement.
 DEFAULT_BATCH = 500
+#: Claims per published task: one broker message (and one task's overhead on the worker) carries
+#: this many timers or messages, each still done in its own transaction.
+DEFAULT_TASK_BATCH = 10
 #: A timer whose instance another worker changed meanwhile is tried again this often at once.
 FIRE_TRIES = 5
 
@@ -77,19 +81,22 @@ class Settings:
     lease: timedelta = DEFAULT_LEASE
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     batch: int = DEFAULT_BATCH
+    task_batch: int = DEFAULT_TASK_BATCH
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
-        """``CAREFLOW_LEASE_SECONDS``, ``CAREFLOW_MAX_IN_FLIGHT`` and ``CAREFLOW_CLAIM_BATCH``."""
+        """``CAREFLOW_LEASE_SECONDS``, ``CAREFLOW_MAX_IN_FLIGHT``, ``CAREFLOW_CLAIM_BATCH``, ``CAREFLOW_TASK_BATCH``."""
         env = os.environ if environ is None else environ
         try:
             return cls(
                 lease=timedelta(seconds=float(env.get("CAREFLOW_LEASE_SECONDS", DEFAULT_LEASE.total_seconds()))),
                 max_in_flight=int(env.get("CAREFLOW_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT)),
                 batch=int(env.get("CAREFLOW_CLAIM_BATCH", DEFAULT_BATCH)),
+                task_batch=max(1, int(env.get("CAREFLOW_TASK_BATCH", DEFAULT_TASK_BATCH))),
             )
         except ValueError as exc:
-            raise ValueError(f"CAREFLOW_LEASE_SECONDS, CAREFLOW_MAX_IN_FLIGHT and CAREFLOW_CLAIM_BATCH must be numbers: {exc}") from exc
+            raise ValueError("CAREFLOW_LEASE_SECONDS, CAREFLOW_MAX_IN_FLIGHT, CAREFLOW_CLAIM_BATCH and CAREFLOW_TASK_BATCH "
+                             f"must be numbers: {exc}") from exc
 
 
 # ----- claiming ------------------------------------------------------------------------------------
@@ -208,11 +215,11 @@ def release(session: Session, timers: Iterable[tuple[int, int]], messages: Itera
 
 
 class Publisher(Protocol):
-    """Where claimed work goes: Celery in distributed mode (``engine.executors``)."""
+    """Where claimed work goes: Celery in distributed mode (``engine.executors``); one call per batch."""
 
-    def fire_timer(self, timer_id: int, attempt: int) -> None: ...
+    def fire_timers(self, claims: list[tuple[int, int]]) -> None: ...
 
-    def deliver_message(self, message_id: int, attempt: int) -> None: ...
+    def deliver_messages(self, claims: list[tuple[int, int]]) -> None: ...
 
 
 @dataclass
@@ -266,13 +273,16 @@ class Scheduler:
 
     def _publish(self, timers: list[tuple[int, int]], messages: list[tuple[int, int]]) -> tuple[int, int]:
         done_t = done_m = 0
+        size = self.settings.task_batch
         try:
-            for timer_id, attempt in timers:
-                self.publisher.fire_timer(timer_id, attempt)
-                done_t += 1
-            for mid, attempt in messages:
-                self.publisher.deliver_message(mid, attempt)
-                done_m += 1
+            while done_t < len(timers):
+                chunk = timers[done_t:done_t + size]
+                self.publisher.fire_timers(chunk)
+                done_t += len(chunk)
+            while done_m < len(messages):
+                chunk = messages[done_m:done_m + size]
+                self.publisher.deliver_messages(chunk)
+                done_m += len(chunk)
         except Exception as exc:  # the broker is down or refused: the rows stay due, nothing is lost
             log.warning("could not publish to the broker (%s); %d claims handed back", exc,
                         len(timers) - done_t + len(messages) - done_m)
@@ -310,23 +320,38 @@ CHAINED_MESSAGES = 10
 
 
 def run_timer(cf: Careflow, timer_id: int, attempt: int, *, chain: bool = True) -> str:
-    """Fire one claimed timer; returns what happened (``fired``, ``stale``, ``retry``, ``error``).
+    """Fire one claimed timer; returns what happened (``fired``, ``stale``, ``retry``, ``error``)."""
+    return run_timers(cf, [(timer_id, attempt)], chain=chain)[0]
 
-    With ``chain``, the messages the timer's step produced are then claimed (like a scheduler
-    would, with a lease and a new attempt number) and sent by this worker at once, after the
-    timer's commit: one scheduler round trip less from due to done.
+
+def run_timers(cf: Careflow, claims: list[tuple[int, int]], *, chain: bool = True,
+               settings: Settings | None = None) -> list[str]:
+    """Fire a batch of claimed timers, each in its own transaction; what happened to each, in order.
+
+    With ``chain``, the transaction that fires a timer also claims the messages its step produced
+    (with a lease and a new attempt number, as a scheduler would) and this worker sends them at
+    once, before the next timer: no scheduler round trip from due to done. While the batch runs, a
+    heartbeat renews the leases of every claim not yet done (``engine.lease_renewal``), so the
+    last timer of a batch, or a message to a slow provider, is not handed to another worker meanwhile.
     """
-    outcome, instance_id = _fire(cf, timer_id, attempt)
-    if chain and outcome == "fired" and instance_id is not None:
-        settings = Settings.from_env()
-        with cf.sessions.begin() as session:
-            claimed = claim_messages(session, cf.clock.now(), wall_now(), settings.lease, CHAINED_MESSAGES, instance_id)
-        for mid, message_attempt in claimed:
-            run_message(cf, mid, message_attempt, settings.lease)
-    return outcome
+    settings = settings or Settings.from_env()
+    outcomes = []
+    with Heartbeat(cf.sessions, settings.lease, wall_now) as heartbeat:
+        heartbeat.hold_timers(claims)
+        for timer_id, attempt in claims:
+            if heartbeat.lost_timer(timer_id):
+                outcomes.append("stale")
+                continue
+            outcome, messages = _fire(cf, timer_id, attempt, settings.lease if chain else None)
+            heartbeat.hold_messages(messages)
+            heartbeat.release_timer(timer_id)
+            outcomes.append(outcome)
+            for mid, message_attempt in messages:
+                _send(cf, mid, message_attempt, settings.lease, heartbeat)
+    return outcomes
 
 
-def _fire(cf: Careflow, timer_id: int, attempt: int) -> tuple[str, int | None]:
+def _fire(cf: Careflow, timer_id: int, attempt: int, chain_lease: timedelta | None) -> tuple[str, list[tuple[int, int]]]:
     for _ in range(FIRE_TRIES):
         try:
             with cf.transition() as session:
@@ -336,24 +361,31 @@ def _fire(cf: Careflow, timer_id: int, attempt: int) -> tuple[str, int | None]:
                     .values(status="fired", fired_at=rt.now, lease_until=None).execution_options(synchronize_session=False)
                 ).rowcount
                 if claimed != 1:
-                    return "stale", None  # fired already, or the lease was taken over: the newer claim does it
+                    return "stale", []  # fired already, or the lease was taken over: the newer claim does it
                 timer = session.get(Timer, timer_id)
                 assert timer is not None
                 _log(session, "timer", timer_id, attempt, timer.instance_id)
                 instance = session.get(Instance, timer.instance_id)
                 if instance is None or instance.status != "running":
-                    return "fired", None
+                    return "fired", []
                 data = dict(timer.data)
                 data["scheduled_for"] = timer.due_at.isoformat()
                 deliver(session, rt, instance, ev.TimerFired(timer.token, int(data.get("gen", 0)), timer.kind, data))
-            return "fired", instance.id
+                messages: list[tuple[int, int]] = []
+                if chain_lease is not None:
+                    # Claimed in the step's own transaction: the messages commit already claimed by
+                    # this worker (one commit less than claiming them after), and a crash before
+                    # they are sent leaves claims whose lease runs out, as any claim would.
+                    session.flush()
+                    messages = claim_messages(session, rt.now, wall_now(), chain_lease, CHAINED_MESSAGES, instance.id)
+            return "fired", messages
         except StaleDataError:
             continue  # another worker advanced the instance first: fire on its fresh state
         except EngineError as exc:
             # Rolled back: the timer stays pending and is claimed again once the lease ends.
             log.warning("timer %s could not fire: %s", timer_id, exc)
-            return "error", None
-    return "retry", None
+            return "error", []
+    return "retry", []
 
 
 @dataclass
@@ -374,10 +406,28 @@ class MessageFence:
 
 def run_message(cf: Careflow, message_id: int, attempt: int, lease: timedelta | None = None) -> DispatchReport:
     """Send one claimed outbox message, if the claim is still this attempt's."""
+    return run_messages(cf, [(message_id, attempt)], lease)
+
+
+def run_messages(cf: Careflow, claims: list[tuple[int, int]], lease: timedelta | None = None) -> DispatchReport:
+    """Send a batch of claimed messages one after the other, renewing the leases of those still waiting."""
     report = DispatchReport()
-    fence = MessageFence(attempt, lease or Settings.from_env().lease)
-    _deliver_one(cf.sessions, cf.runtime, cf.resolve, message_id, report, fence=fence)
+    lease = lease or Settings.from_env().lease
+    with Heartbeat(cf.sessions, lease, wall_now) as heartbeat:
+        heartbeat.hold_messages(claims)
+        for mid, attempt in claims:
+            _send(cf, mid, attempt, lease, heartbeat, report)
     return report
+
+
+def _send(cf: Careflow, mid: int, attempt: int, lease: timedelta, heartbeat: Heartbeat,
+          report: DispatchReport | None = None) -> None:
+    try:
+        if not heartbeat.lost_message(mid):  # taken over while it waited: the newer claim sends it
+            _deliver_one(cf.sessions, cf.runtime, cf.resolve, mid, report or DispatchReport(),
+                         fence=MessageFence(attempt, lease))
+    finally:
+        heartbeat.release_message(mid)
 
 
 __all__ = [
@@ -391,6 +441,8 @@ __all__ = [
     "reclaim_messages",
     "release",
     "run_message",
+    "run_messages",
     "run_timer",
+    "run_timers",
     "wall_now",
 ]

@@ -84,6 +84,8 @@ class Cluster:
     schedulers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _logs: list[IO[bytes]] = field(default_factory=list)
     worker_names: list[str] = field(default_factory=list)
+    #: More environment for every scheduler and worker (e.g. a slow provider, a task batch size).
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -108,6 +110,7 @@ class Cluster:
             "CAREFLOW_QUEUE": self.queue,
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
         })
+        env.update(self.extra_env)
         return env
 
     def _spawn(self, args: Sequence[str], name: str) -> subprocess.Popen[bytes]:

@@ -143,15 +143,15 @@ class Broker:
         self.timers: list[tuple[int, int]] = []
         self.messages: list[tuple[int, int]] = []
 
-    def fire_timer(self, timer_id: int, attempt: int) -> None:
+    def fire_timers(self, claims: list[tuple[int, int]]) -> None:
         if self.down:
             raise ConnectionError("broker down")
-        self.timers.append((timer_id, attempt))
+        self.timers.extend(claims)
 
-    def deliver_message(self, message_id: int, attempt: int) -> None:
+    def deliver_messages(self, claims: list[tuple[int, int]]) -> None:
         if self.down:
             raise ConnectionError("broker down")
-        self.messages.append((message_id, attempt))
+        self.messages.extend(claims)
 
 
 def test_when_the_broker_is_down_the_claims_are_handed_back_and_published_when_it_returns(cf: Careflow) -> None:
