@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -43,8 +43,9 @@ from engine.lease_renewal import Heartbeat
 from engine.outbox import DispatchReport, Resolve, _deliver_one, _idempotent, _unknown
 from engine.runtime import events as ev
 from engine.schedule import TickReport, fire_triggers
-from engine.store.instances import deliver
-from engine.store.models import Instance, OutboxMessage, StepExecution, Timer
+from engine.store.definitions import flow_of_version
+from engine.store.instances import Writes, _run, deliver
+from engine.store.models import Customer, Instance, OutboxMessage, StepExecution, Timer
 
 if TYPE_CHECKING:
     from engine.core import Careflow
@@ -133,14 +134,16 @@ def claim_timers(session: Session, now: datetime, wall: datetime, lease: timedel
 
 
 def claim_messages(session: Session, now: datetime, wall: datetime, lease: timedelta, limit: int,
-                   instance_id: int | None = None) -> list[tuple[int, int]]:
-    """Claim up to ``limit`` outbox messages due at ``now`` (of one instance, if given); ``(id, attempt)`` pairs."""
+                   instance_id: int | Iterable[int] | None = None) -> list[tuple[int, int]]:
+    """Claim up to ``limit`` outbox messages due at ``now`` (of these instances, if given); ``(id, attempt)`` pairs."""
     if limit <= 0:
         return []
     due = (select(OutboxMessage.id).where(OutboxMessage.status == "pending", OutboxMessage.next_attempt_at <= now)
            .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id).limit(limit))
-    if instance_id is not None:
+    if isinstance(instance_id, int):
         due = due.where(OutboxMessage.instance_id == instance_id)
+    elif instance_id is not None:
+        due = due.where(OutboxMessage.instance_id.in_(list(instance_id)))
     values = {"status": "claimed", "lease_until": wall + lease, "attempts": OutboxMessage.attempts + 1}
     if _skip_locked(session):
         rows = session.execute(
@@ -338,6 +341,16 @@ def run_timers(cf: Careflow, claims: list[tuple[int, int]], *, chain: bool = Tru
     outcomes = []
     with Heartbeat(cf.sessions, settings.lease, wall_now) as heartbeat:
         heartbeat.hold_timers(claims)
+        if len(claims) > 1:
+            fired = _fire_batch(cf, claims, settings.lease if chain else None)
+            if fired is not None:
+                outcomes, messages = fired
+                for timer_id, _attempt in claims:
+                    heartbeat.release_timer(timer_id)
+                heartbeat.hold_messages(messages)
+                for mid, message_attempt in messages:
+                    _send(cf, mid, message_attempt, settings.lease, heartbeat)
+                return outcomes
         for timer_id, attempt in claims:
             if heartbeat.lost_timer(timer_id):
                 outcomes.append("stale")
@@ -386,6 +399,63 @@ def _fire(cf: Careflow, timer_id: int, attempt: int, chain_lease: timedelta | No
             log.warning("timer %s could not fire: %s", timer_id, exc)
             return "error", []
     return "retry", []
+
+
+class _OneByOne(Exception):
+    """This batch cannot be fired as one transaction (e.g. two timers of one instance)."""
+
+
+def _fire_batch(cf: Careflow, claims: list[tuple[int, int]],
+                chain_lease: timedelta | None) -> tuple[list[str], list[tuple[int, int]]] | None:
+    """Fire a batch of claimed timers in one transaction, or return None to fire them one by one.
+
+    The guarantees are those of one timer per transaction, since the batch commits or rolls back
+    whole: every timer is fenced by its attempt number in the first statement, every instance's
+    revision is checked when its row is written, the execution log and the messages' claims
+    commit with the state. Anything that would make one timer fail (an instance changed
+    meanwhile, a broken expression) rolls back the batch, and its timers are fired one by one.
+    """
+    try:
+        with cf.transition() as session:
+            rt = cf.runtime()
+            fired = set(session.scalars(
+                update(Timer).where(tuple_(Timer.id, Timer.attempt).in_(claims), Timer.status == "pending")
+                .values(status="fired", fired_at=rt.now, lease_until=None)
+                .returning(Timer.id).execution_options(synchronize_session=False)))
+            timers = {t.id: t for t in session.scalars(select(Timer).where(Timer.id.in_(fired)))}
+            instance_ids = [t.instance_id for t in timers.values()]
+            if len(set(instance_ids)) != len(instance_ids):
+                raise _OneByOne  # the second timer must see what the first one did to the instance
+            instances = {i.id: i for i in session.scalars(select(Instance).where(Instance.id.in_(instance_ids)))}
+            customer_ids = {i.customer_id for i in instances.values() if i.customer_id is not None}
+            customers = {c.id: c for c in session.scalars(select(Customer).where(Customer.id.in_(customer_ids)))}
+            writes = Writes(session, batch=True)
+            outcomes, running = [], []
+            for timer_id, attempt in claims:
+                timer = timers.get(timer_id)
+                if timer is None:
+                    outcomes.append("stale")  # fired already, or the lease was taken over
+                    continue
+                outcomes.append("fired")
+                _log(session, "timer", timer_id, attempt, timer.instance_id)
+                instance = instances.get(timer.instance_id)
+                if instance is None or instance.status != "running":
+                    continue
+                data = dict(timer.data)
+                data["scheduled_for"] = timer.due_at.isoformat()
+                customer = customers.get(instance.customer_id) if instance.customer_id is not None else None
+                _run(session, rt, instance, flow_of_version(session, instance.flow_version_id), customer,
+                     ev.TimerFired(timer.token, int(data.get("gen", 0)), timer.kind, data), writes)
+                running.append(instance.id)
+            writes.flush()
+            messages: list[tuple[int, int]] = []
+            if chain_lease is not None and running:
+                session.flush()
+                messages = claim_messages(session, rt.now, wall_now(), chain_lease, CHAINED_MESSAGES * len(running), running)
+        return outcomes, messages
+    except (_OneByOne, StaleDataError, EngineError) as exc:
+        log.debug("batch of %d timers fired one by one: %r", len(claims), exc)
+        return None
 
 
 @dataclass

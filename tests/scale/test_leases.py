@@ -230,3 +230,24 @@ def test_work_is_published_only_by_the_scheduler_after_its_claim_commits_and_nev
     # The claim's transaction is closed (the ``with`` block ends) before ``_publish`` is called.
     claim_block_end = tick.index("            if not timers and not messages:")
     assert tick.index("self._publish(") > claim_block_end
+
+
+def test_a_batch_of_timers_fires_in_one_transaction_fenced_per_timer_and_sends_each_message_once(
+        cf: Careflow, tmp_path: Any) -> None:
+    from engine.scale import run_timers
+
+    start(cf, 5)
+    cf.clock.set(DUE)  # type: ignore[attr-defined]
+    wall = wall_now()
+    first = claim(cf, "timer", wall)
+    taken = claim(cf, "timer", wall + LEASE + timedelta(seconds=1), limit=1)  # one claim was taken over meanwhile
+    outcomes = run_timers(cf, first, settings=Settings(lease=LEASE))
+    assert outcomes == ["stale", "fired", "fired", "fired", "fired"]
+    assert run_timers(cf, first) == ["stale"] * 5  # the broker delivers the batch again: nothing happens
+    assert run_timers(cf, taken) == ["fired"]
+    with cf.sessions() as s:
+        assert s.scalars(select(Instance.status)).all() == ["completed"] * 5
+        assert sorted(s.scalars(select(OutboxMessage.status))) == ["sent"] * 5
+    assert sorted(executions(cf, "timer")) == sorted([*first[1:], *taken])
+    assert [a for _, a in executions(cf, "message")] == [1] * 5
+    assert sum(ledger_counts(tmp_path / "ledger.tsv").values()) == 5
