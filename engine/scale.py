@@ -348,9 +348,11 @@ def run_timers(cf: Careflow, claims: list[tuple[int, int]], *, chain: bool = Tru
                 for timer_id, _attempt in claims:
                     heartbeat.release_timer(timer_id)
                 heartbeat.hold_messages(messages)
+                resolve = TaskResolve(cf.resolve)
                 for mid, message_attempt in messages:
-                    _send(cf, mid, message_attempt, settings.lease, heartbeat)
+                    _send(cf, mid, message_attempt, settings.lease, heartbeat, resolve=resolve)
                 return outcomes
+        resolve = TaskResolve(cf.resolve)
         for timer_id, attempt in claims:
             if heartbeat.lost_timer(timer_id):
                 outcomes.append("stale")
@@ -360,7 +362,7 @@ def run_timers(cf: Careflow, claims: list[tuple[int, int]], *, chain: bool = Tru
             heartbeat.release_timer(timer_id)
             outcomes.append(outcome)
             for mid, message_attempt in messages:
-                _send(cf, mid, message_attempt, settings.lease, heartbeat)
+                _send(cf, mid, message_attempt, settings.lease, heartbeat, resolve=resolve)
     return outcomes
 
 
@@ -485,16 +487,37 @@ def run_messages(cf: Careflow, claims: list[tuple[int, int]], lease: timedelta |
     lease = lease or Settings.from_env().lease
     with Heartbeat(cf.sessions, lease, wall_now) as heartbeat:
         heartbeat.hold_messages(claims)
+        resolve = TaskResolve(cf.resolve)
         for mid, attempt in claims:
-            _send(cf, mid, attempt, lease, heartbeat, report)
+            _send(cf, mid, attempt, lease, heartbeat, report, resolve)
     return report
 
 
+class TaskResolve:
+    """``cf.resolve`` remembered for the length of one task: its messages mostly share a connector.
+
+    One lookup (a query and its transaction) per connector and task instead of one per message.
+    A configuration an admin changes meanwhile applies from the next task on, a few seconds later.
+    A lookup inside the caller's transaction (``session`` given) is never remembered.
+    """
+
+    def __init__(self, resolve: Resolve):
+        self.resolve = resolve
+        self._known: dict[str, Any] = {}
+
+    def __call__(self, name: str, session: Session | None = None) -> Any:
+        if session is not None:
+            return self.resolve(name, session)
+        if name not in self._known:
+            self._known[name] = self.resolve(name)
+        return self._known[name]
+
+
 def _send(cf: Careflow, mid: int, attempt: int, lease: timedelta, heartbeat: Heartbeat,
-          report: DispatchReport | None = None) -> None:
+          report: DispatchReport | None = None, resolve: Resolve | None = None) -> None:
     try:
         if not heartbeat.lost_message(mid):  # taken over while it waited: the newer claim sends it
-            _deliver_one(cf.sessions, cf.runtime, cf.resolve, mid, report or DispatchReport(),
+            _deliver_one(cf.sessions, cf.runtime, resolve or cf.resolve, mid, report or DispatchReport(),
                          fence=MessageFence(attempt, lease))
     finally:
         heartbeat.release_message(mid)

@@ -195,6 +195,17 @@ class Cluster:
         except Exception:
             pass
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the live schedulers and workers used so far, from /proc (Linux)."""
+        total = 0.0
+        for p in self.workers + self.schedulers:
+            try:
+                fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
+
     def dead(self) -> list[str]:
         """Processes that exited although nobody stopped them (a crash is a test failure)."""
         return [f"{kind}{i} exited with {p.returncode}" for kind, procs in (("worker", self.workers), ("scheduler", self.schedulers))
