@@ -27,13 +27,14 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import func, or_, select, tuple_, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
 from engine.clock import SystemClock
@@ -329,48 +330,84 @@ def run_timer(cf: Careflow, timer_id: int, attempt: int, *, chain: bool = True) 
 
 def run_timers(cf: Careflow, claims: list[tuple[int, int]], *, chain: bool = True,
                settings: Settings | None = None) -> list[str]:
-    """Fire a batch of claimed timers, each in its own transaction; what happened to each, in order.
+    """Fire a batch of claimed timers; what happened to each, in order.
 
-    With ``chain``, the transaction that fires a timer also claims the messages its step produced
-    (with a lease and a new attempt number, as a scheduler would) and this worker sends them at
-    once, before the next timer: no scheduler round trip from due to done. While the batch runs, a
-    heartbeat renews the leases of every claim not yet done (``engine.lease_renewal``), so the
-    last timer of a batch, or a message to a slow provider, is not handed to another worker meanwhile.
+    The batch fires in one transaction (``_fire_batch``), or, when that cannot be, each timer in
+    its own. With ``chain``, the transaction that fires a timer also claims the messages its step
+    produced (with a lease and a new attempt number, as a scheduler would) and this worker sends
+    them at once: no scheduler round trip from due to done. While the batch runs, a heartbeat
+    renews the leases of every claim not yet done (``engine.lease_renewal``), so the last timer of
+    a batch, or a message to a slow provider, is not handed to another worker meanwhile.
     """
     settings = settings or Settings.from_env()
+    chain_lease = settings.lease if chain else None
     outcomes = []
-    with Heartbeat(cf.sessions, settings.lease, wall_now) as heartbeat:
-        heartbeat.hold_timers(claims)
-        if len(claims) > 1:
-            fired = _fire_batch(cf, claims, settings.lease if chain else None)
-            if fired is not None:
-                outcomes, messages = fired
-                for timer_id, _attempt in claims:
-                    heartbeat.release_timer(timer_id)
-                heartbeat.hold_messages(messages)
-                resolve = TaskResolve(cf.resolve)
-                for mid, message_attempt in messages:
-                    _send(cf, mid, message_attempt, settings.lease, heartbeat, resolve=resolve)
-                return outcomes
-        resolve = TaskResolve(cf.resolve)
+    with Task(cf, settings.lease) as task:
+        task.heartbeat.hold_timers(claims)
+        fired = _fire_batch(task, claims, chain_lease) if len(claims) > 1 else None
+        if fired is not None:
+            outcomes, messages = fired
+            for timer_id, _attempt in claims:
+                task.heartbeat.release_timer(timer_id)
+            task.heartbeat.hold_messages(messages)
+            for mid, message_attempt in messages:
+                _send(task, mid, message_attempt)
+            return outcomes
         for timer_id, attempt in claims:
-            if heartbeat.lost_timer(timer_id):
+            if task.heartbeat.lost_timer(timer_id):
                 outcomes.append("stale")
                 continue
-            outcome, messages = _fire(cf, timer_id, attempt, settings.lease if chain else None)
-            heartbeat.hold_messages(messages)
-            heartbeat.release_timer(timer_id)
+            outcome, messages = _fire(task, timer_id, attempt, chain_lease)
+            task.heartbeat.hold_messages(messages)
+            task.heartbeat.release_timer(timer_id)
             outcomes.append(outcome)
             for mid, message_attempt in messages:
-                _send(cf, mid, message_attempt, settings.lease, heartbeat, resolve=resolve)
+                _send(task, mid, message_attempt)
     return outcomes
 
 
-def _fire(cf: Careflow, timer_id: int, attempt: int, chain_lease: timedelta | None) -> tuple[str, list[tuple[int, int]]]:
+class Task:
+    """What one worker task shares: a database connection, connector lookups, a lease heartbeat.
+
+    Every transaction of the task still commits on its own; they only run on one pooled
+    connection, checked out (and pinged) once per task instead of once per transaction. The
+    heartbeat has a connection of its own.
+    """
+
+    def __init__(self, cf: Careflow, lease: timedelta):
+        self.cf = cf
+        self.lease = lease
+        self.resolve = TaskResolve(cf.resolve)
+        self.heartbeat = Heartbeat(cf.sessions, lease, wall_now)
+        self.report = DispatchReport()
+        self._connection: Any = None
+
+    def __enter__(self) -> Task:
+        self._connection = self.cf.db.connect()
+        self.sessions = sessionmaker(bind=self._connection, expire_on_commit=False)
+        self.heartbeat.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            self.heartbeat.__exit__(*exc)
+        finally:
+            self._connection.close()
+
+    @contextmanager
+    def transition(self) -> Iterator[Session]:
+        """``Careflow.transition`` on the task's connection: one step, committed whole or not at all."""
+        with self.sessions.begin() as session:
+            yield session
+            crash_point("before_step_tx_commit")
+        crash_point("after_step_tx_commit")
+
+
+def _fire(task: Task, timer_id: int, attempt: int, chain_lease: timedelta | None) -> tuple[str, list[tuple[int, int]]]:
     for _ in range(FIRE_TRIES):
         try:
-            with cf.transition() as session:
-                rt = cf.runtime()
+            with task.transition() as session:
+                rt = task.cf.runtime()
                 claimed = session.execute(
                     update(Timer).where(Timer.id == timer_id, Timer.status == "pending", Timer.attempt == attempt)
                     .values(status="fired", fired_at=rt.now, lease_until=None).execution_options(synchronize_session=False)
@@ -407,7 +444,7 @@ class _OneByOne(Exception):
     """This batch cannot be fired as one transaction (e.g. two timers of one instance)."""
 
 
-def _fire_batch(cf: Careflow, claims: list[tuple[int, int]],
+def _fire_batch(task: Task, claims: list[tuple[int, int]],
                 chain_lease: timedelta | None) -> tuple[list[str], list[tuple[int, int]]] | None:
     """Fire a batch of claimed timers in one transaction, or return None to fire them one by one.
 
@@ -418,8 +455,8 @@ def _fire_batch(cf: Careflow, claims: list[tuple[int, int]],
     meanwhile, a broken expression) rolls back the batch, and its timers are fired one by one.
     """
     try:
-        with cf.transition() as session:
-            rt = cf.runtime()
+        with task.transition() as session:
+            rt = task.cf.runtime()
             fired = set(session.scalars(
                 update(Timer).where(tuple_(Timer.id, Timer.attempt).in_(claims), Timer.status == "pending")
                 .values(status="fired", fired_at=rt.now, lease_until=None)
@@ -483,14 +520,11 @@ def run_message(cf: Careflow, message_id: int, attempt: int, lease: timedelta | 
 
 def run_messages(cf: Careflow, claims: list[tuple[int, int]], lease: timedelta | None = None) -> DispatchReport:
     """Send a batch of claimed messages one after the other, renewing the leases of those still waiting."""
-    report = DispatchReport()
-    lease = lease or Settings.from_env().lease
-    with Heartbeat(cf.sessions, lease, wall_now) as heartbeat:
-        heartbeat.hold_messages(claims)
-        resolve = TaskResolve(cf.resolve)
+    with Task(cf, lease or Settings.from_env().lease) as task:
+        task.heartbeat.hold_messages(claims)
         for mid, attempt in claims:
-            _send(cf, mid, attempt, lease, heartbeat, report, resolve)
-    return report
+            _send(task, mid, attempt)
+    return task.report
 
 
 class TaskResolve:
@@ -513,14 +547,13 @@ class TaskResolve:
         return self._known[name]
 
 
-def _send(cf: Careflow, mid: int, attempt: int, lease: timedelta, heartbeat: Heartbeat,
-          report: DispatchReport | None = None, resolve: Resolve | None = None) -> None:
+def _send(task: Task, mid: int, attempt: int) -> None:
     try:
-        if not heartbeat.lost_message(mid):  # taken over while it waited: the newer claim sends it
-            _deliver_one(cf.sessions, cf.runtime, resolve or cf.resolve, mid, report or DispatchReport(),
-                         fence=MessageFence(attempt, lease))
+        if not task.heartbeat.lost_message(mid):  # taken over while it waited: the newer claim sends it
+            _deliver_one(task.sessions, task.cf.runtime, task.resolve, mid, task.report,
+                         fence=MessageFence(attempt, task.lease))
     finally:
-        heartbeat.release_message(mid)
+        task.heartbeat.release_message(mid)
 
 
 __all__ = [
