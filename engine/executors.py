@@ -53,7 +53,7 @@ def celery_config(url: str) -> dict[str, Any]:
         # At-least-once: acknowledge after the task ran, and redeliver if the process died.
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
-        "worker_prefetch_multiplier": 4,
+        "worker_prefetch_multiplier": 1,
         "broker_connection_retry_on_startup": True,
         "broker_connection_timeout": 2.0,
         "task_publish_retry_policy": PUBLISH_RETRY,
