@@ -2,7 +2,7 @@
 
 Without ``CAREFLOW_BROKER_URL`` nothing here is used: ``careflow run`` ticks itself and does the
 work inline. With it, ``celery_init_app`` (the Flask pattern, ``app.extensions["celery"]``)
-builds a Celery app whose two tasks carry ids and attempt numbers only, are acknowledged late,
+builds a Celery app whose tasks carry ids and attempt numbers only (a batch of them per task), are acknowledged late,
 rejected (so redelivered) when the worker process dies, and are idempotent: the attempt number
 fences them (see ``engine.scale``). Nothing is ever published with an ETA or countdown: timers
 stay rows until due.

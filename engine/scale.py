@@ -11,12 +11,16 @@ RELIABILITY T04–T14, docs/decisions/0010-leases-and-fencing.md):
   a lease; the ids and attempt numbers are published only after the claim commits. If publishing
   fails (the broker is down) the claims are handed back at once, and in any case a claim whose
   lease runs out is claimable again: a lost message only delays work.
-* A **worker** (``careflow worker``, Celery) does one claimed thing in one transaction whose first
-  statement checks the attempt number (``UPDATE … WHERE attempt = :fence``): a worker whose lease
-  was taken over, or a task the broker delivered twice, changes nothing. The same transaction
-  writes a ``step_execution`` row, the execution log the tests count duplicates in. A worker that
-  fired a timer then claims the messages that step produced (a claim like a scheduler's, with its
-  own lease and attempt number) and sends them itself, saving a scheduler round trip.
+* A **worker** (``careflow worker``, Celery) gets a task with a batch of claims
+  (``CAREFLOW_TASK_BATCH``). Its transactions check the attempt number first (``UPDATE … WHERE
+  attempt = :fence``): a worker whose lease was taken over, or a task the broker delivered twice,
+  changes nothing. The same transaction writes a ``step_execution`` row, the execution log the
+  tests count duplicates in. A batch of timers fires in one transaction (every timer fenced,
+  every instance's revision checked; on any failure one transaction per timer), which also claims
+  the messages those steps produced (a claim like a scheduler's, with its own lease and attempt
+  number); the worker then sends them itself, each in its own transactions, saving a scheduler
+  round trip. While it works, a heartbeat renews the leases of the claims it still holds
+  (``engine.lease_renewal``), so a slow provider call is never handed to a second worker.
 
 Leases run on the wall clock, never on the engine clock, which tests move by days.
 """
