@@ -33,7 +33,7 @@ import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -45,7 +45,7 @@ from engine.clock import SystemClock
 from engine.crashpoints import crash_point
 from engine.errors import EngineError
 from engine.lease_renewal import Heartbeat
-from engine.outbox import DispatchReport, Resolve, _deliver_one, _idempotent, _unknown
+from engine.outbox import Claimed, DispatchReport, Resolve, _deliver_one, _idempotent, _unknown
 from engine.runtime import events as ev
 from engine.schedule import TickReport, fire_triggers
 from engine.store.definitions import flow_of_version
@@ -353,20 +353,20 @@ def run_timers(cf: Careflow, claims: list[tuple[int, int]], *, chain: bool = Tru
             outcomes, messages = fired
             for timer_id, _attempt in claims:
                 task.heartbeat.release_timer(timer_id)
-            task.heartbeat.hold_messages(messages)
-            for mid, message_attempt in messages:
-                _send(task, mid, message_attempt)
+            task.heartbeat.hold_messages((mid, a) for mid, a, _ in messages)
+            for mid, message_attempt, claimed in messages:
+                _send(task, mid, message_attempt, claimed)
             return outcomes
         for timer_id, attempt in claims:
             if task.heartbeat.lost_timer(timer_id):
                 outcomes.append("stale")
                 continue
             outcome, messages = _fire(task, timer_id, attempt, chain_lease)
-            task.heartbeat.hold_messages(messages)
+            task.heartbeat.hold_messages((mid, a) for mid, a, _ in messages)
             task.heartbeat.release_timer(timer_id)
             outcomes.append(outcome)
-            for mid, message_attempt in messages:
-                _send(task, mid, message_attempt)
+            for mid, message_attempt, claimed in messages:
+                _send(task, mid, message_attempt, claimed)
     return outcomes
 
 
@@ -407,7 +407,22 @@ class Task:
         crash_point("after_step_tx_commit")
 
 
-def _fire(task: Task, timer_id: int, attempt: int, chain_lease: timedelta | None) -> tuple[str, list[tuple[int, int]]]:
+def _claimed(session: Session, claims: list[tuple[int, int]]) -> list[tuple[int, int, Claimed]]:
+    """The messages just claimed in this transaction, read once here so sending does not read them again."""
+    if not claims:
+        return []
+    rows = {r.id: r for r in session.scalars(select(OutboxMessage).where(OutboxMessage.id.in_([m for m, _ in claims])))}
+    out = []
+    for mid, attempt in claims:
+        row = rows[mid]
+        customer = session.get(Customer, row.customer_id) if row.customer_id is not None else None
+        claimed = Claimed.of(row, customer)
+        # The claim's UPDATE ran without syncing loaded rows: the attempt is the claim's.
+        out.append((mid, attempt, Claimed(replace(claimed.message, attempt=attempt), claimed.category, claimed.customer_id)))
+    return out
+
+
+def _fire(task: Task, timer_id: int, attempt: int, chain_lease: timedelta | None) -> tuple[str, list[tuple[int, int, Claimed]]]:
     for _ in range(FIRE_TRIES):
         try:
             with task.transition() as session:
@@ -427,13 +442,14 @@ def _fire(task: Task, timer_id: int, attempt: int, chain_lease: timedelta | None
                 data = dict(timer.data)
                 data["scheduled_for"] = timer.due_at.isoformat()
                 deliver(session, rt, instance, ev.TimerFired(timer.token, int(data.get("gen", 0)), timer.kind, data))
-                messages: list[tuple[int, int]] = []
+                messages: list[tuple[int, int, Claimed]] = []
                 if chain_lease is not None:
                     # Claimed in the step's own transaction: the messages commit already claimed by
                     # this worker (one commit less than claiming them after), and a crash before
                     # they are sent leaves claims whose lease runs out, as any claim would.
                     session.flush()
-                    messages = claim_messages(session, rt.now, wall_now(), chain_lease, CHAINED_MESSAGES, instance.id)
+                    messages = _claimed(session, claim_messages(session, rt.now, wall_now(), chain_lease,
+                                                                CHAINED_MESSAGES, instance.id))
             return "fired", messages
         except StaleDataError:
             continue  # another worker advanced the instance first: fire on its fresh state
@@ -449,7 +465,7 @@ class _OneByOne(Exception):
 
 
 def _fire_batch(task: Task, claims: list[tuple[int, int]],
-                chain_lease: timedelta | None) -> tuple[list[str], list[tuple[int, int]]] | None:
+                chain_lease: timedelta | None) -> tuple[list[str], list[tuple[int, int, Claimed]]] | None:
     """Fire a batch of claimed timers in one transaction, or return None to fire them one by one.
 
     The guarantees are those of one timer per transaction, since the batch commits or rolls back
@@ -491,10 +507,11 @@ def _fire_batch(task: Task, claims: list[tuple[int, int]],
                      ev.TimerFired(timer.token, int(data.get("gen", 0)), timer.kind, data), writes)
                 running.append(instance.id)
             writes.flush()
-            messages: list[tuple[int, int]] = []
+            messages: list[tuple[int, int, Claimed]] = []
             if chain_lease is not None and running:
                 session.flush()
-                messages = claim_messages(session, rt.now, wall_now(), chain_lease, CHAINED_MESSAGES * len(running), running)
+                messages = _claimed(session, claim_messages(session, rt.now, wall_now(), chain_lease,
+                                                            CHAINED_MESSAGES * len(running), running))
         return outcomes, messages
     except (_OneByOne, StaleDataError, EngineError) as exc:
         log.debug("batch of %d timers fired one by one: %r", len(claims), exc)
@@ -551,11 +568,11 @@ class TaskResolve:
         return self._known[name]
 
 
-def _send(task: Task, mid: int, attempt: int) -> None:
+def _send(task: Task, mid: int, attempt: int, claimed: Claimed | None = None) -> None:
     try:
         if not task.heartbeat.lost_message(mid):  # taken over while it waited: the newer claim sends it
             _deliver_one(task.sessions, task.cf.runtime, task.resolve, mid, task.report,
-                         fence=MessageFence(attempt, task.lease))
+                         fence=MessageFence(attempt, task.lease), claimed=claimed)
     finally:
         task.heartbeat.release_message(mid)
 
