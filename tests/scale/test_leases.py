@@ -251,3 +251,50 @@ def test_a_batch_of_timers_fires_in_one_transaction_fenced_per_timer_and_sends_e
     assert sorted(executions(cf, "timer")) == sorted([*first[1:], *taken])
     assert [a for _, a in executions(cf, "message")] == [1] * 5
     assert sum(ledger_counts(tmp_path / "ledger.tsv").values()) == 5
+
+
+TWO_WAITS = """
+id: two_waits
+name: {zh: 两个等待, en: Two waits}
+triggers:
+  - type: manual
+enrollment:
+  concurrent: unlimited
+  reenroll: always
+steps:
+  - id: fan_out
+    type: parallel
+    branches: [wait_a, wait_b]
+  - id: wait_a
+    type: wait
+    duration: {days: 1}
+    next: meet
+  - id: wait_b
+    type: wait
+    duration: {days: 1}
+    next: meet
+  - id: meet
+    type: join
+    next: done
+  - id: done
+    type: end
+"""
+
+
+def test_a_batch_with_two_timers_of_one_instance_fires_both_and_the_join_completes_it(cf: Careflow, tmp_path: Any) -> None:
+    from engine.scale import run_timers
+
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    (flows / "two_waits.yaml").write_text(TWO_WAITS, encoding="utf-8")
+    cf.deploy([flows])
+    with cf.transition() as s:
+        instance_id = start_instance(s, cf.runtime(), "two_waits", trigger={"type": "manual"}).id
+    cf.clock.set(DUE)  # type: ignore[attr-defined]
+    claims = claim(cf, "timer", wall_now())
+    assert len(claims) == 2
+    # The second timer must see the join state the first one left: not one transaction for both.
+    assert run_timers(cf, claims, settings=Settings(lease=LEASE)) == ["fired", "fired"]
+    with cf.sessions() as s:
+        assert s.get(Instance, instance_id).status == "completed"  # type: ignore[union-attr]
+    assert sorted(executions(cf, "timer")) == sorted(claims)
