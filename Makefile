@@ -59,4 +59,5 @@ translations: install
 # Refresh the screenshots in docs/images (the browser tests, writing where the user guides read).
 screenshots: install
 	CAREFLOW_SCREENSHOTS=1 $(BIN)/pytest -q tests/browser/test_employees.py -k screenshots
-	CAREFLOW_SCREENSHOTS=1 $(BIN)/pytest -q tests/browser/test_designer.py
+	CAREFLOW_SCREENSHOTS=1 $(BIN)/pytest -q tests/browser/test_designer.py tests/browser/test_form_designer.py
+	CAREFLOW_SCREENSHOTS=1 $(BIN)/pytest -q tests/browser/test_admin_pages.py -k every_admin_page

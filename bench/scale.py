@@ -58,6 +58,9 @@ from tests.scale.support import FLOWS, registry  # noqa: E402
 
 START = datetime(2026, 11, 24, 1, 0, tzinfo=timezone.utc)
 DAY = timedelta(days=1)
+#: The goal of issue 7: a due timer done within 2 s (p99) at 1,000 transitions/s.
+P99_GOAL_MS = 2000.0
+GOAL_RATE = 1000.0
 
 
 def log(msg: str) -> None:
@@ -105,17 +108,20 @@ def execution_span(cf: Careflow) -> tuple[float, int]:
     return max((last - first).total_seconds(), 1e-6), int(count)
 
 
-def throughput(base_url: str, workers: int, n: int, workdir: Path, timeout: float) -> dict[str, Any]:
+def throughput(base_url: str, workers: int, n: int, workdir: Path, timeout: float, task_batch: int) -> dict[str, Any]:
     schema = Schema(base_url)
-    cluster = Cluster(schema.url, REDIS_URL, workdir / f"w{workers}", START, lease_seconds=60, max_in_flight=400)
+    cluster = Cluster(schema.url, REDIS_URL, workdir / f"w{workers}", START, lease_seconds=60, max_in_flight=400,
+                      extra_env={"CAREFLOW_TASK_BATCH": str(task_batch)})
     try:
         cluster.start_instances(n)
         for _ in range(workers):
             cluster.start_worker()
         cluster.start_scheduler()
         cluster.wait_workers()  # process start-up is not what is measured
+        cpu0 = cluster.cpu_seconds()
         cluster.advance(START + DAY + timedelta(minutes=1))
         cluster.wait_completed(n, timeout)
+        cpu = cluster.cpu_seconds() - cpu0  # before the idle second below
         time.sleep(1)
         report = checks(cluster, n)
         seconds, transitions = execution_span(cluster.cf)
@@ -124,18 +130,20 @@ def throughput(base_url: str, workers: int, n: int, workdir: Path, timeout: floa
         schema.drop()
     result = {"workers": workers, "n": n, "seconds": seconds, "transitions": transitions,
               "transitions_per_s": transitions / seconds, "ips": n / seconds,
+              "cpu_ms_per_transition": 1000 * cpu / transitions,
               "duplicate_steps": report["duplicate_steps"], "duplicate_sends": report["duplicate_sends"]}
-    log(f"[{workers} worker(s)] {result['transitions_per_s']:.0f} transitions/s, {result['ips']:.0f} instances/s")
+    log(f"[{workers} worker(s)] {result['transitions_per_s']:.0f} transitions/s, {result['ips']:.0f} instances/s, "
+        f"scheduler+workers {result['cpu_ms_per_transition']:.1f} ms CPU per transition")
     return result
 
 
-def latency(base_url: str, workers: int, rate: float, seconds: float, workdir: Path) -> dict[str, Any]:
+def latency(base_url: str, workers: int, rate: float, seconds: float, workdir: Path, task_batch: int) -> dict[str, Any]:
     """Timers fall due at ``rate`` transitions/s (two per instance) for ``seconds``; due-to-done per instance."""
     n = max(10, int(rate / 2 * seconds))
     spacing = timedelta(seconds=2 / rate)
     schema = Schema(base_url)
-    cluster = Cluster(schema.url, REDIS_URL, workdir / "latency", START, lease_seconds=60, max_in_flight=100,
-                      scheduler_interval=0.1)
+    cluster = Cluster(schema.url, REDIS_URL, workdir / f"latency-{rate:.0f}", START, lease_seconds=60, max_in_flight=400,
+                      scheduler_interval=0.1, extra_env={"CAREFLOW_TASK_BATCH": str(task_batch)})
     moves: list[tuple[float, datetime]] = []
     stop = threading.Event()
     try:
@@ -175,15 +183,147 @@ def latency(base_url: str, workers: int, rate: float, seconds: float, workdir: P
 
     instants = [at for _wall, at in moves]
     waits = []
+    due_walls = []
     for instance_id, due_at in due.items():
         i = bisect.bisect_left(instants, due_at)  # the first clock move that made the timer due
         due_wall = moves[min(i, len(moves) - 1)][0]
+        due_walls.append(due_wall)
         waits.append((done[instance_id].timestamp() - due_wall) * 1000)
     waits.sort()
     p50 = statistics.median(waits)
     p99 = waits[min(len(waits) - 1, int(len(waits) * 0.99))]
-    log(f"[latency, {workers} workers, {rate:.0f} transitions/s offered] due to done p50 {p50:.0f} ms, p99 {p99:.0f} ms")
-    return {"workers": workers, "n": n, "rate_offered": rate, "p50_ms": p50, "p99_ms": p99, "max_ms": waits[-1]}
+    # What the cluster did: transitions from the first due time to the last result.
+    span = max(max(d.timestamp() for d in done.values()) - min(due_walls), 1e-6)
+    achieved = 2 * n / span
+    log(f"[latency, {workers} workers, {rate:.0f} transitions/s offered, {achieved:.0f} done] "
+        f"due to done p50 {p50:.0f} ms, p99 {p99:.0f} ms")
+    return {"workers": workers, "n": n, "rate_offered": rate, "rate_achieved": achieved, "p50_ms": p50, "p99_ms": p99,
+            "max_ms": waits[-1], "sustained": p99 < P99_GOAL_MS and achieved >= 0.9 * rate}
+
+
+def breakdown(base_url: str, n: int, task_batch: int) -> dict[str, Any]:
+    """Where an instance's time goes on a worker, measured in one process (no broker between).
+
+    The distributed path without Celery: one claim statement for every due timer, then
+    ``run_timers`` on batches of ``task_batch`` claims, as a worker runs a ``fire_timers`` task.
+    Time is split by phase (firing the timers, sending the messages) into SQL statements (the
+    round trip to PostgreSQL included), commits, the step itself (the interpreter) and the rest
+    (ORM loads, building rows, Python). Publishing is timed against the real Redis, to a queue of
+    its own that is deleted afterwards. Process CPU time is counted too: the machine is shared.
+    """
+    import engine.scale as scale
+    from celery import Celery
+    from sqlalchemy import event
+
+    from engine.executors import FIRE_TIMERS, celery_config
+
+    schema = Schema(base_url)
+    os.environ.pop("CAREFLOW_SCALE_LEDGER", None)
+    cf = Careflow(schema.url, clock=FixedClock(START), registry=registry())
+    phase = {"now": "other"}
+    spent: dict[str, dict[str, float]] = {}
+
+    def add(key: str, seconds: float, count: int = 0) -> None:
+        bucket = spent.setdefault(phase["now"], {})
+        bucket[key] = bucket.get(key, 0.0) + seconds
+        if count:
+            bucket[key + "_count"] = bucket.get(key + "_count", 0) + count
+
+    def before(conn: Any, *_args: Any) -> None:
+        conn.info["bench_t0"] = time.perf_counter()
+
+    def after(conn: Any, *_args: Any) -> None:
+        add("sql", time.perf_counter() - conn.info.pop("bench_t0", time.perf_counter()), 1)
+
+    def in_phase(name: str, fn: Any) -> Any:
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            outer, phase["now"] = phase["now"], name
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                phase["now"] = outer
+                bucket = spent.setdefault(name, {})
+                bucket["total"] = bucket.get("total", 0.0) + time.perf_counter() - t0
+        return wrapped
+
+    def timed_step(fn: Any) -> Any:
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                add("step", time.perf_counter() - t0)
+        return wrapped
+
+    import engine.store.instances as instances
+
+    saved = (scale._fire_batch, scale._fire, scale._send, instances.advance)
+    dialect = cf.db.dialect
+    do_commit = dialect.do_commit
+
+    def commit(dbapi_connection: Any) -> None:
+        t0 = time.perf_counter()
+        do_commit(dbapi_connection)
+        add("commit", time.perf_counter() - t0, 1)
+
+    celery_app = Celery("careflow-bench", set_as_current=False)
+    celery_app.config_from_object(celery_config(REDIS_URL))
+    queue = f"careflow-bench-{uuid.uuid4().hex[:10]}"
+    try:
+        cf.deploy([FLOWS])
+        with cf.transition() as s:
+            from engine.store.instances import start_instance
+
+            for _ in range(n):
+                start_instance(s, cf.runtime(), "scale_wait_send", trigger={"type": "manual"})
+        cf.clock.set(START + DAY + timedelta(minutes=1))  # type: ignore[attr-defined]
+        t0 = time.perf_counter()
+        with cf.sessions.begin() as s:
+            claims = scale.claim_timers(s, cf.clock.now(), scale.wall_now(), timedelta(seconds=120), n)
+        claim_s = time.perf_counter() - t0
+        batches = [claims[i:i + task_batch] for i in range(0, len(claims), task_batch)]
+        celery_app.send_task(FIRE_TIMERS, args=[[]], queue=queue)  # connects: not what is measured
+        t0 = time.perf_counter()
+        for batch in batches:
+            celery_app.send_task(FIRE_TIMERS, args=[[list(c) for c in batch]], queue=queue)
+        publish_s = time.perf_counter() - t0
+        with celery_app.connection_for_write() as conn:
+            conn.default_channel.queue_delete(queue)
+        event.listen(cf.db, "before_cursor_execute", before)
+        event.listen(cf.db, "after_cursor_execute", after)
+        dialect.do_commit = commit  # type: ignore[method-assign]
+        scale._fire_batch = in_phase("fire", scale._fire_batch)  # type: ignore[assignment]
+        scale._fire = in_phase("fire", scale._fire)  # type: ignore[assignment]
+        scale._send = in_phase("send", scale._send)  # type: ignore[assignment]
+        instances.advance = timed_step(instances.advance)  # the interpreter, in every path
+        settings = scale.Settings(lease=timedelta(seconds=120), task_batch=task_batch)
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        for batch in batches:
+            scale.run_timers(cf, batch, settings=settings)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    finally:
+        scale._fire_batch, scale._fire, scale._send, instances.advance = saved  # type: ignore[assignment]
+        cf.close()
+        schema.drop()
+
+    def ms(x: float) -> float:
+        return round(1000 * x / n, 2)
+
+    phases = {}
+    for name in ("fire", "send"):
+        b = spent.get(name, {})
+        total = b.get("total", 0.0)
+        phases[name] = {"ms": ms(total), "sql_ms": ms(b.get("sql", 0.0)), "commit_ms": ms(b.get("commit", 0.0)),
+                        "step_ms": ms(b.get("step", 0.0)),
+                        "other_ms": ms(total - b.get("sql", 0.0) - b.get("commit", 0.0) - b.get("step", 0.0)),
+                        "statements": round(b.get("sql_count", 0) / n, 1), "commits": round(b.get("commit_count", 0) / n, 2)}
+    out = {"n": n, "task_batch": task_batch, "claim_ms": ms(claim_s), "publish_ms": ms(publish_s),
+           "fire": phases["fire"], "send": phases["send"], "wall_ms": ms(wall), "cpu_ms": ms(cpu),
+           "transitions_per_s_one_process": round(2 * n / wall, 1)}
+    log(f"[breakdown, batches of {task_batch}] per instance: claim {out['claim_ms']} ms, publish {out['publish_ms']} ms, "
+        f"fire {phases['fire']}, send {phases['send']}, wall {out['wall_ms']} ms, CPU {out['cpu_ms']} ms")
+    return out
 
 
 def embedded(base_url: str, n: int) -> dict[str, Any]:
@@ -233,14 +373,18 @@ def spiff_and_raw(base_url: str, n: int, raw_seconds: float) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from engine.scale import DEFAULT_TASK_BATCH
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds per section")
     parser.add_argument("-n", type=int, default=None, help="instances per throughput run (default 2000, quick 100)")
-    parser.add_argument("--rate", type=float, default=None,
-                        help="transitions/s offered in the latency run (default: 1000, or 60%% of the measured "
-                             "4-worker throughput if that is less, so the latency is measured below saturation)")
-    parser.add_argument("--latency-seconds", type=float, default=None, help="length of the latency run (default 10, quick 2)")
+    parser.add_argument("--rate", type=float, action="append", default=None,
+                        help="transitions/s offered in a latency run; repeat for several (default: 1000 if the "
+                             "4-worker throughput reaches it, else 50%%, 75%% and 95%% of that throughput; quick: 60%%)")
+    parser.add_argument("--latency-seconds", type=float, default=None, help="length of each latency run (default 10, quick 2)")
+    parser.add_argument("--task-batch", type=int, default=DEFAULT_TASK_BATCH,
+                        help="claims per published task (CAREFLOW_TASK_BATCH of the scheduler)")
     args = parser.parse_args(argv)
     n = args.n or (100 if args.quick else 2000)
     latency_seconds = args.latency_seconds or (2.0 if args.quick else 10.0)
@@ -249,30 +393,52 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"error": f"Redis is not reachable at {REDIS_URL}"}) if args.json else f"Redis is not reachable at {REDIS_URL}")
         return 1
     t0 = time.perf_counter()
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+    split = {str(k): breakdown(base_url, max(20, min(n, 300) // 2), k) for k in sorted({1, args.task_batch})}
     with tempfile.TemporaryDirectory(prefix="careflow-bench-scale-") as tmp:
         workdir = Path(tmp)
-        runs = [throughput(base_url, w, n, workdir, timeout=120 + n * 0.2) for w in (1, 2, 4)]
-        rate = args.rate or min(1000.0, 0.6 * runs[-1]["transitions_per_s"])
-        lat = latency(base_url, 4, rate, latency_seconds, workdir)
+        runs = [throughput(base_url, w, n, workdir, 120 + n * 0.2, args.task_batch) for w in (1, 2, 4)]
+        capacity = runs[-1]["transitions_per_s"]
+        if args.rate:
+            rates = sorted(args.rate)
+        elif args.quick:
+            rates = [0.6 * capacity]
+        elif capacity >= GOAL_RATE:
+            rates = [GOAL_RATE]
+        else:
+            rates = [f * capacity for f in (0.5, 0.75, 0.95)]
+        latencies = [latency(base_url, 4, rate, latency_seconds, workdir, args.task_batch) for rate in rates]
+    sustained = [r for r in latencies if r["sustained"]]
+    # The figures of the highest rate sustained (p99 under 2 s, the rate kept up with), else of the lowest rate tried.
+    lat = max(sustained, key=lambda r: r["rate_offered"]) if sustained else latencies[0]
     emb = embedded(base_url, n)
     peer = spiff_and_raw(base_url, max(20, n // 4), 1.0 if args.quick else 3.0)
     best = max(r["transitions_per_s"] for r in runs)
     out = {
         "n": n,
+        "task_batch": args.task_batch,
         "ips_by_workers": {str(r["workers"]): round(r["ips"], 1) for r in runs},
         "transitions_per_s_by_workers": {str(r["workers"]): round(r["transitions_per_s"], 1) for r in runs},
+        "cpu_ms_per_transition_by_workers": {str(r["workers"]): round(r["cpu_ms_per_transition"], 2) for r in runs},
         "embedded_ips": round(emb["ips"], 1),
         "embedded_transitions_per_s": round(emb["transitions_per_s"], 1),
         "spiff_postgres_ips": round(peer["spiff_ips"], 1),
         "p50_due_to_done_ms": round(lat["p50_ms"], 1),
         "p99_due_to_done_ms": round(lat["p99_ms"], 1),
-        "latency_rate_offered_per_s": lat["rate_offered"],
+        "latency_rate_offered_per_s": round(lat["rate_offered"], 1),
         "latency_instances": lat["n"],
+        "latency_by_rate": [{"offered_per_s": round(r["rate_offered"], 1), "achieved_per_s": round(r["rate_achieved"], 1),
+                             "p50_ms": round(r["p50_ms"], 1), "p99_ms": round(r["p99_ms"], 1),
+                             "sustained": r["sustained"]} for r in latencies],
+        "max_sustained_rate_per_s": round(max((r["rate_offered"] for r in sustained), default=0.0), 1),
+        "goal_1000_per_s_p99_under_2s": any(r["rate_offered"] >= GOAL_RATE for r in sustained),
+        "breakdown_ms_per_instance": split,
         "duplicate_steps": sum(r["duplicate_steps"] for r in runs),
         "duplicate_sends": sum(r["duplicate_sends"] for r in runs),
         "raw_commit_per_s": round(peer["raw_commit_per_s"], 1),
         "fraction_of_raw_commit_rate": round(best / peer["raw_commit_per_s"], 3),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "load_average_before": load_before,
                     "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None},
         "quick": args.quick,
         "elapsed_s": round(time.perf_counter() - t0, 1),
@@ -292,13 +458,33 @@ def table(out: dict[str, Any]) -> str:
         lines.append(f"{w + ' worker(s)':<28}{out['ips_by_workers'][w]:>14.1f}{out['transitions_per_s_by_workers'][w]:>16.1f}")
     lines.append(f"{'embedded (one process)':<28}{out['embedded_ips']:>14.1f}{out['embedded_transitions_per_s']:>16.1f}")
     lines.append(f"{'SpiffWorkflow, PostgreSQL':<28}{out['spiff_postgres_ips']:>14.1f}{'':>16}")
+    lines += ["", f"CPU time of the scheduler and workers per transition: " + ", ".join(
+        f"{w} worker(s) {ms:.1f} ms" for w, ms in out["cpu_ms_per_transition_by_workers"].items())]
+    lines += ["", f"{'due to done, 4 workers':<28}{'offered/s':>10}{'done/s':>10}{'p50 ms':>10}{'p99 ms':>10}  sustained"]
+    for r in out["latency_by_rate"]:
+        lines.append(f"{'':<28}{r['offered_per_s']:>10.0f}{r['achieved_per_s']:>10.0f}{r['p50_ms']:>10.0f}{r['p99_ms']:>10.0f}  "
+                     f"{'yes' if r['sustained'] else 'no'}")
+    lines += [
+        f"highest rate sustained (p99 under 2 s): {out['max_sustained_rate_per_s']:.0f} transitions/s; "
+        f"1,000 transitions/s with p99 under 2 s: {'reached' if out['goal_1000_per_s_p99_under_2s'] else 'not reached'}",
+        "",
+        "per instance on a worker, in one process (ms; fire = the timer's transaction, send = the message's):",
+    ]
+    for k, b in out["breakdown_ms_per_instance"].items():
+        lines.append(f"  batches of {k}: claim {b['claim_ms']}, publish {b['publish_ms']}, "
+                     f"fire {b['fire']['ms']} (SQL {b['fire']['sql_ms']} in {b['fire']['statements']} statements, "
+                     f"commit {b['fire']['commit_ms']} x{b['fire']['commits']}, step {b['fire']['step_ms']}, other {b['fire']['other_ms']}), "
+                     f"send {b['send']['ms']} (SQL {b['send']['sql_ms']} in {b['send']['statements']} statements, "
+                     f"commit {b['send']['commit_ms']} x{b['send']['commits']}, step {b['send']['step_ms']}, other {b['send']['other_ms']}); "
+                     f"CPU {b['cpu_ms']} of {b['wall_ms']} wall")
     lines += [
         "",
         f"due to done at {out['latency_rate_offered_per_s']:.0f} transitions/s offered (4 workers, "
         f"{out['latency_instances']} instances): p50 {out['p50_due_to_done_ms']:.0f} ms, p99 {out['p99_due_to_done_ms']:.0f} ms",
         f"raw INSERT+COMMIT {out['raw_commit_per_s']:.0f}/s; best transitions/s is {out['fraction_of_raw_commit_rate']:.1%} of it",
         f"duplicate steps {out['duplicate_steps']}, duplicate sends {out['duplicate_sends']}",
-        f"load average {out['machine']['load_average']} on {out['machine']['cpus']} CPUs (shared machine)",
+        f"load average {out['machine']['load_average_before']} before, {out['machine']['load_average']} after, "
+        f"on {out['machine']['cpus']} CPUs (shared machine)",
     ]
     return "\n".join(lines)
 

@@ -53,12 +53,6 @@ _CN_MOBILE = re.compile(r"^(?:\+86)?(1\d{10})$")
 #: CN mobile on its first 5 digits at most, so one answer per prefix holds for every number under
 #: it; a large import then parses each prefix once instead of every number.
 _MOBILE_PREFIXES: dict[str, bool] = {}
-_ASCII_EMAIL = re.compile(
-    r"^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*@"
-    r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+([a-z]{2,63})$"
-)
-#: Top-level domains email-validator refuses (special-use names); such addresses take the slow path.
-_SPECIAL_TLDS = frozenset({"arpa", "invalid", "local", "localhost", "onion", "test"})
 
 
 def clean_phone(value: str) -> str:
@@ -82,12 +76,7 @@ def clean_phone(value: str) -> str:
 
 
 def clean_email(value: str) -> str:
-    """Checked and lower-cased; plain ASCII addresses that are plainly valid skip the full check,
-    which gives the same answer for them (what the store's ``normalize_email`` keeps)."""
-    lowered = value.lower()
-    if len(lowered) <= 254 and (plain := _ASCII_EMAIL.match(lowered)) is not None and \
-            plain.group(1) not in _SPECIAL_TLDS and len(lowered.partition("@")[0]) <= 64:
-        return lowered
+    """Checked and lower-cased (plain ASCII addresses without email_validator: see contact.py)."""
     email = normalize_email(value)
     if email is None:
         raise CleaningProblem("bad_email", f"“{value}”不是有效的电子邮箱", f"{value!r} is not a valid e-mail address")

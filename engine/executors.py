@@ -2,7 +2,7 @@
 
 Without ``CAREFLOW_BROKER_URL`` nothing here is used: ``careflow run`` ticks itself and does the
 work inline. With it, ``celery_init_app`` (the Flask pattern, ``app.extensions["celery"]``)
-builds a Celery app whose two tasks carry ids and attempt numbers only, are acknowledged late,
+builds a Celery app whose tasks carry ids and attempt numbers only (a batch of them per task), are acknowledged late,
 rejected (so redelivered) when the worker process dies, and are idempotent: the attempt number
 fences them (see ``engine.scale``). Nothing is ever published with an ETA or countdown: timers
 stay rows until due.
@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 QUEUE = os.environ.get("CAREFLOW_QUEUE", "careflow")
 FIRE_TIMER = "careflow.fire_timer"
 DELIVER_MESSAGE = "careflow.deliver_message"
+#: Batches: one task carries several ``[id, attempt]`` claims (``CAREFLOW_TASK_BATCH``).
+FIRE_TIMERS = "careflow.fire_timers"
+DELIVER_MESSAGES = "careflow.deliver_messages"
 #: Publishing gives up after about a second when the broker is down; the claims are handed back.
 PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5}
 
@@ -50,7 +53,7 @@ def celery_config(url: str) -> dict[str, Any]:
         # At-least-once: acknowledge after the task ran, and redeliver if the process died.
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
-        "worker_prefetch_multiplier": 4,
+        "worker_prefetch_multiplier": 1,
         "broker_connection_retry_on_startup": True,
         "broker_connection_timeout": 2.0,
         "task_publish_retry_policy": PUBLISH_RETRY,
@@ -99,6 +102,24 @@ def register_tasks(celery_app: Celery) -> None:
         report = run_message(_careflow(), int(message_id), int(attempt))
         return {"sent": report.sent, "failed": report.failed, "unknown": report.unknown}
 
+    # The single-claim tasks above stay for tasks published by older schedulers during an upgrade.
+    @celery_app.task(name=FIRE_TIMERS, **common)
+    def fire_timers(claims: list[list[int]]) -> list[str]:
+        from engine.scale import run_timers
+
+        return run_timers(_careflow(), _pairs(claims))
+
+    @celery_app.task(name=DELIVER_MESSAGES, **common)
+    def deliver_messages(claims: list[list[int]]) -> dict[str, int]:
+        from engine.scale import run_messages
+
+        report = run_messages(_careflow(), _pairs(claims))
+        return {"sent": report.sent, "failed": report.failed, "unknown": report.unknown}
+
+
+def _pairs(claims: list[list[int]]) -> list[tuple[int, int]]:
+    return [(int(i), int(attempt)) for i, attempt in claims]
+
 
 class InlinePublisher:
     """Does the claimed work at once in this process: the embedded counterpart of ``CeleryPublisher``.
@@ -110,15 +131,15 @@ class InlinePublisher:
     def __init__(self, cf: Careflow):
         self.cf = cf
 
-    def fire_timer(self, timer_id: int, attempt: int) -> None:
-        from engine.scale import run_timer
+    def fire_timers(self, claims: list[tuple[int, int]]) -> None:
+        from engine.scale import run_timers
 
-        run_timer(self.cf, timer_id, attempt)
+        run_timers(self.cf, claims)
 
-    def deliver_message(self, message_id: int, attempt: int) -> None:
-        from engine.scale import run_message
+    def deliver_messages(self, claims: list[tuple[int, int]]) -> None:
+        from engine.scale import run_messages
 
-        run_message(self.cf, message_id, attempt)
+        run_messages(self.cf, claims)
 
 
 def publisher_for(app: Flask) -> CeleryPublisher | InlinePublisher:
@@ -133,11 +154,11 @@ class CeleryPublisher:
     def __init__(self, celery_app: Celery):
         self.celery = celery_app
 
-    def fire_timer(self, timer_id: int, attempt: int) -> None:
-        self.celery.send_task(FIRE_TIMER, args=[timer_id, attempt], queue=QUEUE, retry_policy=PUBLISH_RETRY)
+    def fire_timers(self, claims: list[tuple[int, int]]) -> None:
+        self.celery.send_task(FIRE_TIMERS, args=[[list(c) for c in claims]], queue=QUEUE, retry_policy=PUBLISH_RETRY)
 
-    def deliver_message(self, message_id: int, attempt: int) -> None:
-        self.celery.send_task(DELIVER_MESSAGE, args=[message_id, attempt], queue=QUEUE, retry_policy=PUBLISH_RETRY)
+    def deliver_messages(self, claims: list[tuple[int, int]]) -> None:
+        self.celery.send_task(DELIVER_MESSAGES, args=[[list(c) for c in claims]], queue=QUEUE, retry_policy=PUBLISH_RETRY)
 
 
 __all__ = ["CeleryPublisher", "InlinePublisher", "broker_url", "celery_config", "celery_init_app", "publisher_for", "register_tasks"]

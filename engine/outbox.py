@@ -138,23 +138,41 @@ class _Attempt:
     lost: bool = False  # someone else took the message over meanwhile
 
 
+@dataclass(frozen=True)
+class Claimed:
+    """What sending a claimed message needs from its row and its customer, read when it was claimed."""
+
+    message: Message
+    category: str
+    customer_id: int | None
+
+    @classmethod
+    def of(cls, row: OutboxMessage, customer: Customer | None) -> Claimed:
+        customer_data = cust.customer_dict(customer) if customer is not None else None
+        return cls(Message(row.effect_key, row.connector, dict(row.payload), customer_data, row.attempts),
+                   row.category, row.customer_id)
+
+
 def _deliver_one(
     factory: sessionmaker[Session], runtime: Callable[[], Runtime], resolve: Resolve, mid: int, report: DispatchReport,
-    *, fence: Fence | None = None,
+    *, fence: Fence | None = None, claimed: Claimed | None = None,
 ) -> None:
     """Send one claimed message and record the result.
 
     With a ``fence`` (distributed mode) the message is sent and recorded only while its claim is
     still the one the task was published for: a worker whose lease was taken over does nothing.
+    ``claimed``: the row as read in the transaction that claimed it (a worker that claimed the
+    messages of the step it just fired), so it is not read again; the fence is checked anyway
+    when the message is marked ``sending`` and when its result is recorded.
     """
-    with factory() as session:
-        row = session.get(OutboxMessage, mid)
-        if row is None or (fence is not None and (row.status != "claimed" or row.attempts != fence.attempt)):
-            return  # already settled, or claimed again by someone else: a repeat delivery of the task
-        customer = session.get(Customer, row.customer_id) if row.customer_id is not None else None
-        customer_data = cust.customer_dict(customer) if customer is not None else None
-        message = Message(row.effect_key, row.connector, dict(row.payload), customer_data, row.attempts)
-        category, customer_id = row.category, row.customer_id
+    if claimed is None:
+        with factory() as session:
+            row = session.get(OutboxMessage, mid)
+            if row is None or (fence is not None and (row.status != "claimed" or row.attempts != fence.attempt)):
+                return  # already settled, or claimed again by someone else: a repeat delivery of the task
+            claimed = Claimed.of(row, session.get(Customer, row.customer_id) if row.customer_id is not None else None)
+    message, category, customer_id = claimed.message, claimed.category, claimed.customer_id
+    customer_data = message.customer
     attempt = _Attempt()
     try:
         connector, message, provider_settings, attempt.channel, cap = _route(resolve, message, customer_data)

@@ -11,12 +11,16 @@ RELIABILITY T04–T14, docs/decisions/0010-leases-and-fencing.md):
   a lease; the ids and attempt numbers are published only after the claim commits. If publishing
   fails (the broker is down) the claims are handed back at once, and in any case a claim whose
   lease runs out is claimable again: a lost message only delays work.
-* A **worker** (``careflow worker``, Celery) does one claimed thing in one transaction whose first
-  statement checks the attempt number (``UPDATE … WHERE attempt = :fence``): a worker whose lease
-  was taken over, or a task the broker delivered twice, changes nothing. The same transaction
-  writes a ``step_execution`` row, the execution log the tests count duplicates in. A worker that
-  fired a timer then claims the messages that step produced (a claim like a scheduler's, with its
-  own lease and attempt number) and sends them itself, saving a scheduler round trip.
+* A **worker** (``careflow worker``, Celery) gets a task with a batch of claims
+  (``CAREFLOW_TASK_BATCH``). Its transactions check the attempt number first (``UPDATE … WHERE
+  attempt = :fence``): a worker whose lease was taken over, or a task the broker delivered twice,
+  changes nothing. The same transaction writes a ``step_execution`` row, the execution log the
+  tests count duplicates in. A batch of timers fires in one transaction (every timer fenced,
+  every instance's revision checked; on any failure one transaction per timer), which also claims
+  the messages those steps produced (a claim like a scheduler's, with its own lease and attempt
+  number); the worker then sends them itself, each in its own transactions, saving a scheduler
+  round trip. While it works, a heartbeat renews the leases of the claims it still holds
+  (``engine.lease_renewal``), so a slow provider call is never handed to a second worker.
 
 Leases run on the wall clock, never on the engine clock, which tests move by days.
 """
@@ -27,23 +31,26 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import func, or_, select, tuple_, update
+from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
 from engine.clock import SystemClock
 from engine.crashpoints import crash_point
 from engine.errors import EngineError
-from engine.outbox import DispatchReport, Resolve, _deliver_one, _idempotent, _unknown
+from engine.lease_renewal import Heartbeat
+from engine.outbox import Claimed, DispatchReport, Resolve, _deliver_one, _idempotent, _unknown
 from engine.runtime import events as ev
 from engine.schedule import TickReport, fire_triggers
-from engine.store.instances import deliver
-from engine.store.models import Instance, OutboxMessage, StepExecution, Timer
+from engine.store.definitions import flow_of_version
+from engine.store.instances import Writes, _run, deliver
+from engine.store.models import Customer, Instance, OutboxMessage, StepExecution, Timer
 
 if TYPE_CHECKING:
     from engine.core import Careflow
@@ -57,6 +64,9 @@ DEFAULT_LEASE = timedelta(seconds=60)
 DEFAULT_MAX_IN_FLIGHT = 500
 #: Rows claimed per statement.
 DEFAULT_BATCH = 500
+#: Claims per published task: one broker message (and one task's overhead on the worker) carries
+#: this many timers or messages, each still done in its own transaction.
+DEFAULT_TASK_BATCH = 10
 #: A timer whose instance another worker changed meanwhile is tried again this often at once.
 FIRE_TRIES = 5
 
@@ -77,19 +87,22 @@ class Settings:
     lease: timedelta = DEFAULT_LEASE
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     batch: int = DEFAULT_BATCH
+    task_batch: int = DEFAULT_TASK_BATCH
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
-        """``CAREFLOW_LEASE_SECONDS``, ``CAREFLOW_MAX_IN_FLIGHT`` and ``CAREFLOW_CLAIM_BATCH``."""
+        """``CAREFLOW_LEASE_SECONDS``, ``CAREFLOW_MAX_IN_FLIGHT``, ``CAREFLOW_CLAIM_BATCH``, ``CAREFLOW_TASK_BATCH``."""
         env = os.environ if environ is None else environ
         try:
             return cls(
                 lease=timedelta(seconds=float(env.get("CAREFLOW_LEASE_SECONDS", DEFAULT_LEASE.total_seconds()))),
                 max_in_flight=int(env.get("CAREFLOW_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT)),
                 batch=int(env.get("CAREFLOW_CLAIM_BATCH", DEFAULT_BATCH)),
+                task_batch=max(1, int(env.get("CAREFLOW_TASK_BATCH", DEFAULT_TASK_BATCH))),
             )
         except ValueError as exc:
-            raise ValueError(f"CAREFLOW_LEASE_SECONDS, CAREFLOW_MAX_IN_FLIGHT and CAREFLOW_CLAIM_BATCH must be numbers: {exc}") from exc
+            raise ValueError("CAREFLOW_LEASE_SECONDS, CAREFLOW_MAX_IN_FLIGHT, CAREFLOW_CLAIM_BATCH and CAREFLOW_TASK_BATCH "
+                             f"must be numbers: {exc}") from exc
 
 
 # ----- claiming ------------------------------------------------------------------------------------
@@ -126,14 +139,16 @@ def claim_timers(session: Session, now: datetime, wall: datetime, lease: timedel
 
 
 def claim_messages(session: Session, now: datetime, wall: datetime, lease: timedelta, limit: int,
-                   instance_id: int | None = None) -> list[tuple[int, int]]:
-    """Claim up to ``limit`` outbox messages due at ``now`` (of one instance, if given); ``(id, attempt)`` pairs."""
+                   instance_id: int | Iterable[int] | None = None) -> list[tuple[int, int]]:
+    """Claim up to ``limit`` outbox messages due at ``now`` (of these instances, if given); ``(id, attempt)`` pairs."""
     if limit <= 0:
         return []
     due = (select(OutboxMessage.id).where(OutboxMessage.status == "pending", OutboxMessage.next_attempt_at <= now)
            .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id).limit(limit))
-    if instance_id is not None:
+    if isinstance(instance_id, int):
         due = due.where(OutboxMessage.instance_id == instance_id)
+    elif instance_id is not None:
+        due = due.where(OutboxMessage.instance_id.in_(list(instance_id)))
     values = {"status": "claimed", "lease_until": wall + lease, "attempts": OutboxMessage.attempts + 1}
     if _skip_locked(session):
         rows = session.execute(
@@ -208,11 +223,11 @@ def release(session: Session, timers: Iterable[tuple[int, int]], messages: Itera
 
 
 class Publisher(Protocol):
-    """Where claimed work goes: Celery in distributed mode (``engine.executors``)."""
+    """Where claimed work goes: Celery in distributed mode (``engine.executors``); one call per batch."""
 
-    def fire_timer(self, timer_id: int, attempt: int) -> None: ...
+    def fire_timers(self, claims: list[tuple[int, int]]) -> None: ...
 
-    def deliver_message(self, message_id: int, attempt: int) -> None: ...
+    def deliver_messages(self, claims: list[tuple[int, int]]) -> None: ...
 
 
 @dataclass
@@ -266,13 +281,16 @@ class Scheduler:
 
     def _publish(self, timers: list[tuple[int, int]], messages: list[tuple[int, int]]) -> tuple[int, int]:
         done_t = done_m = 0
+        size = self.settings.task_batch
         try:
-            for timer_id, attempt in timers:
-                self.publisher.fire_timer(timer_id, attempt)
-                done_t += 1
-            for mid, attempt in messages:
-                self.publisher.deliver_message(mid, attempt)
-                done_m += 1
+            while done_t < len(timers):
+                chunk = timers[done_t:done_t + size]
+                self.publisher.fire_timers(chunk)
+                done_t += len(chunk)
+            while done_m < len(messages):
+                chunk = messages[done_m:done_m + size]
+                self.publisher.deliver_messages(chunk)
+                done_m += len(chunk)
         except Exception as exc:  # the broker is down or refused: the rows stay due, nothing is lost
             log.warning("could not publish to the broker (%s); %d claims handed back", exc,
                         len(timers) - done_t + len(messages) - done_m)
@@ -310,50 +328,194 @@ CHAINED_MESSAGES = 10
 
 
 def run_timer(cf: Careflow, timer_id: int, attempt: int, *, chain: bool = True) -> str:
-    """Fire one claimed timer; returns what happened (``fired``, ``stale``, ``retry``, ``error``).
+    """Fire one claimed timer; returns what happened (``fired``, ``stale``, ``retry``, ``error``)."""
+    return run_timers(cf, [(timer_id, attempt)], chain=chain)[0]
 
-    With ``chain``, the messages the timer's step produced are then claimed (like a scheduler
-    would, with a lease and a new attempt number) and sent by this worker at once, after the
-    timer's commit: one scheduler round trip less from due to done.
+
+def run_timers(cf: Careflow, claims: list[tuple[int, int]], *, chain: bool = True,
+               settings: Settings | None = None) -> list[str]:
+    """Fire a batch of claimed timers; what happened to each, in order.
+
+    The batch fires in one transaction (``_fire_batch``), or, when that cannot be, each timer in
+    its own. With ``chain``, the transaction that fires a timer also claims the messages its step
+    produced (with a lease and a new attempt number, as a scheduler would) and this worker sends
+    them at once: no scheduler round trip from due to done. While the batch runs, a heartbeat
+    renews the leases of every claim not yet done (``engine.lease_renewal``), so the last timer of
+    a batch, or a message to a slow provider, is not handed to another worker meanwhile.
     """
-    outcome, instance_id = _fire(cf, timer_id, attempt)
-    if chain and outcome == "fired" and instance_id is not None:
-        settings = Settings.from_env()
-        with cf.sessions.begin() as session:
-            claimed = claim_messages(session, cf.clock.now(), wall_now(), settings.lease, CHAINED_MESSAGES, instance_id)
-        for mid, message_attempt in claimed:
-            run_message(cf, mid, message_attempt, settings.lease)
-    return outcome
+    settings = settings or Settings.from_env()
+    chain_lease = settings.lease if chain else None
+    outcomes = []
+    with Task(cf, settings.lease) as task:
+        task.heartbeat.hold_timers(claims)
+        fired = _fire_batch(task, claims, chain_lease) if len(claims) > 1 else None
+        if fired is not None:
+            outcomes, messages = fired
+            for timer_id, _attempt in claims:
+                task.heartbeat.release_timer(timer_id)
+            task.heartbeat.hold_messages((mid, a) for mid, a, _ in messages)
+            for mid, message_attempt, claimed in messages:
+                _send(task, mid, message_attempt, claimed)
+            return outcomes
+        for timer_id, attempt in claims:
+            if task.heartbeat.lost_timer(timer_id):
+                outcomes.append("stale")
+                continue
+            outcome, messages = _fire(task, timer_id, attempt, chain_lease)
+            task.heartbeat.hold_messages((mid, a) for mid, a, _ in messages)
+            task.heartbeat.release_timer(timer_id)
+            outcomes.append(outcome)
+            for mid, message_attempt, claimed in messages:
+                _send(task, mid, message_attempt, claimed)
+    return outcomes
 
 
-def _fire(cf: Careflow, timer_id: int, attempt: int) -> tuple[str, int | None]:
+class Task:
+    """What one worker task shares: a database connection, connector lookups, a lease heartbeat.
+
+    Every transaction of the task still commits on its own; they only run on one pooled
+    connection, checked out (and pinged) once per task instead of once per transaction. The
+    heartbeat has a connection of its own.
+    """
+
+    def __init__(self, cf: Careflow, lease: timedelta):
+        self.cf = cf
+        self.lease = lease
+        self.resolve = TaskResolve(cf.resolve)
+        self.heartbeat = Heartbeat(cf.sessions, lease, wall_now)
+        self.report = DispatchReport()
+        self._connection: Any = None
+
+    def __enter__(self) -> Task:
+        self._connection = self.cf.db.connect()
+        self.sessions = sessionmaker(bind=self._connection, expire_on_commit=False)
+        self.heartbeat.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            self.heartbeat.__exit__(*exc)
+        finally:
+            self._connection.close()
+
+    @contextmanager
+    def transition(self) -> Iterator[Session]:
+        """``Careflow.transition`` on the task's connection: one step, committed whole or not at all."""
+        with self.sessions.begin() as session:
+            yield session
+            crash_point("before_step_tx_commit")
+        crash_point("after_step_tx_commit")
+
+
+def _claimed(session: Session, claims: list[tuple[int, int]]) -> list[tuple[int, int, Claimed]]:
+    """The messages just claimed in this transaction, read once here so sending does not read them again."""
+    if not claims:
+        return []
+    rows = {r.id: r for r in session.scalars(select(OutboxMessage).where(OutboxMessage.id.in_([m for m, _ in claims])))}
+    out = []
+    for mid, attempt in claims:
+        row = rows[mid]
+        customer = session.get(Customer, row.customer_id) if row.customer_id is not None else None
+        claimed = Claimed.of(row, customer)
+        # The claim's UPDATE ran without syncing loaded rows: the attempt is the claim's.
+        out.append((mid, attempt, Claimed(replace(claimed.message, attempt=attempt), claimed.category, claimed.customer_id)))
+    return out
+
+
+def _fire(task: Task, timer_id: int, attempt: int, chain_lease: timedelta | None) -> tuple[str, list[tuple[int, int, Claimed]]]:
     for _ in range(FIRE_TRIES):
         try:
-            with cf.transition() as session:
-                rt = cf.runtime()
+            with task.transition() as session:
+                rt = task.cf.runtime()
                 claimed = session.execute(
                     update(Timer).where(Timer.id == timer_id, Timer.status == "pending", Timer.attempt == attempt)
                     .values(status="fired", fired_at=rt.now, lease_until=None).execution_options(synchronize_session=False)
                 ).rowcount
                 if claimed != 1:
-                    return "stale", None  # fired already, or the lease was taken over: the newer claim does it
+                    return "stale", []  # fired already, or the lease was taken over: the newer claim does it
                 timer = session.get(Timer, timer_id)
                 assert timer is not None
                 _log(session, "timer", timer_id, attempt, timer.instance_id)
                 instance = session.get(Instance, timer.instance_id)
                 if instance is None or instance.status != "running":
-                    return "fired", None
+                    return "fired", []
                 data = dict(timer.data)
                 data["scheduled_for"] = timer.due_at.isoformat()
                 deliver(session, rt, instance, ev.TimerFired(timer.token, int(data.get("gen", 0)), timer.kind, data))
-            return "fired", instance.id
+                messages: list[tuple[int, int, Claimed]] = []
+                if chain_lease is not None:
+                    # Claimed in the step's own transaction: the messages commit already claimed by
+                    # this worker (one commit less than claiming them after), and a crash before
+                    # they are sent leaves claims whose lease runs out, as any claim would.
+                    session.flush()
+                    messages = _claimed(session, claim_messages(session, rt.now, wall_now(), chain_lease,
+                                                                CHAINED_MESSAGES, instance.id))
+            return "fired", messages
         except StaleDataError:
             continue  # another worker advanced the instance first: fire on its fresh state
         except EngineError as exc:
             # Rolled back: the timer stays pending and is claimed again once the lease ends.
             log.warning("timer %s could not fire: %s", timer_id, exc)
-            return "error", None
-    return "retry", None
+            return "error", []
+    return "retry", []
+
+
+class _OneByOne(Exception):
+    """This batch cannot be fired as one transaction (e.g. two timers of one instance)."""
+
+
+def _fire_batch(task: Task, claims: list[tuple[int, int]],
+                chain_lease: timedelta | None) -> tuple[list[str], list[tuple[int, int, Claimed]]] | None:
+    """Fire a batch of claimed timers in one transaction, or return None to fire them one by one.
+
+    The guarantees are those of one timer per transaction, since the batch commits or rolls back
+    whole: every timer is fenced by its attempt number in the first statement, every instance's
+    revision is checked when its row is written, the execution log and the messages' claims
+    commit with the state. Anything that would make one timer fail (an instance changed
+    meanwhile, a broken expression) rolls back the batch, and its timers are fired one by one.
+    """
+    try:
+        with task.transition() as session:
+            rt = task.cf.runtime()
+            fired = set(session.scalars(
+                update(Timer).where(tuple_(Timer.id, Timer.attempt).in_(claims), Timer.status == "pending")
+                .values(status="fired", fired_at=rt.now, lease_until=None)
+                .returning(Timer.id).execution_options(synchronize_session=False)))
+            timers = {t.id: t for t in session.scalars(select(Timer).where(Timer.id.in_(fired)))}
+            instance_ids = [t.instance_id for t in timers.values()]
+            if len(set(instance_ids)) != len(instance_ids):
+                raise _OneByOne  # the second timer must see what the first one did to the instance
+            instances = {i.id: i for i in session.scalars(select(Instance).where(Instance.id.in_(instance_ids)))}
+            customer_ids = {i.customer_id for i in instances.values() if i.customer_id is not None}
+            customers = {c.id: c for c in session.scalars(select(Customer).where(Customer.id.in_(customer_ids)))}
+            writes = Writes(session, batch=True)
+            outcomes, running = [], []
+            for timer_id, attempt in claims:
+                timer = timers.get(timer_id)
+                if timer is None:
+                    outcomes.append("stale")  # fired already, or the lease was taken over
+                    continue
+                outcomes.append("fired")
+                _log(session, "timer", timer_id, attempt, timer.instance_id)
+                instance = instances.get(timer.instance_id)
+                if instance is None or instance.status != "running":
+                    continue
+                data = dict(timer.data)
+                data["scheduled_for"] = timer.due_at.isoformat()
+                customer = customers.get(instance.customer_id) if instance.customer_id is not None else None
+                _run(session, rt, instance, flow_of_version(session, instance.flow_version_id), customer,
+                     ev.TimerFired(timer.token, int(data.get("gen", 0)), timer.kind, data), writes)
+                running.append(instance.id)
+            writes.flush()
+            messages: list[tuple[int, int, Claimed]] = []
+            if chain_lease is not None and running:
+                session.flush()
+                messages = _claimed(session, claim_messages(session, rt.now, wall_now(), chain_lease,
+                                                            CHAINED_MESSAGES * len(running), running))
+        return outcomes, messages
+    except (_OneByOne, StaleDataError, EngineError) as exc:
+        log.debug("batch of %d timers fired one by one: %r", len(claims), exc)
+        return None
 
 
 @dataclass
@@ -374,10 +536,45 @@ class MessageFence:
 
 def run_message(cf: Careflow, message_id: int, attempt: int, lease: timedelta | None = None) -> DispatchReport:
     """Send one claimed outbox message, if the claim is still this attempt's."""
-    report = DispatchReport()
-    fence = MessageFence(attempt, lease or Settings.from_env().lease)
-    _deliver_one(cf.sessions, cf.runtime, cf.resolve, message_id, report, fence=fence)
-    return report
+    return run_messages(cf, [(message_id, attempt)], lease)
+
+
+def run_messages(cf: Careflow, claims: list[tuple[int, int]], lease: timedelta | None = None) -> DispatchReport:
+    """Send a batch of claimed messages one after the other, renewing the leases of those still waiting."""
+    with Task(cf, lease or Settings.from_env().lease) as task:
+        task.heartbeat.hold_messages(claims)
+        for mid, attempt in claims:
+            _send(task, mid, attempt)
+    return task.report
+
+
+class TaskResolve:
+    """``cf.resolve`` remembered for the length of one task: its messages mostly share a connector.
+
+    One lookup (a query and its transaction) per connector and task instead of one per message.
+    A configuration an admin changes meanwhile applies from the next task on, a few seconds later.
+    A lookup inside the caller's transaction (``session`` given) is never remembered.
+    """
+
+    def __init__(self, resolve: Resolve):
+        self.resolve = resolve
+        self._known: dict[str, Any] = {}
+
+    def __call__(self, name: str, session: Session | None = None) -> Any:
+        if session is not None:
+            return self.resolve(name, session)
+        if name not in self._known:
+            self._known[name] = self.resolve(name)
+        return self._known[name]
+
+
+def _send(task: Task, mid: int, attempt: int, claimed: Claimed | None = None) -> None:
+    try:
+        if not task.heartbeat.lost_message(mid):  # taken over while it waited: the newer claim sends it
+            _deliver_one(task.sessions, task.cf.runtime, task.resolve, mid, task.report,
+                         fence=MessageFence(attempt, task.lease), claimed=claimed)
+    finally:
+        task.heartbeat.release_message(mid)
 
 
 __all__ = [
@@ -391,6 +588,8 @@ __all__ = [
     "reclaim_messages",
     "release",
     "run_message",
+    "run_messages",
     "run_timer",
+    "run_timers",
     "wall_now",
 ]

@@ -26,8 +26,16 @@ SECRET_KEYS = frozenset({"password", "password_hash", "token", "secret", "secret
 _MAX_TEXT = 2000
 
 
+_SCALARS = frozenset({int, float, bool, type(None)})
+
+
 def scrub(value: Any) -> Any:
     """A copy of value with secrets masked and very long strings cut."""
+    kind = type(value)  # the common exact types first: isinstance against Mapping costs more than the copy
+    if kind is str:
+        return value if len(value) <= _MAX_TEXT else value[:_MAX_TEXT] + "…"
+    if kind in _SCALARS:
+        return value
     if isinstance(value, Mapping):
         return {str(k): ("••••" if str(k).lower() in SECRET_KEYS else scrub(v)) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

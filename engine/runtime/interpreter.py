@@ -185,7 +185,7 @@ class _Run:
 
     def handle(self, event: ev.Event) -> None:
         if isinstance(event, ev.Start):
-            self.state["vars"].update(copy.deepcopy(dict(event.data)))
+            self.state["vars"].update(_copied(dict(event.data)))
             self.log("instance_started", trigger=dict(event.trigger))
             self.new_token(self.flow.start, [])
         elif not self.running:
@@ -248,7 +248,7 @@ class _Run:
 
     def on_task_done(self, tid: str, token: dict[str, Any], step: Step, event: ev.TaskDone) -> None:
         wait = token["wait"]
-        answer = copy.deepcopy(dict(event.data))
+        answer = _copied(dict(event.data))
         self.state["vars"][step.result_name] = answer
         self.log("task_completed", step=step.id, token=tid, by=event.user, task=event.task_id)
         if wait.get("approval") == "all":
@@ -290,7 +290,7 @@ class _Run:
     def on_message(self, event: ev.Message) -> None:
         goal = self.flow.goal
         if goal and goal.event == event.name:
-            self.state["vars"][event.name] = copy.deepcopy(dict(event.data))
+            self.state["vars"][event.name] = _copied(dict(event.data))
             self.log("goal_event", event=event.name)
             self.finish(goal.outcome)
             return
@@ -299,7 +299,7 @@ class _Run:
             wait = token["wait"]
             if wait and wait["kind"] == "event" and wait["event"] == event.name:
                 matched = True
-                self.state["vars"][event.name] = copy.deepcopy(dict(event.data))
+                self.state["vars"][event.name] = _copied(dict(event.data))
                 self.log("event_received", event=event.name, step=token["step"], token=tid)
                 self.move(tid, self.flow.step(token["step"]).next or "")
         if not matched:
@@ -532,6 +532,20 @@ class _Run:
 
 
 LANGUAGES = frozenset({"zh", "en"})
+_ATOMS = frozenset({str, int, float, bool, type(None)})
+
+
+def _copied(value: Any) -> Any:
+    """``copy.deepcopy`` of event data: JSON values (dicts, lists, text, numbers) copied directly,
+    without deepcopy's per-object bookkeeping; anything else by deepcopy itself."""
+    kind = type(value)
+    if kind is dict:
+        return {key: _copied(item) for key, item in value.items()}
+    if kind is list:
+        return [_copied(item) for item in value]
+    if kind in _ATOMS:
+        return value
+    return copy.deepcopy(value)
 
 
 def _stored(value: Any) -> Any:

@@ -34,6 +34,7 @@ from engine import forms
 from engine.crashpoints import crash_point
 from engine.errors import Conflict, CustomerLookupError, InstanceLookupError, PermissionDenied, TaskLookupError
 from engine.runtime import events as ev
+from engine.store.rows import execute as execute_rows
 from engine.store import tasks as task_store
 from engine.store.definitions import flow_of_version, latest_flow
 from engine.store.instances import (
@@ -134,7 +135,7 @@ def complete_tasks(
     # any task was completed meanwhile, the batch fails (and its caller retries it one by one).
     params = [{"b_id": task_id, "b_by": username, "b_at": rt.now, "b_data": cleaned}
               for (task_id, _data, username), cleaned in zip(answers, cleaned_answers, strict=True)]
-    matched = session.connection().execute(_COMPLETE_OPEN_TASK, params).rowcount
+    matched = execute_rows(session.connection(), _COMPLETE_OPEN_TASK, params).rowcount
     if matched != len(params):
         raise Conflict(f"{len(params) - matched} task(s) of this batch were completed by someone else")
     for (task_id, _data, username), cleaned in zip(answers, cleaned_answers, strict=True):

@@ -35,6 +35,7 @@ from engine.runtime import events as ev
 from engine.runtime.interpreter import Context, Outcome, advance, start_state
 from engine.runtime.state import Status
 from engine.store import customers as cust
+from engine.store.rows import execute as execute_rows
 from engine import forms
 from engine.store.definitions import flow_of_version, latest_flow, latest_form
 from engine.store.models import (
@@ -112,7 +113,7 @@ class Writes:
         Only values that differ from the loaded ones count, as in an ORM flush: an instance that
         an event left as it was is not written, and its revision stays.
         """
-        loaded = inspect(obj).dict
+        loaded = obj.__dict__  # the ORM's loaded values (inspect(obj).dict is this dict)
         new = {key: value for key, value in values.items() if key not in loaded or loaded[key] != value}
         if not new:
             return
@@ -172,14 +173,14 @@ class Writes:
                 self.session.execute(op.statement)
                 continue
             if isinstance(op, _Updates):
-                conn.execute(op.statement, op.params if len(op.params) > 1 else op.params[0])
+                execute_rows(conn, op.statement, op.params)
                 if op.then:
                     _sync_loaded(self.session, op.then)
                 continue
-            table, rows = op
-            conn.execute(_insert_into(table), rows)
+            table, added = op
+            execute_rows(conn, _insert_into(table), added)
             if table is OUTBOX:
-                for _row in rows:
+                for _row in added:
                     crash_point("after_outbox_insert")
 
 
@@ -196,21 +197,21 @@ class _Change:
 def _write_changes(conn: Any, table: Table, keys: tuple[str, ...], versioned: bool, group: list[_Change]) -> None:
     """One UPDATE by id (executemany for several objects); versioned rows check their revision."""
     statement = _update_by_id(table, keys, versioned)
-    rows = []
+    params_list = []
     for change in group:
         params = {f"v_{key}": value for key, value in change.values.items()}
         params["b_id"] = change.obj.id
         if versioned:
             revision = change.obj.revision
             params["b_revision"], params["v_revision"] = revision, revision + 1
-        rows.append(params)
-    matched = conn.execute(statement, rows if len(rows) > 1 else rows[0]).rowcount
+        params_list.append(params)
+    matched = execute_rows(conn, statement, params_list).rowcount
     if not versioned:
         return
-    if matched != len(rows):
+    if matched != len(params_list):
         # What the ORM raises: a row was changed (or deleted) by another transaction. Both SQLite and
         # psycopg report the rows matched by an executemany in total (sane multi-row count).
-        raise StaleDataError(f"UPDATE statement on table '{table.name}' expected to update {len(rows)} row(s); "
+        raise StaleDataError(f"UPDATE statement on table '{table.name}' expected to update {len(params_list)} row(s); "
                              f"{matched} were matched.")
     for change in group:
         set_committed_value(change.obj, "revision", change.obj.revision + 1)
@@ -485,8 +486,7 @@ def _insert_instance(session: Session, columns: dict[str, Any]) -> Instance:
     ``columns`` names every column but the id, so nothing of the object is left to load.
     """
     session.flush()  # as the ORM would: the caller's pending rows (a new customer...) go first
-    instance = Instance(id=session.connection().execute(_INSERT_INSTANCE, columns).scalar_one(), **columns)
-    make_transient_to_detached(instance)
+    instance = _as_loaded(session.connection().execute(_INSERT_INSTANCE, columns).scalar_one(), columns)
     session.add(instance)
     written_here(session, instance, inserted=True)
     return instance
@@ -498,12 +498,26 @@ def insert_instances(session: Session, rows: list[dict[str, Any]]) -> list[Insta
     ids = session.connection().execute(_INSERT_INSTANCES, rows).scalars().all()
     instances = []
     for instance_id, columns in zip(ids, rows, strict=True):
-        instance = Instance(id=instance_id, **columns)
-        make_transient_to_detached(instance)
+        instance = _as_loaded(instance_id, columns)
         session.add(instance)
         written_here(session, instance, inserted=True)
         instances.append(instance)
     return instances
+
+
+def _as_loaded(instance_id: int, columns: dict[str, Any]) -> Instance:
+    """The Instance object of a row just inserted, as if loaded: detached, no pending changes.
+
+    The values go straight into the object's __dict__, where loading puts them, instead of through
+    the constructor's instrumented setattr calls, whose change history make_transient_to_detached
+    then discards (four times the cost, for the same object).
+    """
+    instance = Instance()
+    loaded = instance.__dict__
+    loaded.update(columns)
+    loaded["id"] = instance_id
+    make_transient_to_detached(instance)
+    return instance
 
 
 def get_instance(session: Session, instance_id: int) -> Instance:

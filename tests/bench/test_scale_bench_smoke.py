@@ -37,3 +37,13 @@ def test_scale_benchmark_quick_reports_every_figure(postgres_url: str) -> None:
     for key in KEYS:
         assert isinstance(figures[key], (int, float)) and figures[key] > 0, (key, figures.get(key))
     assert figures["duplicate_steps"] == 0 and figures["duplicate_sends"] == 0
+    assert set(figures["cpu_ms_per_transition_by_workers"]) == {"1", "2", "4"}
+    [offered] = figures["latency_by_rate"]  # --quick: one rate, 60 % of the 4-worker throughput
+    assert offered["offered_per_s"] > 0 and offered["achieved_per_s"] > 0 and offered["p99_ms"] >= offered["p50_ms"] > 0
+    assert isinstance(figures["goal_1000_per_s_p99_under_2s"], bool) and figures["max_sustained_rate_per_s"] >= 0
+    # Where the time goes, single claims against batches: the batch fires in fewer statements and commits.
+    single, batched = figures["breakdown_ms_per_instance"]["1"], figures["breakdown_ms_per_instance"]["10"]
+    for split in (single, batched):
+        assert split["fire"]["ms"] > 0 and split["send"]["ms"] > 0 and split["cpu_ms"] > 0
+    assert batched["fire"]["statements"] < single["fire"]["statements"]
+    assert batched["fire"]["commits"] < single["fire"]["commits"] == 1

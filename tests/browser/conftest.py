@@ -14,6 +14,7 @@ import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +26,15 @@ from engine.core import Careflow
 from engine.demo import DEMO_PASSWORD, seed
 from tests.conftest import START, make_careflow
 from tests.support.fakes import RecordingProvider
+
+#: ``make screenshots`` sets CAREFLOW_SCREENSHOTS=1 to refresh the pictures the docs show.
+DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
+
+
+def screenshot_folder() -> Path | None:
+    """Where the docs' screenshots go: docs/images under ``make screenshots``, nowhere otherwise."""
+    return DOCS_IMAGES if os.environ.get("CAREFLOW_SCREENSHOTS") == "1" else None
+
 
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                "--disable-component-update", "--disable-sync"]

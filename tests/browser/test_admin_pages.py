@@ -1,13 +1,12 @@
 """The admin pages in chromium: attaching an SMTP connector whose test mail reaches a real
 aiosmtpd server, an instance moving on its diagram, and every admin page in both languages.
 
-Set CAREFLOW_SCREENSHOTS=<folder> to save screenshots of the main admin pages there
+Set CAREFLOW_SCREENSHOTS=1 (``make screenshots``) to refresh the screenshots of the main admin pages in docs/images
 (docs/images holds the committed ones).
 """
 
 from __future__ import annotations
 
-import os
 import socket
 from email import message_from_bytes
 from email.header import decode_header, make_header
@@ -18,7 +17,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from playwright.sync_api import expect
 
-from tests.browser.conftest import Site, open_page, sign_in
+from tests.browser.conftest import Site, open_page, screenshot_folder, sign_in
 from tests.support.pagetext import untranslated
 
 
@@ -127,7 +126,7 @@ def test_every_admin_page_loads_in_both_languages_without_errors(browser: Any, s
 
     instance_id = site.complaint_ids[-1]
     import_id = Importer(site.cf).plan(MESSY.read_bytes(), MESSY.name, by="admin")["id"]
-    shots = os.environ.get("CAREFLOW_SCREENSHOTS")
+    shots = screenshot_folder()
     context, page, watch = open_page(browser, lang)
     try:
         sign_in(page, site, "admin")
@@ -140,8 +139,7 @@ def test_every_admin_page_loads_in_both_languages_without_errors(browser: Any, s
             assert page.locator("h1").count() == 1, path
             assert untranslated(page.content(), lang) == [], path
             if shots and template in SCREENSHOTS:
-                Path(shots).mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(Path(shots) / f"{SCREENSHOTS[template]}.{lang}.png"), full_page=True)
+                page.screenshot(path=str(shots / f"{SCREENSHOTS[template]}.{lang}.png"), full_page=True)
         assert not watch.errors, watch.errors
     finally:
         context.close()

@@ -279,7 +279,11 @@ def test_an_invalid_edit_shows_its_problem_on_the_node(browser: Any, site: Site,
         assert "greet" in page.locator("#dry-run-result").inner_text()
         page.locator("#dry-run").scroll_into_view_if_needed()
         page.screenshot(path=str(images(tmp_path) / "designer-dry-run.en.png"), full_page=False)
+        # the edits are not published (the text now has a layout block): leaving asks first
+        asked: list[str] = []
+        page.on("dialog", lambda dialog: (asked.append(dialog.type), dialog.accept()))
         response = page.goto(site.url + "/admin/designer/no_such_flow")
+        assert asked == ["beforeunload"]
         assert response is not None and response.status == 404
         assert not watch.errors, watch.errors
     finally:

@@ -1,22 +1,19 @@
 """The form designer in chromium: build a form with a conditional field, reorder it by dragging,
 watch the preview follow, save it; then use it in a task and answer it in the inbox.
 
-Set CAREFLOW_SCREENSHOTS=<folder> to save the designer's screenshots there (docs/images holds the
-committed ones).
+Set CAREFLOW_SCREENSHOTS=1 (``make screenshots``) to refresh the designer's screenshots in docs/images.
 """
 
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 from playwright.sync_api import expect
 from sqlalchemy import select
 
 from engine.store.models import FormVersion, Task
-from tests.browser.conftest import Site, open_page, sign_in
+from tests.browser.conftest import Site, open_page, screenshot_folder, sign_in
 
 FLOW = """
 id: contact_again_flow
@@ -35,10 +32,9 @@ steps:
 
 
 def shot(page: Any, name: str) -> None:
-    folder = os.environ.get("CAREFLOW_SCREENSHOTS")
+    folder = screenshot_folder()
     if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / name), full_page=True)
+        page.screenshot(path=str(folder / name), full_page=True)
 
 
 def add_field(page: Any, key: str, type_: str, zh: str, en: str, required: bool = False) -> None:
@@ -120,7 +116,7 @@ def test_build_a_conditional_form_save_it_and_answer_it_in_the_inbox(page: Any, 
     with site.cf.session() as s:
         versions = list(s.scalars(select(FormVersion).where(FormVersion.form_id == "contact_again")))
     assert [v.version for v in versions] == [1]
-    if os.environ.get("CAREFLOW_SCREENSHOTS"):  # the English page for docs/designer.en.md
+    if screenshot_folder():  # the English page for docs/designer.en.md
         context, english, _watch = open_page(browser, "en")
         sign_in(english, site, "ops")
         english.goto(site.url + "/admin/forms/contact_again/design")

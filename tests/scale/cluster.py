@@ -84,6 +84,8 @@ class Cluster:
     schedulers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _logs: list[IO[bytes]] = field(default_factory=list)
     worker_names: list[str] = field(default_factory=list)
+    #: More environment for every scheduler and worker (e.g. a slow provider, a task batch size).
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -108,6 +110,7 @@ class Cluster:
             "CAREFLOW_QUEUE": self.queue,
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
         })
+        env.update(self.extra_env)
         return env
 
     def _spawn(self, args: Sequence[str], name: str) -> subprocess.Popen[bytes]:
@@ -191,6 +194,17 @@ class Cluster:
                 conn.default_channel.queue_delete(self.queue)
         except Exception:
             pass
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the live schedulers and workers used so far, from /proc (Linux)."""
+        total = 0.0
+        for p in self.workers + self.schedulers:
+            try:
+                fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
 
     def dead(self) -> list[str]:
         """Processes that exited although nobody stopped them (a crash is a test failure)."""

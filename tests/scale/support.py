@@ -17,6 +17,7 @@ attempt) would mean two workers sent for one claim, which fencing must make impo
 from __future__ import annotations
 
 import os
+import time
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,6 +41,9 @@ class LoggingProvider:
 
     def __init__(self) -> None:
         self.ledger = os.environ.get("CAREFLOW_SCALE_LEDGER")
+        # A slow provider (``CAREFLOW_SCALE_SLOW_SECONDS``): the request is logged, then the answer
+        # takes this long, like an SMTP server that accepts the connection and stalls.
+        self.slow = float(os.environ.get("CAREFLOW_SCALE_SLOW_SECONDS") or 0)
 
     def send(self, message: Message, settings: Mapping[str, Any]) -> Delivery:
         if self.ledger:
@@ -48,6 +52,8 @@ class LoggingProvider:
                 os.write(fd, f"{message.effect_key}\t{message.attempt}\t{os.getpid()}\n".encode())
             finally:
                 os.close(fd)
+        if self.slow:
+            time.sleep(self.slow)
         return Delivery(provider_ref=f"log-{message.effect_key}")
 
 

@@ -143,15 +143,15 @@ class Broker:
         self.timers: list[tuple[int, int]] = []
         self.messages: list[tuple[int, int]] = []
 
-    def fire_timer(self, timer_id: int, attempt: int) -> None:
+    def fire_timers(self, claims: list[tuple[int, int]]) -> None:
         if self.down:
             raise ConnectionError("broker down")
-        self.timers.append((timer_id, attempt))
+        self.timers.extend(claims)
 
-    def deliver_message(self, message_id: int, attempt: int) -> None:
+    def deliver_messages(self, claims: list[tuple[int, int]]) -> None:
         if self.down:
             raise ConnectionError("broker down")
-        self.messages.append((message_id, attempt))
+        self.messages.extend(claims)
 
 
 def test_when_the_broker_is_down_the_claims_are_handed_back_and_published_when_it_returns(cf: Careflow) -> None:
@@ -230,3 +230,71 @@ def test_work_is_published_only_by_the_scheduler_after_its_claim_commits_and_nev
     # The claim's transaction is closed (the ``with`` block ends) before ``_publish`` is called.
     claim_block_end = tick.index("            if not timers and not messages:")
     assert tick.index("self._publish(") > claim_block_end
+
+
+def test_a_batch_of_timers_fires_in_one_transaction_fenced_per_timer_and_sends_each_message_once(
+        cf: Careflow, tmp_path: Any) -> None:
+    from engine.scale import run_timers
+
+    start(cf, 5)
+    cf.clock.set(DUE)  # type: ignore[attr-defined]
+    wall = wall_now()
+    first = claim(cf, "timer", wall)
+    taken = claim(cf, "timer", wall + LEASE + timedelta(seconds=1), limit=1)  # one claim was taken over meanwhile
+    outcomes = run_timers(cf, first, settings=Settings(lease=LEASE))
+    assert outcomes == ["stale", "fired", "fired", "fired", "fired"]
+    assert run_timers(cf, first) == ["stale"] * 5  # the broker delivers the batch again: nothing happens
+    assert run_timers(cf, taken) == ["fired"]
+    with cf.sessions() as s:
+        assert s.scalars(select(Instance.status)).all() == ["completed"] * 5
+        assert sorted(s.scalars(select(OutboxMessage.status))) == ["sent"] * 5
+    assert sorted(executions(cf, "timer")) == sorted([*first[1:], *taken])
+    assert [a for _, a in executions(cf, "message")] == [1] * 5
+    assert sum(ledger_counts(tmp_path / "ledger.tsv").values()) == 5
+
+
+TWO_WAITS = """
+id: two_waits
+name: {zh: 两个等待, en: Two waits}
+triggers:
+  - type: manual
+enrollment:
+  concurrent: unlimited
+  reenroll: always
+steps:
+  - id: fan_out
+    type: parallel
+    branches: [wait_a, wait_b]
+  - id: wait_a
+    type: wait
+    duration: {days: 1}
+    next: meet
+  - id: wait_b
+    type: wait
+    duration: {days: 1}
+    next: meet
+  - id: meet
+    type: join
+    next: done
+  - id: done
+    type: end
+"""
+
+
+def test_a_batch_with_two_timers_of_one_instance_fires_both_and_the_join_completes_it(cf: Careflow, tmp_path: Any) -> None:
+    from engine.scale import run_timers
+
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    (flows / "two_waits.yaml").write_text(TWO_WAITS, encoding="utf-8")
+    cf.deploy([flows])
+    with cf.transition() as s:
+        instance_id = start_instance(s, cf.runtime(), "two_waits", trigger={"type": "manual"}).id
+    cf.clock.set(DUE)  # type: ignore[attr-defined]
+    claims = claim(cf, "timer", wall_now())
+    assert len(claims) == 2
+    # The second timer must see the join state the first one left: not one transaction for both.
+    assert run_timers(cf, claims, settings=Settings(lease=LEASE)) == ["fired", "fired"]
+    with cf.sessions() as s:
+        assert s.get(Instance, instance_id).status == "completed"  # type: ignore[union-attr]
+    assert sorted(executions(cf, "timer")) == sorted(claims)

@@ -20,6 +20,7 @@
   var palette = { steps: [], triggers: [], forms: [], connectors: [], roles: [] };
   var flow = {};            // the flow's own settings (graph.flow)
   var source = "";          // the YAML the page shows and sends back (keeps comments)
+  var published = null;    // the YAML as opened or last published: leaving with other text asks first
   var order = [];           // step ids in YAML order
   var selected = null;      // selected node id, or null for the flow settings
   var lastSent = null;      // signature of the graph last sent or received
@@ -469,6 +470,7 @@
         var d = answer.data;
         status(d.changed === false ? t("not_changed", { version: d.version }) : t("published", { flow: d.flow, version: d.version }));
         root.setAttribute("data-published", d.flow + ":" + d.version);
+        published = source;
       } else {
         showProblems((answer.data && answer.data.problems) || []);
         status(answer.data && answer.data.problems ? t("fix_first") : t("request_failed", { status: answer.status }));
@@ -663,6 +665,10 @@
       if (selected === e.data.id) { select(null); }
     });
     document.getElementById("yaml").addEventListener("input", yamlChanged);
+    window.addEventListener("beforeunload", function (e) {
+      // the browser shows its own "leave site?" question; the text is not ours to choose
+      if (published !== null && source !== published) { e.preventDefault(); e.returnValue = ""; }
+    });
     document.getElementById("auto-layout").addEventListener("click", autoLayout);
     document.getElementById("show-flow-settings").addEventListener("click", function () { select(null); lf.clearSelectElements(); });
     document.getElementById("toggle-dry-run").addEventListener("click", function () {
@@ -686,13 +692,13 @@
       setPalette();
       if (!URLS.source) {
         flow = { id: "new_flow", name: { zh: "新流程", en: "New flow" }, timezone: "Asia/Shanghai", triggers: [{ type: "manual" }] };
-        source = "";
+        source = published = "";
         start({ flow: flow, nodes: [], edges: [] }, []);
         return null;
       }
       return request(URLS.source).then(function (src) {
         if (src.status !== 200) { status(t("request_failed", { status: src.status })); return null; }
-        source = readable = src.data.source;
+        source = readable = published = src.data.source;
         return request(URLS.graph, { source: source });
       }).then(function (answer2) {
         if (!answer2) { return; }
