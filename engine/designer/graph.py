@@ -25,11 +25,13 @@ from typing import Any
 
 from engine.errors import FlowInvalid, Problem
 from engine.designer.layout import layered
-from engine.flow.yaml_loader import Located, load_yaml
-from engine.problem_text import t
+from engine.flow.yaml_loader import Located, json_path, load_yaml
+from engine.problem_text import sane_number, t
 
 #: where problems in designer text say they are
 SOURCE = "designer"
+#: how far from the origin a node may be drawn
+COORDINATE_LIMIT = 10**7
 
 #: LogicFlow's built-in node shapes by step type (rect for the rest)
 SHAPES = {"decision": "diamond", "parallel": "diamond", "end": "circle", "wait": "ellipse"}
@@ -141,6 +143,14 @@ def read(text: str | bytes) -> Located:
                                     f"$.steps[{i}].id"))
         else:
             seen[sid] = i
+    layout = data.get("layout")
+    if isinstance(layout, dict):
+        for sid, point in layout.items():
+            # A point the canvas cannot place (.inf, .nan, 1e999) is refused; other shapes are ignored.
+            if _is_pair(point) and not all(sane_number(v, COORDINATE_LIMIT) for v in point):
+                line, col = located.position(("layout", sid))
+                problems.append(Problem(SOURCE, line, col, t("designer.layout_point", id=str(sid), value=repr(point)[:60],
+                                                             limit=COORDINATE_LIMIT), json_path(("layout", sid))))
     if problems:
         raise FlowInvalid(problems)
     return located
@@ -197,6 +207,10 @@ def graph_of(data: Mapping[str, Any], lang: str = "zh") -> dict[str, Any]:
     return {"flow": flow, "nodes": nodes, "edges": edges}
 
 
-def _is_point(value: Any) -> bool:
+def _is_pair(value: Any) -> bool:
     return (isinstance(value, list) and len(value) == 2
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
+
+
+def _is_point(value: Any) -> bool:
+    return _is_pair(value) and all(sane_number(v, COORDINATE_LIMIT) for v in value)

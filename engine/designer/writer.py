@@ -32,7 +32,8 @@ from ruamel.yaml.scalarstring import (
 )
 from ruamel.yaml.tokens import CommentToken
 
-from engine.designer.graph import EDGE_LABELS, ORDERED_KINDS, TRANSITION_KEYS
+from engine.designer.graph import COORDINATE_LIMIT, EDGE_LABELS, ORDERED_KINDS, TRANSITION_KEYS
+from engine.problem_text import render, sane_number, t
 
 MODELINE = "yaml-language-server: $schema=../engine/schemas/flow.schema.json"
 #: the order of top-level keys in a new flow (others follow, then steps and layout)
@@ -42,7 +43,13 @@ EXPRESSION_KEYS = frozenset({"when", "until", "customers", "expr"})
 
 
 class GraphInvalid(ValueError):
-    """The request's graph is not graph JSON at all (not a flow with problems: those are validated)."""
+    """The request's graph is not graph JSON at all (not a flow with problems: those are validated).
+
+    Its one argument is a :class:`~engine.problem_text.Text`: ``reason(lang)`` says it in zh or en.
+    """
+
+    def reason(self, lang: str) -> str:
+        return render(self.args[0], lang) if self.args else ""
 
 
 @dataclass
@@ -100,31 +107,42 @@ _EXPLICIT_START = re.compile(r"(?:[ \t]*(?:#[^\n]*)?\n)*---[ \t]*\n")
 
 def _check_graph(graph: Any) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     if not isinstance(graph, dict):
-        raise GraphInvalid("the graph must be an object with flow, nodes and edges")
+        raise GraphInvalid(t("designer.graph_object"))
     flow = graph.get("flow") or {}
     nodes = graph.get("nodes") or []
     edges = graph.get("edges") or []
     if not isinstance(flow, dict) or not isinstance(nodes, list) or not isinstance(edges, list):
-        raise GraphInvalid("flow must be an object, nodes and edges lists")
+        raise GraphInvalid(t("designer.graph_parts"))
     seen: set[str] = set()
     for i, node in enumerate(nodes):
         if not isinstance(node, dict) or not isinstance(node.get("id"), str) or not node["id"]:
-            raise GraphInvalid(f"nodes[{i}] needs an id")
+            raise GraphInvalid(t("designer.node_id", i=i))
         if node["id"] in seen:
-            raise GraphInvalid(f"nodes[{i}]: the id {node['id']!r} is used twice")
+            raise GraphInvalid(t("designer.node_twice", i=i, id=node["id"]))
         seen.add(node["id"])
         props = node.get("properties") or {}
         if not isinstance(props, dict) or not isinstance(props.get("step") or {}, dict):
-            raise GraphInvalid(f"nodes[{i}].properties.step must be an object")
+            raise GraphInvalid(t("designer.node_step", i=i))
         for key in ("x", "y"):
-            if not isinstance(node.get(key, 0), (int, float)) or isinstance(node.get(key), bool):
-                raise GraphInvalid(f"nodes[{i}].{key} must be a number")
+            value = node.get(key)
+            if value is not None and not sane_number(value, COORDINATE_LIMIT):
+                raise GraphInvalid(t("designer.node_number", i=i, key=key, limit=COORDINATE_LIMIT,
+                                     value=_shown(value)))
     for i, edge in enumerate(edges):
         if not isinstance(edge, dict) or not all(isinstance(edge.get(k), str) for k in ("sourceNodeId", "targetNodeId")):
-            raise GraphInvalid(f"edges[{i}] needs sourceNodeId and targetNodeId")
-        if not isinstance(edge.get("properties") or {}, dict):
-            raise GraphInvalid(f"edges[{i}].properties must be an object")
+            raise GraphInvalid(t("designer.edge_ends", i=i))
+        props = edge.get("properties") or {}
+        if not isinstance(props, dict):
+            raise GraphInvalid(t("designer.edge_properties", i=i))
+        order = props.get("order")
+        if isinstance(order, (int, float)) and not isinstance(order, bool) and not sane_number(order, COORDINATE_LIMIT):
+            raise GraphInvalid(t("designer.edge_order", i=i, limit=COORDINATE_LIMIT, value=_shown(order)))
     return flow, nodes, edges
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:39] + "…"
 
 
 def steps_of(nodes: list[dict[str, Any]], edges: list[dict[str, Any]], notes: list[dict[str, Any]],
