@@ -15,7 +15,7 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import jsonify, request
+from flask import current_app, jsonify, request
 from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import func, select
@@ -33,11 +33,15 @@ from engine.errors import FlowInvalid, FlowLookupError, FormInvalid
 from engine.flow.loader import content_hash, load_flow_text
 from engine.forms import load_form_text
 from engine.i18n import lang, localized
+from engine.problem_text import t
 from engine.roles import BUILTIN_ROLES
 from engine.store import definitions as defs
 from engine.store.models import ConnectorConfig, FlowVersion, FormVersion, Instance, User
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: the largest version number a request may ask for (a 32-bit integer column)
+MAX_VERSION = 2**31 - 1
 
 
 def _requires(operation: str) -> Callable[[F], F]:
@@ -70,8 +74,16 @@ def _refused(problems: list[dict[str, Any]]) -> Any:
     return jsonify({"problems": problems}), 422
 
 
-def _body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
+def _body() -> dict[str, Any] | Any:
+    """The request's JSON object, or a 422 answer naming what cannot be read (Infinity, 1e999...)."""
+    if not request.get_data(cache=True):
+        return {}
+    try:
+        # the app's JSON provider refuses NaN, Infinity and numbers beyond a float
+        body = current_app.json.loads(request.get_data(cache=True))
+    except ValueError as exc:
+        why = t("designer.body_json", detail=str(exc)[:120])
+        return _refused([_problem(why.render(lang()), "$")])
     return body if isinstance(body, dict) else {}
 
 
@@ -143,7 +155,14 @@ def designer_palette() -> Any:
 @bp.get("/designer/api/flows/<ident:flow_id>/source")
 @_requires("flows.read")
 def designer_source(flow_id: str) -> Any:
-    number = request.args.get("version", type=int)
+    raw = request.args.get("version")
+    number = None
+    if raw is not None:
+        # A version is a row number: anything else is the caller's mistake, not a database error.
+        number = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 10 else None
+        if number is None or not 1 <= number <= MAX_VERSION:
+            why = t("designer.version", limit=MAX_VERSION, value=repr(raw[:40]))
+            return _refused([_problem(why.render(lang()), "version")])
     with careflow().session() as s:
         if number is None:
             try:
@@ -161,7 +180,10 @@ def designer_source(flow_id: str) -> Any:
 @bp.post("/designer/api/graph")
 @_requires("flows.read")
 def designer_graph() -> Any:
-    source = _source(_body())
+    body = _body()
+    if not isinstance(body, dict):
+        return body
+    source = _source(body)
     if not isinstance(source, str):
         return source
     try:
@@ -175,13 +197,15 @@ def designer_graph() -> Any:
 @_requires("flows.read")
 def designer_yaml() -> Any:
     body = _body()
+    if not isinstance(body, dict):
+        return body
     original = _source(body, required=False)
     if not isinstance(original, str):
         return original
     try:
         written = to_yaml(body.get("graph"), original, lang())
     except GraphInvalid as exc:
-        return _refused([_problem(_("The graph cannot be read: %(why)s", why=str(exc)), "graph")])
+        return _refused([_problem(_("The graph cannot be read: %(why)s", why=exc.reason(lang())), "graph")])
     text = written.text
     try:
         graph = graph_of(read(text).data, lang())
@@ -201,13 +225,22 @@ def _running(s: Any, version: FlowVersion) -> int:
 @bp.post("/designer/api/changes")
 @_requires("flows.read")
 def designer_changes() -> Any:
-    source = _source(_body())
+    body = _body()
+    if not isinstance(body, dict):
+        return body
+    source = _source(body)
     if not isinstance(source, str):
         return source
     try:
-        new = read(source).data
+        text = read(source)
     except FlowInvalid as exc:
         return _refused([as_p(p, None, lang()) for p in exc.problems])
+    new = text.data
+    triggers = new.get("triggers")
+    if triggers is not None and not isinstance(triggers, list):
+        line, column = text.position(("triggers",))
+        why = t("designer.triggers_list", value=repr(triggers)[:40])
+        return _refused([{**_problem(why.render(lang()), "$.triggers"), "line": line, "column": column}])
     flow_id = new.get("id")
     if not isinstance(flow_id, str):
         return _refused([_problem(_("The flow needs an id."), "$.id")])
@@ -237,7 +270,10 @@ def designer_changes() -> Any:
 @bp.post("/designer/api/publish")
 @_requires("flows.deploy")
 def designer_publish() -> Any:
-    source = _source(_body())
+    body = _body()
+    if not isinstance(body, dict):
+        return body
+    source = _source(body)
     if not isinstance(source, str):
         return source
     try:

@@ -104,6 +104,16 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def sane_number(value: Any, limit: float) -> bool:
+    """A finite number (no bool) from -limit to limit: what coordinates and orders may be."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return -limit <= float(value) <= limit
+    except OverflowError:  # an int too large for a float
+        return False
+
+
 def _render(key: str, lang: str, params: Mapping[str, Any]) -> str:
     values = {k: (v.render(lang) if isinstance(v, Text) else v) for k, v in params.items()}
     return MESSAGES[key][lang].format(**values)
@@ -214,6 +224,32 @@ MESSAGES: dict[str, dict[str, str]] = {
     "designer.step_id": {"en": "every step needs an 'id' to be drawn", "zh": "每个步骤都需要 'id' 才能画出来"},
     "designer.duplicate_step": {"en": "duplicate step id {id!r}: rename one to draw the flow",
                                 "zh": "重复的步骤 id {id!r}：请重命名其中一个，才能画出流程"},
+    "designer.layout_point": {"en": "the position of step {id!r} must be [x, y] with numbers from -{limit} to {limit}, "
+                                     "not {value}",
+                               "zh": "步骤 {id!r} 的位置必须是 [x, y]，数值在 -{limit} 到 {limit} 之间，而不是 {value}"},
+    "designer.triggers_list": {"en": "'triggers' must be a list of triggers, not {value}",
+                               "zh": "'triggers' 必须是触发器的列表，而不是 {value}"},
+    "designer.version": {"en": "'version' must be a whole number from 1 to {limit}, not {value}",
+                         "zh": "'version' 必须是 1 到 {limit} 之间的整数，而不是 {value}"},
+    "designer.body_json": {"en": "the request is not JSON the designer can read: {detail}",
+                           "zh": "请求内容不是可读取的 JSON：{detail}"},
+    # -- graph JSON the page sends to be written as YAML (engine/designer/writer.py)
+    "designer.graph_object": {"en": "the graph must be an object with flow, nodes and edges",
+                              "zh": "流程图必须是包含 flow、nodes 和 edges 的对象"},
+    "designer.graph_parts": {"en": "flow must be an object, nodes and edges lists",
+                             "zh": "flow 必须是对象，nodes 和 edges 必须是列表"},
+    "designer.node_id": {"en": "nodes[{i}] needs an id", "zh": "nodes[{i}] 需要 id"},
+    "designer.node_twice": {"en": "nodes[{i}]: the id {id!r} is used twice", "zh": "nodes[{i}]：id {id!r} 用了两次"},
+    "designer.node_step": {"en": "nodes[{i}].properties.step must be an object",
+                           "zh": "nodes[{i}].properties.step 必须是对象"},
+    "designer.node_number": {"en": "nodes[{i}].{key} must be a number from -{limit} to {limit}, not {value}",
+                             "zh": "nodes[{i}].{key} 必须是 -{limit} 到 {limit} 之间的数字，而不是 {value}"},
+    "designer.edge_ends": {"en": "edges[{i}] needs sourceNodeId and targetNodeId",
+                           "zh": "edges[{i}] 需要 sourceNodeId 和 targetNodeId"},
+    "designer.edge_properties": {"en": "edges[{i}].properties must be an object",
+                                 "zh": "edges[{i}].properties 必须是对象"},
+    "designer.edge_order": {"en": "edges[{i}].properties.order must be a number from -{limit} to {limit}, not {value}",
+                            "zh": "edges[{i}].properties.order 必须是 -{limit} 到 {limit} 之间的数字，而不是 {value}"},
     # -- form files (engine/forms.py)
     "form.id": {"en": "the form id {id!r} (from the file name) must be letters, digits, '_' or '-'",
                 "zh": "表单 id {id!r}（取自文件名）只能包含字母、数字、'_' 或 '-'"},

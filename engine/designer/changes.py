@@ -127,8 +127,9 @@ def _edges(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Change]:
 
 
 def _triggers(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Change]:
-    before = [t for t in old.get("triggers") or [] if isinstance(t, dict)]
-    after = [t for t in new.get("triggers") or [] if isinstance(t, dict)]
+    # (a flow whose triggers are no list has none to compare: its text is refused before this)
+    before = [t for t in _list(old.get("triggers")) if isinstance(t, dict)]
+    after = [t for t in _list(new.get("triggers")) if isinstance(t, dict)]
     out = []
     for i in range(max(len(before), len(after))):
         was = before[i] if i < len(before) else None
@@ -145,6 +146,10 @@ def _triggers(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Change]:
         if now is not None:
             out.append(Change("added", "trigger", tid, _summary("added", "trigger", kind=str(now.get("type")))))
     return out
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _settings(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Change]:

@@ -11,23 +11,27 @@ graph (the page shows the problems on their nodes); only text that cannot be rea
 steps with distinct ids is refused with :class:`~engine.errors.FlowInvalid`.
 
 Transitions live only on edges, never in ``properties.step``: drawing or deleting an edge is the
-one way to change them. A transition value that is not a step id (``next: 5``) stays in
-``properties.step`` untouched, so even broken flows survive the round trip.
+one way to change them. A transition value that is not a step id (``next: 5``, or ``next: typo``
+naming no step) stays in ``properties.step`` untouched and draws no edge (an edge to a missing node
+breaks the canvas), so even broken flows survive the round trip and validation names the problem
+on the node.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from engine.errors import FlowInvalid, Problem
 from engine.designer.layout import layered
-from engine.flow.yaml_loader import Located, load_yaml
-from engine.problem_text import t
+from engine.flow.yaml_loader import Located, json_path, load_yaml
+from engine.problem_text import sane_number, t
 
 #: where problems in designer text say they are
 SOURCE = "designer"
+#: how far from the origin a node may be drawn
+COORDINATE_LIMIT = 10**7
 
 #: LogicFlow's built-in node shapes by step type (rect for the rest)
 SHAPES = {"decision": "diamond", "parallel": "diamond", "end": "circle", "wait": "ellipse"}
@@ -67,29 +71,37 @@ def edge_id(source: str, target: str, kind: str, order: int | None = None) -> st
     return Transition(source, target, kind, order).edge_id
 
 
-def split_step(step: Mapping[str, Any]) -> tuple[dict[str, Any], list[Transition]]:
-    """(the step's keys except ``id`` and its transitions, its transitions) of one YAML step."""
+def split_step(step: Mapping[str, Any], steps: Collection[str] | None = None) -> tuple[dict[str, Any], list[Transition]]:
+    """(the step's keys except ``id`` and its transitions, its transitions) of one YAML step.
+
+    With ``steps`` (the flow's step ids), a transition to anything else is no transition: it stays
+    in the keys, like a value that is no string.
+    """
     source = step.get("id")
     rest = {k: v for k, v in step.items() if k != "id"}
     out: list[Transition] = []
     if not isinstance(source, str):
         return rest, out
+
+    def target(value: Any) -> bool:
+        return isinstance(value, str) and (steps is None or value in steps)
+
     cases = rest.get("cases")
-    if _all(cases, lambda c: isinstance(c, dict) and set(c) <= {"when", "next"} and isinstance(c.get("next"), str)):
+    if _all(cases, lambda c: isinstance(c, dict) and set(c) <= {"when", "next"} and target(c.get("next"))):
         out += [Transition(source, c["next"], "case", i, c.get("when")) for i, c in enumerate(cases)]
         del rest["cases"]
     for key, kind in (("default", "default"), ("next", "next")):
-        if isinstance(rest.get(key), str):
+        if target(rest.get(key)):
             out.append(Transition(source, rest.pop(key), kind))
     for key, kind in (("branches", "branch"), ("send_back_to", "send_back_to")):
         targets = rest.get(key)
-        if _all(targets, lambda t: isinstance(t, str)):
+        if _all(targets, target):
             out += [Transition(source, t, kind, i) for i, t in enumerate(targets)]
             del rest[key]
     timeout = rest.get("on_timeout")
-    if isinstance(timeout, str):  # a wait step: where to go when it times out
+    if target(timeout):  # a wait step: where to go when it times out
         out.append(Transition(source, rest.pop("on_timeout"), "on_timeout"))
-    elif isinstance(timeout, dict) and isinstance(timeout.get("next"), str):  # a task: {after, next}
+    elif isinstance(timeout, dict) and target(timeout.get("next")):  # a task: {after, next}
         out.append(Transition(source, timeout["next"], "timeout_next"))
         rest["on_timeout"] = {k: v for k, v in timeout.items() if k != "next"}
     out.sort(key=lambda t: EDGE_KINDS.index(t.kind))
@@ -131,6 +143,14 @@ def read(text: str | bytes) -> Located:
                                     f"$.steps[{i}].id"))
         else:
             seen[sid] = i
+    layout = data.get("layout")
+    if isinstance(layout, dict):
+        for sid, point in layout.items():
+            # A point the canvas cannot place (.inf, .nan, 1e999) is refused; other shapes are ignored.
+            if _is_pair(point) and not all(sane_number(v, COORDINATE_LIMIT) for v in point):
+                line, col = located.position(("layout", sid))
+                problems.append(Problem(SOURCE, line, col, t("designer.layout_point", id=str(sid), value=repr(point)[:60],
+                                                             limit=COORDINATE_LIMIT), json_path(("layout", sid))))
     if problems:
         raise FlowInvalid(problems)
     return located
@@ -150,7 +170,8 @@ def to_graph(text: str | bytes, lang: str = "zh") -> dict[str, Any]:
 def graph_of(data: Mapping[str, Any], lang: str = "zh") -> dict[str, Any]:
     """The graph G of a loaded flow mapping."""
     steps: list[dict[str, Any]] = list(data.get("steps") or [])
-    split = [(step["id"], *split_step(step)) for step in steps]
+    ids = {step["id"] for step in steps}
+    split = [(step["id"], *split_step(step, ids)) for step in steps]
     order = [sid for sid, _rest, _out in split]
     start = data.get("start") if isinstance(data.get("start"), str) else (order[0] if order else None)
     successors = {sid: [t.target for t in out] for sid, _rest, out in split}
@@ -186,6 +207,10 @@ def graph_of(data: Mapping[str, Any], lang: str = "zh") -> dict[str, Any]:
     return {"flow": flow, "nodes": nodes, "edges": edges}
 
 
-def _is_point(value: Any) -> bool:
+def _is_pair(value: Any) -> bool:
     return (isinstance(value, list) and len(value) == 2
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
+
+
+def _is_point(value: Any) -> bool:
+    return _is_pair(value) and all(sane_number(v, COORDINATE_LIMIT) for v in value)

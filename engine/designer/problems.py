@@ -100,7 +100,9 @@ def place(path: str, data: Mapping[str, Any] | None) -> tuple[str | None, str | 
             ("timeout_next", None) if rest[1:2] == ["next"] else None)
     if wanted is None:
         return sid, None
-    for t in split_step(step)[1]:
+    # As drawn: a transition to a missing step is no edge, so its problem is the node's.
+    ids = {s["id"] for s in steps if isinstance(s, dict) and isinstance(s.get("id"), str)}
+    for t in split_step(step, ids)[1]:
         if (t.kind, t.order) == wanted:
             return sid, t.edge_id
     return sid, None

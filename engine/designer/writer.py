@@ -32,7 +32,8 @@ from ruamel.yaml.scalarstring import (
 )
 from ruamel.yaml.tokens import CommentToken
 
-from engine.designer.graph import EDGE_LABELS, ORDERED_KINDS, TRANSITION_KEYS
+from engine.designer.graph import COORDINATE_LIMIT, EDGE_LABELS, ORDERED_KINDS, TRANSITION_KEYS
+from engine.problem_text import render, sane_number, t
 
 MODELINE = "yaml-language-server: $schema=../engine/schemas/flow.schema.json"
 #: the order of top-level keys in a new flow (others follow, then steps and layout)
@@ -42,7 +43,13 @@ EXPRESSION_KEYS = frozenset({"when", "until", "customers", "expr"})
 
 
 class GraphInvalid(ValueError):
-    """The request's graph is not graph JSON at all (not a flow with problems: those are validated)."""
+    """The request's graph is not graph JSON at all (not a flow with problems: those are validated).
+
+    Its one argument is a :class:`~engine.problem_text.Text`: ``reason(lang)`` says it in zh or en.
+    """
+
+    def reason(self, lang: str) -> str:
+        return render(self.args[0], lang) if self.args else ""
 
 
 @dataclass
@@ -100,31 +107,42 @@ _EXPLICIT_START = re.compile(r"(?:[ \t]*(?:#[^\n]*)?\n)*---[ \t]*\n")
 
 def _check_graph(graph: Any) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     if not isinstance(graph, dict):
-        raise GraphInvalid("the graph must be an object with flow, nodes and edges")
+        raise GraphInvalid(t("designer.graph_object"))
     flow = graph.get("flow") or {}
     nodes = graph.get("nodes") or []
     edges = graph.get("edges") or []
     if not isinstance(flow, dict) or not isinstance(nodes, list) or not isinstance(edges, list):
-        raise GraphInvalid("flow must be an object, nodes and edges lists")
+        raise GraphInvalid(t("designer.graph_parts"))
     seen: set[str] = set()
     for i, node in enumerate(nodes):
         if not isinstance(node, dict) or not isinstance(node.get("id"), str) or not node["id"]:
-            raise GraphInvalid(f"nodes[{i}] needs an id")
+            raise GraphInvalid(t("designer.node_id", i=i))
         if node["id"] in seen:
-            raise GraphInvalid(f"nodes[{i}]: the id {node['id']!r} is used twice")
+            raise GraphInvalid(t("designer.node_twice", i=i, id=node["id"]))
         seen.add(node["id"])
         props = node.get("properties") or {}
         if not isinstance(props, dict) or not isinstance(props.get("step") or {}, dict):
-            raise GraphInvalid(f"nodes[{i}].properties.step must be an object")
+            raise GraphInvalid(t("designer.node_step", i=i))
         for key in ("x", "y"):
-            if not isinstance(node.get(key, 0), (int, float)) or isinstance(node.get(key), bool):
-                raise GraphInvalid(f"nodes[{i}].{key} must be a number")
+            value = node.get(key)
+            if value is not None and not sane_number(value, COORDINATE_LIMIT):
+                raise GraphInvalid(t("designer.node_number", i=i, key=key, limit=COORDINATE_LIMIT,
+                                     value=_shown(value)))
     for i, edge in enumerate(edges):
         if not isinstance(edge, dict) or not all(isinstance(edge.get(k), str) for k in ("sourceNodeId", "targetNodeId")):
-            raise GraphInvalid(f"edges[{i}] needs sourceNodeId and targetNodeId")
-        if not isinstance(edge.get("properties") or {}, dict):
-            raise GraphInvalid(f"edges[{i}].properties must be an object")
+            raise GraphInvalid(t("designer.edge_ends", i=i))
+        props = edge.get("properties") or {}
+        if not isinstance(props, dict):
+            raise GraphInvalid(t("designer.edge_properties", i=i))
+        order = props.get("order")
+        if isinstance(order, (int, float)) and not isinstance(order, bool) and not sane_number(order, COORDINATE_LIMIT):
+            raise GraphInvalid(t("designer.edge_order", i=i, limit=COORDINATE_LIMIT, value=_shown(order)))
     return flow, nodes, edges
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:39] + "…"
 
 
 def steps_of(nodes: list[dict[str, Any]], edges: list[dict[str, Any]], notes: list[dict[str, Any]],
@@ -303,9 +321,21 @@ def _update_steps(seq: CommentedSeq, steps: list[dict[str, Any]]) -> None:
         if isinstance(item, CommentedMap) and isinstance(item.get("id"), str):
             by_id.setdefault(item["id"], item)
     # Blank lines between steps belong to positions, not to steps: the i-th step gets what the
-    # i-th had, so moving the last step up does not move the end of the file with it.
-    tails = [_take_blank_tail(item) for item in old]
-    separator = next((t for t in tails[:-1] if t is not None), None)
+    # i-th had, so moving the last step up does not move the end of the file with it. Comment
+    # lines above a step belong to that step (ruamel keeps them on the step before it); those of
+    # a deleted step go to the next step that stays.
+    tails = [_take_tail(item) for item in old]
+    blanks: list[str | None] = []
+    above: dict[int, str] = {}
+    for i, lines in enumerate(tails):
+        if i == len(tails) - 1 or lines is None:
+            blanks.append(lines)
+            continue
+        blank = lines[:len(lines) - len(lines.lstrip("\n"))]
+        blanks.append(blank or None)
+        if lines[len(blank):]:
+            above[id(old[i + 1])] = lines[len(blank):]
+    separator = next((b for b in blanks[:-1] if b is not None), None)
     items: list[Any] = []
     for step in steps:
         found = by_id.pop(step["id"], None)
@@ -314,19 +344,34 @@ def _update_steps(seq: CommentedSeq, steps: list[dict[str, Any]]) -> None:
             items.append(found)
         else:
             items.append(_fresh_step(step))
+    kept = {id(i) for i in items}
+    carried = ""
+    for item in old:
+        if id(item) in kept:
+            if carried:
+                above[id(item)] = carried + above.get(id(item), "")
+            carried = ""
+        else:
+            carried += above.pop(id(item), "")
     if [id(i) for i in items] != [id(i) for i in old]:
         seq.clear()
         seq.ca.items.clear()
         seq.extend(items)
     for i, item in enumerate(items):
         if i == len(items) - 1:
-            token = tails[-1] if tails else None
-        elif i < len(tails) - 1:
-            token = tails[i]
+            lines = (blanks[-1] if blanks else None) or ""
+            lines += carried  # (comments of deleted steps at the end)
         else:
-            token = separator
-        if token is not None:
-            _put_tail(item, _copy_token(token))
+            lines = (blanks[i] if i < len(blanks) - 1 else separator) or ""
+            lines += above.get(id(items[i + 1]), "")
+        if lines:
+            _put_tail(item, lines)
+    if items and above.get(id(items[0])):
+        # A step that is now first keeps its comment above it, under `steps:`.
+        text = above[id(items[0])]
+        first = [CommentToken(text.lstrip(" "), CommentMark(len(text) - len(text.lstrip(" "))), None)]
+        before = seq.ca.comment[1] if seq.ca.comment and len(seq.ca.comment) > 1 and seq.ca.comment[1] else []
+        seq.ca.comment = [None, [*before, *first]]
 
 
 def _fresh_step(step: dict[str, Any]) -> CommentedMap:
@@ -362,7 +407,7 @@ def _anchored(node: Any) -> bool:
 
 
 def _update_map(old: CommentedMap, new: Mapping[str, Any], step_map: bool = False) -> None:
-    tail = _take_blank_tail(old)
+    tail = _take_tail(old)
     for key in [k for k in old if k not in new]:
         del old[key]
     for key, value in new.items():
@@ -379,7 +424,7 @@ def _update_map(old: CommentedMap, new: Mapping[str, Any], step_map: bool = Fals
 
 
 def _update_seq(old: CommentedSeq, new: list[Any], key: Any) -> None:
-    tail = _take_blank_tail(old)
+    tail = _take_tail(old)
     for i in range(min(len(old), len(new))):
         _assign(old, i, new[i])  # (an item replaced by a fresh map keeps the old one's style)
     while len(old) > len(new):
@@ -505,29 +550,43 @@ def _tail_token(node: Any, key: Any) -> Any:
     return entry[2] if isinstance(node, CommentedMap) else entry[0]
 
 
-def _take_blank_tail(node: Any) -> CommentToken | None:
-    """Remove and return the blank lines after a block collection (None if there are none or a comment)."""
+def _take_tail(node: Any) -> str | None:
+    """Remove and return the lines after a block collection: blank lines and whole-line comments.
+
+    ruamel keeps them on the collection's last key, so they would go with that key (or stay
+    behind it when it moves); an end-of-line comment belongs to its key and stays.
+    """
     slot = _tail_slot(node)
     if slot is None:
         return None
     parent, key = slot
     token = _tail_token(parent, key)
-    if token is None or not isinstance(getattr(token, "value", None), str) or token.value.strip("\n") != "":
+    if token is None or not isinstance(getattr(token, "value", None), str) or "\n" not in token.value:
         return None
-    entry = parent.ca.items[key]
-    entry[2 if isinstance(parent, CommentedMap) else 0] = None
-    if not any(entry):
-        del parent.ca.items[key]
-    return token
+    head, _nl, lines = token.value.partition("\n")
+    if head.strip():
+        token.value = head + "\n"
+    else:
+        entry = parent.ca.items[key]
+        entry[2 if isinstance(parent, CommentedMap) else 0] = None
+        if not any(entry):
+            del parent.ca.items[key]
+    return lines or None
 
 
-def _put_tail(node: Any, token: CommentToken) -> None:
+def _put_tail(node: Any, lines: str) -> None:
+    """Put lines taken with :func:`_take_tail` after a block collection (after what is there)."""
     slot = _tail_slot(node)
-    if slot is None:
+    if slot is None or not lines:
         return
     parent, key = slot
-    if _tail_token(parent, key) is not None:
-        return  # a comment is already there: leave it
+    token = _tail_token(parent, key)
+    if token is not None and isinstance(getattr(token, "value", None), str) and token.value.endswith("\n"):
+        token.value += lines
+        return
+    if token is not None:
+        return  # something ruamel keeps otherwise: leave it
+    token = CommentToken("\n" + lines, CommentMark(0), None)
     if isinstance(parent, CommentedMap):
         parent.ca.items.setdefault(key, [None, None, None, None])[2] = token
     else:
@@ -540,10 +599,6 @@ def _set_blank_tail(node: Any, blank: str) -> None:
         return
     token = _tail_token(*slot)
     if token is None:
-        _put_tail(node, CommentToken(blank, CommentMark(0), None))
+        _put_tail(node, blank[1:])
     elif isinstance(token.value, str) and token.value.endswith("\n") and not token.value.endswith("\n\n"):
         token.value += "\n"  # a comment ends the file: keep it, then a blank line
-
-
-def _copy_token(token: CommentToken) -> CommentToken:
-    return CommentToken(token.value, CommentMark(0), None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -132,13 +134,14 @@ def test_problems_and_unreadable_text(cf: Careflow, signed_in: Callable[..., Bro
 
     broken = NEW_FLOW.replace("next: done", "next: don")
     drawn = post(ops, "graph", {"source": broken}).get_json()
-    assert [(p["node"], p["edge"]) for p in drawn["problems"]] == [("note", "note->don:next")]
-    assert next(e for e in drawn["graph"]["edges"])["targetNodeId"] == "don"
+    # A transition to a missing step is no edge (the canvas cannot draw one): it stays on the step.
+    assert [(p["node"], p["edge"]) for p in drawn["problems"]] == [("note", None)]
+    assert drawn["graph"]["edges"] == [] and drawn["graph"]["nodes"][0]["properties"]["step"]["next"] == "don"
     assert drawn["graph"]["nodes"][0]["properties"]["kind"] == "action"
 
     refused = post(ops, "publish", {"source": broken})
     assert refused.status_code == 422
-    assert [(p["node"], p["edge"]) for p in refused.get_json()["problems"]] == [("note", "note->don:next")]
+    assert [(p["node"], p["edge"]) for p in refused.get_json()["problems"]] == [("note", None)]
     with cf.session() as s:
         assert "designer_hello" not in {v.flow_id for v in latest_flow_versions(s)}
 
@@ -219,3 +222,59 @@ def test_problems_in_the_signed_in_users_language(cf: Careflow, signed_in: Calla
     assert messages(chinese, "graph", TAB) == [("$.steps[0].params.text", 14, "缩进不能使用制表符（Tab）；请使用空格")]
     assert messages(english, "graph", TAB) == [
         ("$.steps[0].params.text", 14, "tab characters are not allowed for indentation; use spaces")]
+
+
+@SQLITE_ONLY
+def test_numbers_and_lists_out_of_range_are_refused_by_field(cf: Careflow, signed_in: Callable[..., Browser]) -> None:
+    ops = signed_in("ops")
+
+    def refused(response: Any) -> dict[str, Any]:
+        assert response.status_code == 422, response.get_data(as_text=True)
+        return response.get_json()["problems"][0]
+
+    problem = refused(post(ops, "changes", {"source": NEW_FLOW.replace("triggers:\n  - type: manual", "triggers: 5")}))
+    assert problem["path"] == "$.triggers" and "'triggers' must be a list" in problem["message"] and problem["line"] == 4
+    problem = refused(post(ops, "graph", {"source": NEW_FLOW + "layout: {note: [.inf, 0]}\n"}))
+    assert problem["path"] == "$.layout.note" and "inf" in problem["message"]
+    assert post(ops, "graph", {"source": NEW_FLOW + "layout: {note: [10, 20]}\n"}).status_code == 200
+
+    graph = post(ops, "graph", {"source": NEW_FLOW}).get_json()["graph"]
+    for bad in ("Infinity", "1e999", "NaN", "-Infinity"):
+        # JSON as a page could send it: the app's JSON refuses these, naming the value
+        body = json.dumps({"source": NEW_FLOW, "graph": {**graph, "nodes": [{**graph["nodes"][0], "x": "X"}]}})
+        response = ops.client.post("/admin/designer/api/yaml", data=body.replace('"x": "X"', f'"x": {bad}'),
+                                   content_type="application/json", headers={**ops.headers, "X-CSRFToken": ops.csrf})
+        assert bad.lstrip("-") in refused(response)["message"]
+    # ... and numbers too large to draw, which JSON can carry as integers
+    huge = {**graph, "nodes": [{**graph["nodes"][0], "x": 10**30}, *graph["nodes"][1:]]}
+    problem = refused(post(ops, "yaml", {"source": NEW_FLOW, "graph": huge}))
+    assert "nodes[0].x must be a number" in problem["message"] and str(10**30) in problem["message"]
+    ordered = copy.deepcopy(graph)
+    ordered["nodes"][0]["properties"]["kind"] = "parallel"
+    ordered["edges"][0]["properties"] = {"kind": "branch", "order": 10**400}
+    assert "edges[0].properties.order" in refused(post(ops, "yaml", {"source": NEW_FLOW, "graph": ordered}))["message"]
+
+    for version in (str(10**30), "0", "-1", "x"):
+        response = ops.get(f"/admin/designer/api/flows/complaint/source?version={version}")
+        assert response.status_code == 422 and response.get_json()["problems"][0]["path"] == "version"
+    assert ops.get("/admin/designer/api/flows/complaint/source?version=1").status_code == 200
+
+
+@SQLITE_ONLY
+def test_the_designers_own_problems_in_chinese(cf: Careflow, signed_in: Callable[..., Browser]) -> None:
+    zh = signed_in("ops", "zh")
+
+    def message(endpoint: str, body: Any) -> str:
+        response = post(zh, endpoint, body)
+        assert response.status_code == 422, response.get_data(as_text=True)
+        return response.get_json()["problems"][0]["message"]
+
+    assert message("graph", {"source": "id: x\nsteps:\n  - type: end\n"}) == "每个步骤都需要 'id' 才能画出来"
+    assert message("graph", {"source": "id: x\nsteps:\n  - {id: a, type: end}\n  - {id: a, type: end}\n"}) == (
+        "重复的步骤 id 'a'：请重命名其中一个，才能画出流程")
+    assert message("graph", {"source": "id: x\nsteps: 5\n"}) == "'steps' 必须是步骤的列表"
+    assert message("yaml", {"source": "", "graph": {"nodes": [{"id": "a"}, {"id": "a"}]}}) == (
+        "无法读取流程图：nodes[1]：id 'a' 用了两次")
+    assert message("changes", {"source": "id: x\ntriggers: {a: 1}\nsteps: []\n"}).startswith("'triggers' 必须是触发器的列表")
+    assert zh.get("/admin/designer/api/flows/complaint/source?version=0").get_json()["problems"][0]["message"] == (
+        "'version' 必须是 1 到 2147483647 之间的整数，而不是 '0'")

@@ -102,7 +102,8 @@ def test_problems_match_careflow_validate(tmp_path: Path) -> None:
         (p.line, p.column, p.message, p.path) for p in cli]
     by_path = {p["path"]: p for p in ours}
     case = by_path["$.steps[4].cases[0].next"]
-    assert (case["node"], case["edge"]) == ("severity", "severity->lead_reviw:case:0")
+    # A case to a missing step is no edge (the canvas cannot draw it): the problem is the node's.
+    assert (case["node"], case["edge"]) == ("severity", None)
     role = by_path["$.steps[5].escalation[0].to_role"]
     assert (role["node"], role["edge"]) == ("lead_review", None)
 
@@ -471,3 +472,88 @@ def test_changing_an_anchored_map_does_not_change_its_aliases() -> None:
     _node(graph, "a")["properties"]["step"]["params"] = {"text": "hello"}
     saved = load_yaml(_save(graph, source), "x").data
     assert [s.get("params") for s in saved["steps"]] == [{"text": "hello"}, {"text": "hi"}, None]
+
+
+TYPO = """id: typo
+name: Typo
+steps:
+  - id: a
+    type: set
+    values: {x: 1}
+    next: typo
+
+  - id: b
+    type: end
+"""
+
+
+def test_a_transition_to_a_missing_step_is_no_edge_and_survives_a_canvas_edit() -> None:
+    graph = to_graph(TYPO)
+    # An edge to a node that is not there breaks the canvas: the target stays on the step.
+    assert graph["edges"] == []
+    assert _node(graph, "a")["properties"]["step"]["next"] == "typo"
+    _node(graph, "b")["x"] = 700  # any canvas edit
+    saved = _save(graph, TYPO)
+    assert _without_layout(saved) == TYPO
+    places = {(p["node"], p["edge"]) for p in check(saved) if "typo" in p["message"]}
+    assert places == {("a", None)}
+
+
+def test_lists_and_timeouts_to_missing_steps_stay_on_the_step() -> None:
+    text = ("id: x\nsteps:\n  - id: d\n    type: decision\n    cases:\n      - when: \"true\"\n        next: nowhere\n"
+            "    default: e\n  - id: e\n    type: end\n")
+    graph = to_graph(text)
+    assert [e["id"] for e in graph["edges"]] == ["d->e:default"]
+    assert _node(graph, "d")["properties"]["step"]["cases"] == [{"when": "true", "next": "nowhere"}]
+    assert _without_layout(_save(graph, text)) == text
+
+
+SECTIONS = """id: sections
+name: Sections
+steps:
+  - id: a
+    type: set
+    values: {x: 1}
+    next: b
+
+  # section two
+  - id: b
+    type: set
+    values: {y: 2}
+    next: c
+
+  # section three
+  - id: c
+    type: end
+"""
+
+
+def test_a_comment_above_a_step_stays_when_the_connection_before_it_goes() -> None:
+    graph = to_graph(SECTIONS)
+    graph["edges"] = [e for e in graph["edges"] if e["id"] != "a->b:next"]
+    saved = _without_layout(_save(graph, SECTIONS))
+    assert saved == SECTIONS.replace("    next: b\n", "")
+
+
+def test_a_comment_above_a_step_stays_when_a_step_is_deleted() -> None:
+    graph = to_graph(SECTIONS)
+    graph["nodes"] = [n for n in graph["nodes"] if n["id"] != "b"]
+    graph["edges"] = [e for e in graph["edges"] if "b" not in (e["sourceNodeId"], e["targetNodeId"])]
+    saved = _without_layout(_save(graph, SECTIONS))
+    # a loses its next; the comment above c stays above c
+    assert "  # section three\n  - id: c\n" in saved
+    graph = to_graph(SECTIONS)
+    graph["nodes"] = [n for n in graph["nodes"] if n["id"] != "a"]
+    graph["edges"] = [e for e in graph["edges"] if "a" not in (e["sourceNodeId"], e["targetNodeId"])]
+    saved = _without_layout(_save(graph, SECTIONS))
+    assert "steps:\n  # section two\n  - id: b\n" in saved
+    assert "  # section three\n  - id: c\n" in saved
+
+
+def test_a_comment_above_a_step_moves_with_it() -> None:
+    graph = to_graph(SECTIONS)
+    graph["nodes"] = [_node(graph, "a"), _node(graph, "c"), _node(graph, "b")]
+    saved = _without_layout(_save(graph, SECTIONS))
+    assert "  # section three\n  - id: c\n" in saved
+    assert "  # section two\n  - id: b\n" in saved
+    assert saved.count("# section") == 2

@@ -140,17 +140,41 @@
 
   function signature(graph) { return JSON.stringify(graph); }
 
-  // Draws a graph that came from the server without echoing it back as a canvas edit.
+  // LogicFlow throws on a graph it cannot draw and then keeps parts of the old one: the canvas
+  // gets back what it showed before, whole, so it never sends a mix as the user's edit.
+  function render(canvas) {
+    var before = lf.getGraphRawData();
+    try {
+      lf.render(canvas);
+      return true;
+    } catch (e) {
+      try { lf.render(before); } catch (ignored) { lf.clearData(); }
+      return false;
+    }
+  }
+
+  // Draws a graph that came from the server without echoing it back as a canvas edit; false
+  // when the canvas cannot draw it (the canvas then shows the last graph it could).
   function showGraph(graph) {
+    if (!render(toCanvas(graph))) { return false; }
     flow = graph.flow || {};
     order = graph.nodes.map(function (n) { return n.id; });
-    lf.render(toCanvas(graph));
     accessible();
     marked = [];
     lastSent = signature(currentGraph());
     if (selected && !lf.getNodeModelById(selected)) { selected = null; }
     document.getElementById("designer-title").textContent = flow.id || "";
     renderPanel();
+    return true;
+  }
+
+  // A request that failed (network, a script error in its answer) must not stay rejected in
+  // `inflight`: Publish and Dry run wait for it.
+  function failed(mine) {
+    return function () {
+      if (mine === seq) { root.removeAttribute("data-busy"); }
+      status(t("request_failed", { status: 0 }));
+    };
   }
 
   function canvasChanged() {
@@ -185,7 +209,7 @@
       } else {
         status(t("request_failed", { status: answer.status }));
       }
-    });
+    }).catch(failed(mine));
   }
 
   function yamlChanged() {
@@ -205,10 +229,15 @@
       status("");
       source = text;
       yamlBroken = answer.status !== 200;
-      if (answer.status === 200) {
+      if (answer.status === 200 && !showGraph(answer.data.graph)) {
+        // the canvas cannot draw it: treated as unreadable text, so a canvas edit does not
+        // write the canvas' older graph over it
+        yamlBroken = true;
+        document.getElementById("yaml-error").textContent = t("yaml_invalid");
+        showProblems(answer.data.problems || []);
+      } else if (answer.status === 200) {
         readable = text;
         document.getElementById("yaml-error").textContent = "";
-        showGraph(answer.data.graph);
         showProblems(answer.data.problems || []);
       } else if (answer.data && answer.data.problems) {
         document.getElementById("yaml-error").textContent = t("yaml_invalid");
@@ -216,7 +245,7 @@
       } else {
         status(t("request_failed", { status: answer.status }));
       }
-    });
+    }).catch(failed(mine));
   }
 
   // Brings both sides up to date before publishing or a dry run: a pending YAML edit is read,
@@ -391,7 +420,7 @@
       });
     });
     graph.nodes.forEach(function (n) { n.x = at[n.id][0]; n.y = at[n.id][1]; });
-    lf.render(toCanvas(graph));
+    if (!render(toCanvas(graph))) { status(t("request_failed", { status: 0 })); return; }
     accessible();
     marked = [];
     showProblems(problems);
@@ -589,7 +618,11 @@
   }
 
   function start(graph, problemList) {
-    showGraph(graph);
+    if (!showGraph(graph)) {  // as for text the server cannot read: fixed in the YAML
+      yamlBroken = true;
+      readable = "";
+      document.getElementById("yaml-error").textContent = t("yaml_invalid");
+    }
     fit();
     document.getElementById("yaml").value = source;
     showProblems(problemList || []);
