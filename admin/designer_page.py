@@ -93,6 +93,7 @@ def strings() -> dict[str, str]:
         "choose_customer": _("Choose a customer."),
         "status.completed": _("completed"), "status.waiting": _("waiting"), "status.failed": _("failed"),
         "status.horizon": _("stopped at the horizon"),
+        "status.cancelled": _("cancelled"),
     }
 
 

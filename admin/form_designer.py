@@ -23,7 +23,7 @@ import json
 import re
 from typing import Any
 
-from flask import abort, jsonify, render_template, request, url_for
+from flask import abort, jsonify, make_response, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, select
@@ -92,6 +92,57 @@ def _check(design: dict[str, Any]) -> tuple[dict[str, Any], str, list[dict[str, 
     return schema, text, problems, (form if not problems else None)
 
 
+_SCALAR = (str, int, float, bool, type(None))
+_TEXT = (dict, type(None))
+# What each key of a design (and of its fields) may hold; the page always sends this shape.
+_DESIGN_SHAPE: dict[str, tuple[type, ...]] = {"id": (str, type(None)), "title": _TEXT, "description": _TEXT,
+                                             "order": (bool, type(None)), "fields": (list, type(None)),
+                                             "extra": _TEXT}
+_FIELD_SHAPE: dict[str, tuple[type, ...]] = {
+    "key": (str, type(None)), "type": (str, type(None)), "label": _TEXT, "help": _TEXT, "required": (bool, type(None)),
+    "options": (list, type(None)), "min": _SCALAR, "max": _SCALAR, "minLength": _SCALAR, "maxLength": _SCALAR,
+    "pattern": (str, type(None)), "show_if": _TEXT, "widget_explicit": (bool, type(None)), "extra": _TEXT,
+    "locked": (bool, type(None)),
+}
+
+
+def _shape_problem(field: str, what: str, value: Any) -> dict[str, Any]:
+    shown = json.dumps(value, ensure_ascii=False)
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    return {"field": field, "message": _("%(what)s cannot be %(value)s.", what=what, value=shown), "path": what,
+            "line": 0, "column": 0}
+
+
+def _shape_problems(design: dict[str, Any]) -> list[dict[str, Any]]:
+    """Values of the wrong JSON type in a design, each named by field, key and value."""
+    found = [_shape_problem("", name, design[name]) for name, kinds in _DESIGN_SHAPE.items()
+             if name in design and not isinstance(design[name], kinds)]
+    fields = design.get("fields")
+    for index, item in enumerate(fields if isinstance(fields, list) else []):
+        where = f"fields[{index}]"
+        if not isinstance(item, dict):
+            found.append(_shape_problem("", where, item))
+            continue
+        name = item.get("key") if isinstance(item.get("key"), str) and item.get("key") else f"#{index + 1}"
+        for key, kinds in _FIELD_SHAPE.items():
+            if key in item and not isinstance(item[key], kinds):
+                found.append(_shape_problem(name, f"{where}.{key}", item[key]))
+        for number, option in enumerate(item.get("options") if isinstance(item.get("options"), list) else []):
+            if not isinstance(option, dict):
+                found.append(_shape_problem(name, f"{where}.options[{number}]", option))
+            elif not isinstance(option.get("value"), _SCALAR):
+                found.append(_shape_problem(name, f"{where}.options[{number}].value", option["value"]))
+            elif not isinstance(option.get("label"), _TEXT):
+                found.append(_shape_problem(name, f"{where}.options[{number}].label", option["label"]))
+        show = item.get("show_if")
+        if isinstance(show, dict):
+            if not isinstance(show.get("field"), (str, type(None))):
+                found.append(_shape_problem(name, f"{where}.show_if.field", show["field"]))
+            if not isinstance(show.get("equals"), _SCALAR):
+                found.append(_shape_problem(name, f"{where}.show_if.equals", show["equals"]))
+    return found
+
+
 def _design_from_body() -> dict[str, Any]:
     body = request.get_json(silent=True)
     if not isinstance(body, dict) or not isinstance(body.get("design"), dict):
@@ -99,14 +150,10 @@ def _design_from_body() -> dict[str, Any]:
     design: dict[str, Any] = body["design"]
     if len(json.dumps(design, ensure_ascii=False)) > MAX_FORM_CHARS:
         abort(413)
-    fields = design.get("fields", [])
-    # The page always sends this shape; anything else is not a design (400, not a crash).
-    if not isinstance(fields, list) or not all(
-            isinstance(f, dict) and all(isinstance(o, dict) for o in f.get("options") or [])
-            and isinstance(f.get("extra") or {}, dict) and isinstance(f.get("show_if") or {}, dict) for f in fields):
-        abort(400)
-    if not isinstance(design.get("extra") or {}, dict):
-        abort(400)
+    # Not the page's shape: 422 naming each wrong value, never a crash further on.
+    problems = _shape_problems(design)
+    if problems:
+        abort(make_response(jsonify({"problems": problems}), 422))
     return design
 
 

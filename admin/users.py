@@ -17,7 +17,7 @@ from admin import bp
 from admin.access import careflow, principal, requires
 from engine.auth.users import UserLookupError
 from engine.errors import Conflict, EngineError, SubmissionInvalid
-from engine.inbox.profile import reminder_form
+from engine.inbox.profile import reminder_error, reminder_form
 from engine.roles import BUILTIN_ROLES
 
 SCOPES = ("read", "write", "admin")
@@ -32,14 +32,15 @@ FIELD_RULES = {
     "password": _l("A password has 10 to 256 characters."),
     "language": _l("Choose Chinese, English or the browser's language."),
     "notify": _l("Choose how reminders reach the user."),
-    "im_id": _l("At most 128 characters, without spaces."),
+    "im_id": _l("1 to 64 letters, digits, _ . @ or -, without spaces."),
 }
 
 
-def _field_errors(exc: SubmissionInvalid) -> dict[str, list[str]]:
+def _field_errors(exc: SubmissionInvalid, values: dict[str, Any]) -> dict[str, list[str]]:
     errors: dict[str, list[str]] = {}
     for e in exc.errors:
-        errors.setdefault(e.field, []).append(str(FIELD_RULES.get(e.field, e.message)))
+        message = reminder_error(e.field, values.get(e.field))  # the value named, as on "My profile"
+        errors.setdefault(e.field, []).append(message or str(FIELD_RULES.get(e.field, e.message)))
     return errors
 
 
@@ -78,7 +79,7 @@ def create_user() -> Any:
     try:
         careflow().create_user(data, actor=principal().username)
     except SubmissionInvalid as exc:
-        errors = _field_errors(exc)
+        errors = _field_errors(exc, data)
     except Conflict:
         errors = {"username": [_("This user name is taken.")]}
     else:
@@ -121,7 +122,7 @@ def update_user(username: str) -> Any:
     try:
         careflow().update_user(username, data, actor=principal().username)
     except SubmissionInvalid as exc:
-        errors = _field_errors(exc)
+        errors = _field_errors(exc, data)
     except Conflict as exc:
         message = (_("You cannot deactivate yourself.") if "deactivate" in str(exc)
                    else _("You cannot remove your own admin role."))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import json as jsonlib
+import re
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -378,10 +379,19 @@ def robot_message(params: Mapping[str, Any]) -> tuple[str, str, str]:
     return "text", title, f"{title}\n{text}" if title else text
 
 
+#: What an IM id may look like (WeCom userid, DingTalk userId, Feishu open_id/user_id): robots put
+#: it into their markdown (``<@id>``, ``@id``, ``<at id="id">``), so nothing there may be markup.
+IM_ID_RE = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
+
+
 def mentions(params: Mapping[str, Any]) -> list[str]:
-    """The IM ids a robot message @mentions (``mention``), as strings."""
+    """The IM ids a robot message @mentions (``mention``), as strings; an id that is not one is refused."""
     value = params.get("mention")
-    return [str(v) for v in value if str(v).strip()] if isinstance(value, list) else []
+    people = [str(v).strip() for v in value if str(v).strip()] if isinstance(value, list) else []
+    for person in people:
+        if not IM_ID_RE.fullmatch(person):
+            raise ConnectorError(f"mention {person[:80]!r} is not an IM id (1-64 letters, digits, _ . @ or -)")
+    return people
 
 
 def post_robot(

@@ -106,6 +106,9 @@ def _field_type(prop: Mapping[str, Any]) -> str | None:
     widget = prop.get("x-widget") or _default_widget(prop)
     declared = prop.get("type")
     fmt = prop.get("format")
+    # Hand-written JSON may put anything anywhere: what is not a plain name is outside the subset.
+    if not isinstance(widget, str) or not isinstance(declared, str) or not isinstance(fmt, (str, type(None))):
+        return None
     if declared == "string":
         if fmt is not None:
             by_format = {v: k for k, v in _FORMATS.items()}
@@ -127,12 +130,16 @@ def _field_type(prop: Mapping[str, Any]) -> str | None:
 
 def _options(prop: Mapping[str, Any], type_: str) -> list[dict[str, Any]]:
     if type_ == "checkboxes":
-        values = (prop.get("items") or {}).get("enum") or []
+        items = prop.get("items")
+        values = items.get("enum") if isinstance(items, Mapping) else []
     elif type_ in ("yesno", "checkbox"):
         values = [True, False] if type_ == "yesno" or "x-enum-labels" in prop else []
     else:
-        values = prop.get("enum") or []
-    labels = prop.get("x-enum-labels") or {}
+        values = prop.get("enum")
+    # Not a list (or labels not an object): the field cannot be written back alike, so it ends up locked.
+    values = values if isinstance(values, list) else []
+    labels = prop.get("x-enum-labels")
+    labels = labels if isinstance(labels, Mapping) else {}
     out = []
     for value in values:
         key = value if isinstance(value, str) else json.dumps(value)
@@ -150,8 +157,9 @@ def _condition_rules(root: Mapping[str, Any], props: Mapping[str, Any]) -> tuple
                 and len(then["required"]) == 1 and isinstance(cond, Mapping) and set(cond) == {"properties", "required"}):
             return None
         key = then["required"][0]
-        show = (props.get(key) or {}).get("x-show-if") if isinstance(key, str) else None
-        if not isinstance(show, Mapping) or set(show) != {"field", "equals"}:
+        prop = props.get(key) if isinstance(key, str) else None
+        show = prop.get("x-show-if") if isinstance(prop, Mapping) else None
+        if not isinstance(show, Mapping) or set(show) != {"field", "equals"} or not isinstance(show["field"], str):
             return None
         expected = {"properties": {show["field"]: {"const": show["equals"]}}, "required": [show["field"]]}
         return key if _same_json(cond, expected) else None
@@ -164,7 +172,8 @@ def _condition_rules(root: Mapping[str, Any], props: Mapping[str, Any]) -> tuple
         if key is not None:
             found[key] = True
             root_rule = True
-    for index, rule in enumerate(root.get("allOf") or []):
+    rules = root.get("allOf")
+    for index, rule in enumerate(rules if isinstance(rules, list) else []):
         key = matches(rule)
         if key is not None and key not in found:
             found[key] = True
@@ -195,6 +204,8 @@ def _to_field(key: str, prop: Any, in_required: bool, conditional: bool) -> tupl
     item["help"] = _text(prop.get("x-help"))
     item["options"] = _options(prop, type_)
     show = prop.get("x-show-if")
+    if show is not None and not (isinstance(show, Mapping) and isinstance(show.get("field"), str)):
+        return _locked(key, prop), False  # a condition the designer cannot show: kept as it is
     item["show_if"] = copy.deepcopy(dict(show)) if isinstance(show, Mapping) else None
     item["widget_explicit"] = "x-widget" in prop
     if type_ in _NUMERIC_TYPES:
@@ -222,7 +233,10 @@ def to_design(schema: Mapping[str, Any], form_id: str = "") -> dict[str, Any]:
     props = schema.get("properties") if isinstance(schema.get("properties"), Mapping) else {}
     required = schema.get("required") if isinstance(schema.get("required"), list) else []
     rules, used_rules, root_rule = _condition_rules(schema, props)
-    order = [name for name in schema.get("x-order") or [] if isinstance(name, str) and name in props]
+    raw_order = schema.get("x-order")
+    # An x-order that is not a list of names is kept as the form's own (load_form_text then names it).
+    order_ok = isinstance(raw_order, list) and all(isinstance(name, str) for name in raw_order)
+    order = [name for name in (raw_order if order_ok else []) if name in props]
     order = list(dict.fromkeys(order)) + [name for name in props if name not in order]
     unused_required = list(required)
     for name in order:
@@ -232,8 +246,13 @@ def to_design(schema: Mapping[str, Any], form_id: str = "") -> dict[str, Any]:
         design["fields"].append(item)
     design["title"] = _text(schema.get("x-title"))
     design["description"] = _text(schema["x-description"]) if "x-description" in schema else None
-    design["order"] = "x-order" in schema
+    design["order"] = "x-order" in schema and order_ok
     extra = {k: copy.deepcopy(v) for k, v in schema.items() if k not in _ROOT_KEYS}
+    if "x-order" in schema and not order_ok:
+        extra["x-order"] = copy.deepcopy(raw_order)
+    for name in ("x-title", "x-description"):
+        if name in schema and not isinstance(schema[name], Mapping):
+            extra[name] = copy.deepcopy(schema[name])
     if schema.get("type") != "object" and "type" in schema:
         extra["type"] = copy.deepcopy(schema["type"])
     if schema.get("additionalProperties") is not False and "additionalProperties" in schema:
@@ -244,7 +263,10 @@ def to_design(schema: Mapping[str, Any], form_id: str = "") -> dict[str, Any]:
     if root_rule and schema["then"]["required"][0] in kept_rules:
         extra.pop("if", None)
         extra.pop("then", None)
-    if "allOf" in extra:
+    for name, kind in (("properties", Mapping), ("required", list)):
+        if name in schema and not isinstance(schema[name], kind):
+            extra[name] = copy.deepcopy(schema[name])
+    if isinstance(extra.get("allOf"), list):
         rest = [rule for index, rule in enumerate(extra["allOf"])
                 if not (index in used_rules and rule["then"]["required"][0] in kept_rules)]
         if rest:
@@ -289,6 +311,7 @@ def _field_schema(item: Mapping[str, Any]) -> dict[str, Any]:
     if item.get("locked"):
         return copy.deepcopy(item.get("schema"))  # type: ignore[no-any-return]
     type_ = item.get("type")
+    type_ = type_ if isinstance(type_, str) else ""  # design_problems names a type that is not one
     prop: dict[str, Any] = {}
     values = [option.get("value") for option in item.get("options") or []]
     if type_ in ("number", "integer", "rating"):
@@ -365,7 +388,11 @@ def from_design(design: Mapping[str, Any]) -> dict[str, Any]:
     if design.get("order", True):
         schema["x-order"] = keys
     required = [f["key"] for f in fields if f.get("required") and not f.get("locked") and f["show_if"] is None]
-    required += [name for name in extra.pop("required", []) if name not in required]
+    others = extra.pop("required", [])
+    if isinstance(others, list):
+        required += [name for name in others if name not in required]
+    else:
+        extra["required"] = others  # not a list: written back as it is, for the schema checks to name
     if required:
         schema["required"] = required
     schema["properties"] = {str(f.get("key") or ""): _field_schema(f) for f in fields}
@@ -374,6 +401,8 @@ def from_design(design: Mapping[str, Any]) -> dict[str, Any]:
               "then": {"required": [f["key"]]}}
              for f in fields if f.get("required") and not f.get("locked") and f["show_if"] is not None]
     all_of = extra.pop("allOf", None)
+    if all_of is not None and not isinstance(all_of, list):
+        extra["allOf"], all_of = all_of, None  # likewise
     if rules and (all_of is not None or "if" in extra or "then" in extra or len(rules) > 1):
         all_of = (all_of or []) + rules
     elif rules:
@@ -414,7 +443,7 @@ def design_problems(design: Mapping[str, Any]) -> list[DesignProblem]:
         if item.get("locked"):
             continue
         type_ = item.get("type")
-        if type_ not in FIELD_TYPES:
+        if not isinstance(type_, str) or type_ not in FIELD_TYPES:
             problems.append(DesignProblem(name, "type", {"value": type_}))
             continue
         if not all(_text(item.get("label"))[lang].strip() for lang in ("zh", "en")):
@@ -438,7 +467,9 @@ def design_problems(design: Mapping[str, Any]) -> list[DesignProblem]:
             problems.append(DesignProblem(name, "rating"))
         show = item.get("show_if")
         if isinstance(show, Mapping) and show.get("field"):
-            if show["field"] == key:
+            if not isinstance(show["field"], str):
+                problems.append(DesignProblem(name, "show_if_field", {"value": show["field"]}))
+            elif show["field"] == key:
                 problems.append(DesignProblem(name, "show_if_self"))
             elif show["field"] not in keys:
                 problems.append(DesignProblem(name, "show_if_field", {"value": show["field"]}))

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from connectors.net import IM_ID_RE as ROBOT_IM_ID_RE
 from engine.contact import normalize_email
 from engine.errors import Conflict, FieldError, NotFound, SubmissionInvalid
 from engine.roles import BUILTIN_ROLES
@@ -27,7 +28,7 @@ NOTIFY = ("email", "im", "both", "none")
 EDITABLE = ("display_name", "email", "roles", "team", "region", "language", "active", "password", "notify", "im_id")
 #: What users may change on their own profile page.
 SELF_EDITABLE = ("language", "notify", "im_id")
-IM_ID_RE = re.compile(r"[^\x00-\x20\x7f]{1,128}")
+IM_ID_RE = ROBOT_IM_ID_RE  # what the robots may put into their markdown as an @mention
 #: Compared against when the user does not exist, so a wrong name costs as long as a wrong password.
 _DUMMY_HASH = generate_password_hash("careflow-timing-equaliser")
 
@@ -122,18 +123,18 @@ def _clean(data: Mapping[str, Any], creating: bool) -> tuple[dict[str, Any], lis
     if "language" in data:
         # None or "": not chosen, the browser's language decides the pages.
         if data["language"] not in (*LANGUAGES, None, ""):
-            bad("language", "the language is zh, en or null", "enum")
+            bad("language", f"the language is zh, en or null, not {str(data['language'])[:80]!r}", "enum")
         else:
             out["language"] = data["language"] or None
     if "notify" in data:
         if data["notify"] not in NOTIFY:
-            bad("notify", "notify is one of " + ", ".join(NOTIFY), "enum")
+            bad("notify", "notify is one of " + ", ".join(NOTIFY) + f", not {str(data['notify'])[:80]!r}", "enum")
         else:
             out["notify"] = data["notify"]
     if "im_id" in data:
         im_id = data["im_id"]
         if im_id not in (None, "") and (not isinstance(im_id, str) or not IM_ID_RE.fullmatch(im_id.strip() or " ")):
-            bad("im_id", "the IM id is 1-128 characters without spaces, or null", "pattern")
+            bad("im_id", f"the IM id is 1-64 letters, digits, _ . @ or -, or null, not {str(im_id)[:80]!r}", "pattern")
         else:
             out["im_id"] = im_id.strip() if isinstance(im_id, str) and im_id.strip() else None
     if "active" in data:

@@ -90,6 +90,9 @@ MAX_ROUNDS = 200
 UNANSWERED = "$timeout"
 #: Who completes a task nobody in the copied users may complete (a sandbox-only admin).
 DRY_RUN_USER = "careflow-dry-run"
+#: The ids a customer can have (a signed 64-bit column) and the years a run may start in.
+MAX_ID = 2**63 - 1
+START_YEARS = (1970, 9000)
 
 _TEXTS: dict[str, tuple[str, str]] = {
     "chose": ("走向 {target}", "went to {target}"),
@@ -116,6 +119,10 @@ _TEXTS: dict[str, tuple[str, str]] = {
                         "the message step {step} rendered does not fit {connector}: {message}"),
     "unanswered": ("步骤 {step} 的任务无人处理，且没有超时（on_timeout）", "nobody answers the task of step {step}, and it has no on_timeout"),
     "start_failed": ("无法启动流程：{message}", "the flow could not start: {message}"),
+    "bad_start": ("start 必须在 {low} 年到 {high} 年之间，而不是 {value}", "start must lie in the years {low} to {high}, not {value}"),
+    "bad_customer": ("customer_id 必须是 1 到 {high} 之间的整数，而不是 {value}",
+                     "customer_id must be a whole number from 1 to {high}, not {value}"),
+    "cancelled": ("流程实例被取消：{reason}", "the instance was cancelled: {reason}"),
 }
 
 
@@ -456,6 +463,12 @@ def dry_run(
     ``start`` defaults to the clock's now; without a zone it is read in the flow's time zone.
     """
     language = "en" if language == "en" else "zh"
+    if not isinstance(customer_id, int) or isinstance(customer_id, bool) or not 1 <= customer_id <= MAX_ID:
+        raise DryRunInvalid([problem(_t(language, "bad_customer", high=MAX_ID, value=customer_id), path="$.customer_id")])
+    if start is not None and not START_YEARS[0] <= start.year <= START_YEARS[1]:
+        # Beyond these the zone conversion or the horizon leaves what a datetime can hold.
+        raise DryRunInvalid([problem(_t(language, "bad_start", low=START_YEARS[0], high=START_YEARS[1],
+                                        value=start.isoformat()), path="$.start")])
     given = _check_answers(answers, language)
     with cf.sessions() as s:
         catalog = defs.catalog(s, cf.registry)
@@ -569,9 +582,21 @@ class _Run:
 
     def ended(self) -> bool:
         with self.box.sessions() as s:
-            if self.root(s).status == "running":
+            root = self.root(s)
+            status, reason = root.status, root.outcome
+            if status == "running":
                 return False
-        self.status = "completed"
+            # A step's own incident (a delivery's problem is listed with its message, as in stuck()).
+            incidents = list(s.scalars(select(Incident).where(Incident.instance_id == root.id, Incident.status == "open",
+                                                              Incident.outbox_id.is_(None)).order_by(Incident.id)))
+        if status == "cancelled":
+            self.status = "cancelled"
+            self.problems.append(problem(self.t("cancelled", reason=reason or "-")))
+        elif incidents:
+            self.status = "failed"
+            self.problems += [problem(i.message, node=i.step_id) for i in incidents]
+        else:
+            self.status = "completed"
         return True
 
     def stuck(self) -> bool:

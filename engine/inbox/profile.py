@@ -23,8 +23,22 @@ from engine.web import nav_item
 FIELD_RULES = {
     "language": _l("Choose Chinese, English or the browser's language."),
     "notify": _l("Choose how reminders reach you."),
-    "im_id": _l("At most 128 characters, without spaces."),
+    "im_id": _l("1 to 64 letters, digits, _ . @ or -, without spaces."),
 }
+
+
+def reminder_error(name: str, value: Any) -> str | None:
+    """The message for a bad language, reminder channel or IM id, naming the field and the value given."""
+    shown = str(value if value is not None else "")
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    if name == "language":
+        return _("Language: “%(value)s” is not offered. Choose Chinese, English or the browser's language.", value=shown)
+    if name == "notify":
+        return _("Task reminders: “%(value)s” is not a choice. Choose e-mail, IM, both or none.", value=shown)
+    if name == "im_id":
+        return _("IM user ID: “%(value)s” is not valid. Use 1 to 64 letters, digits, _ . @ or -, without spaces.",
+                 value=shown)
+    return None
 
 
 def reminder_form() -> dict[str, Any]:
@@ -33,10 +47,11 @@ def reminder_form() -> dict[str, Any]:
             "im_id": request.form.get("im_id", "").strip() or None}
 
 
-def field_errors(exc: SubmissionInvalid) -> dict[str, list[str]]:
+def field_errors(exc: SubmissionInvalid, values: dict[str, Any] | None = None) -> dict[str, list[str]]:
     errors: dict[str, list[str]] = {}
     for e in exc.errors:
-        errors.setdefault(e.field, []).append(str(FIELD_RULES.get(e.field, e.message)))
+        message = reminder_error(e.field, (values or {}).get(e.field)) if values is not None else None
+        errors.setdefault(e.field, []).append(message or str(FIELD_RULES.get(e.field, e.message)))
     return errors
 
 
@@ -55,7 +70,7 @@ def profile_save() -> Any:
         careflow().update_profile(current_user.username, data)
     except SubmissionInvalid as exc:
         user = careflow().user(current_user.username)
-        return render_template("inbox/profile.html", user=user, values=data, errors=field_errors(exc)), 422
+        return render_template("inbox/profile.html", user=user, values=data, errors=field_errors(exc, data)), 422
     # The session's switch choice would hide the new preference: the profile decides from now on.
     session.pop("lang", None)
     current_user.language = data["language"]

@@ -450,3 +450,74 @@ def test_a_task_nobody_answers_is_reminded_escalated_and_times_out(real: Careflo
     never = CALLBACK.replace("    on_timeout: {after: {days: 2}, next: give_up}\n", "").split("  - id: give_up")[0]
     stuck = dry_run(real, never, customer(real), answers={"call": {"$timeout": True}}, start=START, language="en")
     assert stuck["status"] == "waiting" and stuck["problems"][-1]["node"] == "call"
+
+
+@pytest.mark.parametrize("start", ["9999-12-31T00:00", "0001-01-01T00:00", "0001-01-01T00:00+08:00"])
+def test_a_start_out_of_range_is_refused_naming_it(real: Careflow, browser, start: str) -> None:  # type: ignore[no-untyped-def]
+    cid = customer(real)
+    with pytest.raises(DryRunInvalid) as refused:
+        dry_run(real, THIRTY_DAYS, cid, start=datetime.fromisoformat(start), language="en")
+    assert refused.value.problems[0]["path"] == "$.start" and start[:16] in refused.value.problems[0]["message"]
+    ops = browser("ops")
+    for language, words in (("en", "start must lie in the years 1970 to 9000"), ("zh", "start 必须在 1970 年到 9000 年之间")):
+        answer = ops.client.post("/admin/designer/api/dry-run", json={"source": THIRTY_DAYS, "customer_id": cid, "start": start},
+                                 headers={"X-CSRFToken": ops.csrf, "Accept-Language": language})
+        assert answer.status_code == 422, answer.get_data(as_text=True)
+        assert answer.json["problems"][0]["path"] == "$.start" and words in answer.json["problems"][0]["message"]
+        assert start[:16] in answer.json["problems"][0]["message"]
+
+
+def test_a_customer_id_out_of_range_is_refused_naming_it(real: Careflow, browser) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(DryRunInvalid) as refused:
+        dry_run(real, THIRTY_DAYS, 10**20, start=START, language="en")
+    assert refused.value.problems[0]["path"] == "$.customer_id" and str(10**20) in refused.value.problems[0]["message"]
+    ops = browser("ops")
+    for value in (10**20, str(10**20), 0, -3):
+        answer = ops.client.post("/admin/designer/api/dry-run", json={"source": THIRTY_DAYS, "customer_id": value},
+                                 headers={"X-CSRFToken": ops.csrf, "Accept-Language": "en"})
+        assert answer.status_code == 422, answer.get_data(as_text=True)
+        problem = answer.json["problems"][0]
+        assert problem["path"] == "$.customer_id" and str(value) in problem["message"], problem
+    result = CliRunner().invoke(main, ["--database", real.url, "dry-run", "--customer", str(10**20), "birthday", "--lang", "en"])
+    assert result.exit_code != 0 and str(10**20) in result.output and "Traceback" not in result.output
+
+
+def test_a_root_instance_that_is_cancelled_is_reported_cancelled(real: Careflow, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No step cancels its own instance, so the cancel (the engine's real one) comes after the first round, as an operator's would.
+    from engine.designer import dry_run as module
+
+    played = module._Run.due_work
+
+    def cancel_after_the_first_round(run: Any) -> None:
+        played(run)
+        with run.box.sessions() as s:
+            running = s.get(models.Instance, run.instance_id).status == "running"  # type: ignore[union-attr]
+        if running:
+            run.box.cancel(run.instance_id, "stopped by hand")
+
+    monkeypatch.setattr(module._Run, "due_work", cancel_after_the_first_round)
+    report = dry_run(real, THIRTY_DAYS, customer(real), start=START, language="en")
+    assert report["status"] == "cancelled" and report["outcome"] == "stopped by hand"
+    assert report["problems"][0]["message"] == "the instance was cancelled: stopped by hand"
+
+
+def test_only_a_few_dry_runs_run_at_once(real: Careflow, browser) -> None:  # type: ignore[no-untyped-def]
+    from admin import dry_run as endpoint
+
+    ops = browser("ops")
+    body = {"source": THIRTY_DAYS, "customer_id": customer(real), "start": START.isoformat()}
+    held = 0
+    while endpoint.RUNNING.acquire(blocking=False):  # as many as are running elsewhere at most
+        held += 1
+    try:
+        for language, words in (("en", "A dry run is already running"), ("zh", "已有试运行正在进行")):
+            busy = ops.client.post("/admin/designer/api/dry-run", json=body,
+                                   headers={"X-CSRFToken": ops.csrf, "Accept-Language": language})
+            assert busy.status_code == 429 and busy.headers["Retry-After"] == str(endpoint.RETRY_AFTER_SECONDS)
+            assert words in busy.json["problems"][0]["message"]
+    finally:
+        for _ in range(held):
+            endpoint.RUNNING.release()
+    assert held == endpoint.MAX_RUNNING
+    after = ops.client.post("/admin/designer/api/dry-run", json=body, headers={"X-CSRFToken": ops.csrf})
+    assert after.status_code == 200 and after.json["status"] == "completed"

@@ -112,3 +112,40 @@ def test_signing_in_keeps_the_password_rules(client: FlaskClient) -> None:
     token = csrf_token(client)
     response = client.post("/login?next=/tasks/1", data={"username": "chen", "password": PASSWORD + "x", "csrf_token": token})
     assert response.status_code == 401
+
+
+@pytest.mark.parametrize("headers, words", [
+    (ZH, ("语言：不支持“fr”", "任务提醒：“pigeon”不是可选项", "IM 用户 ID：“[x](https://evil.example)”无效")),
+    (EN, ("Language: “fr” is not offered", "Task reminders: “pigeon” is not a choice",
+          "IM user ID: “[x](https://evil.example)” is not valid")),
+])
+def test_every_bad_reminder_field_is_named_with_its_value(cf_sqlite, client: FlaskClient, headers: dict[str, str],
+                                                          words: tuple[str, ...]) -> None:
+    sign_in(client, "chen")
+    page = client.get("/profile", headers=headers).get_data(as_text=True)
+    bad = client.post("/profile", data={"csrf_token": token_of(page), "language": "fr", "notify": "pigeon",
+                                        "im_id": "[x](https://evil.example)"}, headers=headers)
+    html = bad.get_data(as_text=True)
+    assert bad.status_code == 422
+    for field in ("language", "notify", "im_id"):
+        assert f'id="err-{field}"' in html
+    for text in words:
+        assert text.replace("“", "&#8220;") in html or text in html, text
+
+
+@pytest.mark.parametrize("im_id", ["<@all>", "[x](https://evil.example)", "a b", "陈", "x" * 65, '"><at id=all>'])
+def test_an_im_id_is_only_letters_digits_and_a_few_signs_everywhere(cf_sqlite, client: FlaskClient, im_id: str) -> None:
+    from engine.errors import SubmissionInvalid
+
+    with pytest.raises(SubmissionInvalid) as refused:  # what the users API and both pages call
+        cf_sqlite.update_user("wang", {"im_id": im_id})
+    assert refused.value.errors[0].field == "im_id" and im_id[:60] in refused.value.errors[0].message
+    cf_sqlite.update_user("wang", {"im_id": "wang.wei-01@corp_x"})  # all the signs an IM id may have
+    sign_in(client, "admin")
+    page = client.get("/admin/users/wang", headers=EN).get_data(as_text=True)
+    form = {"csrf_token": token_of(page), "display_name": "王伟", "roles": ["account_manager"], "active": "true",
+            "language": "", "notify": "im", "im_id": im_id}
+    response = client.post("/admin/users/wang", data=form, headers=EN)
+    assert response.status_code == 422 and 'id="err-im_id"' in response.get_data(as_text=True)
+    assert "IM user ID: “" in response.get_data(as_text=True)
+    assert cf_sqlite.user("wang")["im_id"] == "wang.wei-01@corp_x"

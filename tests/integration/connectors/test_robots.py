@@ -240,3 +240,18 @@ def test_mentions_as_each_vendor_documents_them(stub_server):
     assert body["at"] == {"atUserIds": ["chen01"]} and body["text"]["content"].endswith("\n@chen01")
     assert wecom.requests[0].json()["text"]["mentioned_list"] == ["chen01"]
     assert feishu.requests[0].json()["content"]["text"].endswith('\n<at user_id="chen01"></at>')
+
+
+@pytest.mark.parametrize("connector, make_stub, make_settings", [
+    (WeComConnector, wecom_stub, wecom_settings), (DingTalkConnector, dingtalk_stub, ding_settings),
+    (FeishuConnector, feishu_stub, feishu_settings)])
+@pytest.mark.parametrize("person", ["x> [click](https://evil.example)", 'a"></at><at id="all', "@all <@everyone>", "陈"])
+def test_a_mention_that_is_not_an_im_id_is_refused_before_any_request(stub_server, connector, make_stub, make_settings,
+                                                                      person):
+    stub = stub_server(make_stub())
+    markdown = Message("k", "x", {"subject": "提醒", "markdown": "**任务**", "mention": [person]})
+    for message in (markdown, Message("k", "x", {**MENTION.params, "mention": ["chen01", person]})):
+        with pytest.raises(ConnectorError, match="is not an IM id") as refused:
+            connector().send(message, make_settings(stub))
+        assert not refused.value.retryable and person[:20] in str(refused.value)
+    assert stub.requests == []
