@@ -670,17 +670,22 @@ def users_list(state: State) -> None:
 @click.option("--email", default=None)
 @click.option("--language", type=click.Choice(["zh", "en"]), default=None,
               help="The pages' and reminders' language (default: the browser's; reminders in Chinese).")
+@click.option("--notify", type=click.Choice(["email", "im", "both", "none"]), default=None,
+              help="How task reminders reach the user (default: email).")
+@click.option("--im-id", default=None, help="The user's id on the team's IM, for an @mention in reminders.")
 @click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
 @click.option("--password-prompt", is_flag=True, help="Ask for the password (not echoed).")
 @click.option("--by", default=None, help="Who makes the change (recorded in the audit log).")
 @click.pass_obj
 @guarded
 def users_create(state: State, username: str, display_name: str | None, roles: tuple[str, ...], team: str | None,
-                 region: str | None, email: str | None, language: str | None, password_stdin: bool, password_prompt: bool,
-                 by: str | None) -> None:
+                 region: str | None, email: str | None, language: str | None, notify: str | None, im_id: str | None,
+                 password_stdin: bool, password_prompt: bool, by: str | None) -> None:
     """Create a user; without a password the user can use API tokens but not sign in on the web."""
     data: dict[str, Any] = {"username": username, "display_name": display_name or username, "roles": list(roles),
-                            "team": team, "region": region, "email": email, "language": language}
+                            "team": team, "region": region, "email": email, "language": language, "im_id": im_id}
+    if notify is not None:
+        data["notify"] = notify
     password = _password(password_stdin, password_prompt)
     if password is not None:
         data["password"] = password
@@ -696,19 +701,27 @@ def users_create(state: State, username: str, display_name: str | None, roles: t
 @click.option("--region", default=None)
 @click.option("--email", default=None)
 @click.option("--active/--inactive", default=None, help="Reactivate or deactivate.")
+@click.option("--language", type=click.Choice(["zh", "en", "browser"]), default=None,
+              help="The pages' and reminders' language; browser: not chosen, the browser's decides.")
+@click.option("--notify", type=click.Choice(["email", "im", "both", "none"]), default=None,
+              help="How task reminders reach the user.")
+@click.option("--im-id", default=None, help="The user's id on the team's IM (\"\" removes it).")
 @click.option("--password-stdin", is_flag=True)
 @click.option("--password-prompt", is_flag=True)
 @click.option("--by", default=None)
 @click.pass_obj
 @guarded
 def users_update(state: State, username: str, display_name: str | None, roles: tuple[str, ...], team: str | None,
-                 region: str | None, email: str | None, active: bool | None, password_stdin: bool,
-                 password_prompt: bool, by: str | None) -> None:
+                 region: str | None, email: str | None, active: bool | None, language: str | None, notify: str | None,
+                 im_id: str | None, password_stdin: bool, password_prompt: bool, by: str | None) -> None:
     """Change a user; deactivating or a new password ends their web sessions."""
     data: dict[str, Any] = {}
-    for key, value in (("display_name", display_name), ("team", team), ("region", region), ("email", email), ("active", active)):
+    for key, value in (("display_name", display_name), ("team", team), ("region", region), ("email", email),
+                       ("active", active), ("notify", notify), ("im_id", im_id)):
         if value is not None:
             data[key] = value
+    if language is not None:
+        data["language"] = None if language == "browser" else language
     if roles:
         data["roles"] = list(roles)
     password = _password(password_stdin, password_prompt)

@@ -40,6 +40,29 @@ def test_users_create_update_list(run: Any) -> None:
     assert short.exit_code == 1 and "password" in short.output
 
 
+def test_users_language_and_reminder_channel(run: Any) -> None:
+    import sqlalchemy as sa
+
+    from engine.store.db import make_engine
+
+    def stored() -> tuple[Any, ...]:
+        engine = make_engine(run.url)
+        with engine.connect() as conn:
+            row = conn.execute(sa.text("SELECT language, notify, im_id FROM app_user WHERE username = 'wu'")).one()
+        engine.dispose()
+        return tuple(row)
+
+    assert run("users", "create", "wu", "--notify", "both", "--im-id", "wu.gang").exit_code == 0
+    assert stored() == (None, "both", "wu.gang")
+    assert run("users", "update", "wu", "--language", "en", "--notify", "im").exit_code == 0
+    assert stored() == ("en", "im", "wu.gang")
+    assert run("users", "update", "wu", "--language", "browser", "--im-id", "").exit_code == 0
+    assert stored() == (None, "im", None)
+    injected = run("users", "update", "wu", "--im-id", "x>[link](http://evil)")
+    assert injected.exit_code == 1 and "im_id" in injected.output
+    assert stored() == (None, "im", None)
+
+
 def test_tokens_create_prints_once_and_works(run: Any) -> None:
     run("users", "create", "api-bot", "--role", "admin")
     created = run("tokens", "create", "api-bot", "--scope", "read", "--scope", "write", "--name", "ERP", "--by", "root")
