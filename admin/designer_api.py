@@ -15,7 +15,7 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import current_app, jsonify, request
+from flask import Response, abort, current_app, jsonify, make_response, request
 from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import func, select
@@ -70,12 +70,12 @@ def _problem(message: str, path: str = "$") -> dict[str, Any]:
     return {"message": message, "line": 0, "column": 0, "path": path, "node": None, "edge": None}
 
 
-def _refused(problems: list[dict[str, Any]]) -> Any:
-    return jsonify({"problems": problems}), 422
+def _refused(problems: list[dict[str, Any]]) -> Response:
+    return make_response(jsonify({"problems": problems}), 422)
 
 
-def _body() -> dict[str, Any] | Any:
-    """The request's JSON object, or a 422 answer naming what cannot be read (Infinity, 1e999...)."""
+def _body() -> dict[str, Any]:
+    """The request's JSON object; a 422 answer naming what cannot be read (Infinity, 1e999...) otherwise."""
     if not request.get_data(cache=True):
         return {}
     try:
@@ -83,22 +83,24 @@ def _body() -> dict[str, Any] | Any:
         body = current_app.json.loads(request.get_data(cache=True))
     except ValueError as exc:
         why = t("designer.body_json", detail=str(exc)[:120])
-        return _refused([_problem(why.render(lang()), "$")])
+        abort(_refused([_problem(why.render(lang()), "$")]))
     return body if isinstance(body, dict) else {}
 
 
-def _source(body: dict[str, Any], required: bool = True) -> str | Any:
-    """The request's YAML text, or a 422 answer explaining what is wrong with it."""
+def _request_source(required: bool = True) -> tuple[dict[str, Any], str]:
+    """The request's JSON object and its YAML text ``source``; a 422 answer explaining what is wrong
+    with either otherwise (an absent source is "" when not ``required``)."""
+    body = _body()
     source = body.get("source")
     if source is None and not required:
-        return ""
+        return body, ""
     if not isinstance(source, str):
-        return _refused([_problem(_("Send the flow's YAML text as \"source\"."), "source")])
+        abort(_refused([_problem(_("Send the flow's YAML text as \"source\"."), "source")]))
     if required and not source.strip():
-        return _refused([_problem(_("The flow is empty."), "source")])
+        abort(_refused([_problem(_("The flow is empty."), "source")]))
     if len(source) > MAX_FLOW_CHARS:
-        return _refused([_problem(_("A flow has at most %(n)s characters.", n=MAX_FLOW_CHARS), "source")])
-    return source
+        abort(_refused([_problem(_("A flow has at most %(n)s characters.", n=MAX_FLOW_CHARS), "source")]))
+    return body, source
 
 
 def _problems(exc: FlowInvalid, text: str) -> list[dict[str, Any]]:
@@ -180,12 +182,7 @@ def designer_source(flow_id: str) -> Any:
 @bp.post("/designer/api/graph")
 @_requires("flows.read")
 def designer_graph() -> Any:
-    body = _body()
-    if not isinstance(body, dict):
-        return body
-    source = _source(body)
-    if not isinstance(source, str):
-        return source
+    _, source = _request_source()
     try:
         data = read(source).data
     except FlowInvalid as exc:
@@ -196,12 +193,7 @@ def designer_graph() -> Any:
 @bp.post("/designer/api/yaml")
 @_requires("flows.read")
 def designer_yaml() -> Any:
-    body = _body()
-    if not isinstance(body, dict):
-        return body
-    original = _source(body, required=False)
-    if not isinstance(original, str):
-        return original
+    body, original = _request_source(required=False)
     try:
         written = to_yaml(body.get("graph"), original, lang())
     except GraphInvalid as exc:
@@ -225,12 +217,7 @@ def _running(s: Any, version: FlowVersion) -> int:
 @bp.post("/designer/api/changes")
 @_requires("flows.read")
 def designer_changes() -> Any:
-    body = _body()
-    if not isinstance(body, dict):
-        return body
-    source = _source(body)
-    if not isinstance(source, str):
-        return source
+    _, source = _request_source()
     try:
         text = read(source)
     except FlowInvalid as exc:
@@ -270,12 +257,7 @@ def designer_changes() -> Any:
 @bp.post("/designer/api/publish")
 @_requires("flows.deploy")
 def designer_publish() -> Any:
-    body = _body()
-    if not isinstance(body, dict):
-        return body
-    source = _source(body)
-    if not isinstance(source, str):
-        return source
+    _, source = _request_source()
     try:
         result = careflow().deploy_flow_text(source, SOURCE, by=principal().username)
     except FlowInvalid as exc:

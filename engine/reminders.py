@@ -38,7 +38,8 @@ from sqlalchemy.orm import Session
 
 from engine.errors import FieldError, SubmissionInvalid
 from engine.store.customers import users_in_role
-from engine.store.models import AppSetting, Task, User
+from engine.store.models import Task, User
+from engine.store.settings import merge_setting, stored_setting
 
 KEY = "reminders"
 #: The outbox category of staff messages: never counted against a customer's consent or caps.
@@ -85,8 +86,7 @@ class ReminderSettings:
 
 
 def load(session: Session) -> ReminderSettings:
-    row = session.get(AppSetting, KEY)
-    stored = dict(row.value) if row is not None else {}
+    stored = stored_setting(session, KEY)
     return ReminderSettings(base_url=stored.get("base_url"), email=stored.get("email") or "email",
                             im=stored.get("im"), teams=dict(stored.get("teams") or {}))
 
@@ -99,13 +99,7 @@ def save(session: Session, values: Mapping[str, Any], now: datetime, by: str | N
         errors.append(FieldError(e.json_path, name, _HINTS.get(name, e.message)[:300], str(e.validator)))
     if errors:
         raise SubmissionInvalid(errors)
-    row = session.get(AppSetting, KEY)
-    merged = {**(dict(row.value) if row is not None else {}), **values}
-    if row is None:
-        session.add(AppSetting(key=KEY, value=merged, updated_at=now, updated_by=by))
-    else:
-        row.value, row.updated_at, row.updated_by = merged, now, by
-    session.flush()
+    merge_setting(session, KEY, values, now, by)
     return load(session)
 
 

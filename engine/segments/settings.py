@@ -15,7 +15,7 @@ import jsonschema
 from sqlalchemy.orm import Session
 
 from engine.errors import FieldError, SubmissionInvalid
-from engine.store.models import AppSetting
+from engine.store.settings import merge_setting, stored_setting
 
 KEY = "grading"
 
@@ -76,8 +76,7 @@ def check(values: Mapping[str, Any]) -> None:
 
 
 def load(session: Session) -> GradingSettings:
-    row = session.get(AppSetting, KEY)
-    stored = dict(row.value) if row is not None else {}
+    stored = stored_setting(session, KEY)
     known = {k: v for k, v in stored.items() if k in GradingSettings.__dataclass_fields__ and k != "extra"}
     return GradingSettings(**known)
 
@@ -85,11 +84,5 @@ def load(session: Session) -> GradingSettings:
 def save(session: Session, values: Mapping[str, Any], now: datetime, by: str | None) -> GradingSettings:
     """Merge ``values`` into the stored settings (``None`` for an edge list restores quintiles)."""
     check(values)
-    row = session.get(AppSetting, KEY)
-    merged = {**(dict(row.value) if row is not None else {}), **values}
-    if row is None:
-        session.add(AppSetting(key=KEY, value=merged, updated_at=now, updated_by=by))
-    else:
-        row.value, row.updated_at, row.updated_by = merged, now, by
-    session.flush()
+    merge_setting(session, KEY, values, now, by)
     return load(session)
