@@ -55,15 +55,24 @@ class State:
             click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
 
 
+def problem_lang(chosen: str | None = None) -> str:
+    """The language of problems: the command's ``--lang``, else zh when $LANG starts with zh, else en."""
+    if chosen is None:
+        context = click.get_current_context(silent=True)
+        chosen = context.params.get("lang") if context is not None else None
+    return chosen or ("zh" if os.environ.get("LANG", "").lower().startswith("zh") else "en")
+
+
 def fail(state: State, error: Exception) -> NoReturn:
     """Report an engine error the user can act on, never a traceback."""
     if isinstance(error, DefinitionInvalid):
-        problems = error.problems
+        problems, lang = error.problems, problem_lang()
         if state.as_json:
-            click.echo(json.dumps({"ok": False, "problems": [p.as_dict() for p in problems]}, ensure_ascii=False, indent=2))
+            click.echo(json.dumps({"ok": False, "problems": [p.as_dict(lang) for p in problems]},
+                                  ensure_ascii=False, indent=2))
         else:
             for p in problems:
-                click.echo(str(p), err=True)
+                click.echo(p.in_lang(lang), err=True)
     elif isinstance(error, SubmissionInvalid):
         body = {"ok": False, "error": {"code": error.code, "message": "the form has errors",
                                        "details": [e.as_dict() for e in error.errors]}}
@@ -130,7 +139,7 @@ def validate(state: State, paths: tuple[str, ...], lang: str | None) -> None:
     """Check flows (*.yaml) and forms (*.schema.json); print path:line:col: message per problem."""
     from engine.validation import validate_paths
 
-    lang = lang or ("zh" if os.environ.get("LANG", "").lower().startswith("zh") else "en")
+    lang = problem_lang(lang)
     problems, checked = validate_paths(paths)
     if state.as_json:
         click.echo(json.dumps({"ok": not problems, "checked": checked,
@@ -147,9 +156,11 @@ def validate(state: State, paths: tuple[str, ...], lang: str | None) -> None:
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--by", default=None, help="Who deploys (recorded on the version).")
+@click.option("--lang", default=None, type=click.Choice(["zh", "en"]),
+              help="Language of the problems (default: zh when $LANG starts with zh, else en).")
 @click.pass_obj
 @guarded
-def deploy(state: State, paths: tuple[str, ...], by: str | None) -> None:
+def deploy(state: State, paths: tuple[str, ...], by: str | None, lang: str | None) -> None:
     """Validate and deploy flows and forms as new versions (nothing is deployed if any is invalid)."""
     results = state.engine().deploy(paths, by=by)
     data = [dataclasses.asdict(r) for r in results]

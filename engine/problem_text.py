@@ -17,6 +17,7 @@ This module imports only the standard library: the pure core depends on it.
 from __future__ import annotations
 
 import difflib
+import re
 import string
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -104,6 +105,65 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+# libyaml's syntax errors (problem, then context), as ``careflow validate`` shows them: a pattern
+# over the English phrase and its Chinese, where {0} is the quoted part kept as written. Ordered:
+# the first that matches wins. Phrases not listed stay in English.
+_YAML_PHRASES: tuple[tuple[str, str], ...] = (
+    (r"did not find expected key", "没有找到应有的键，多为缩进不齐"),
+    (r"did not find expected ('.+') indicator", "没有找到应有的 {0} 标记，多为缩进不齐"),
+    (r"did not find expected comment or line break", "应为注释或换行"),
+    (r"did not find expected node content", "缺少值"),
+    (r"did not find expected alphabetic or numeric character", "应为字母或数字"),
+    (r"did not find expected <document start>", "应为文档开头 '---'"),
+    (r"did not find expected whitespace or line break", "应为空格或换行"),
+    (r"did not find expected hexdecimal number", "应为十六进制数字"),
+    (r"did not find expected ('.+') or ('.+')", "没有找到应有的 {0} 或 {1}"),
+    (r"did not find expected (.+)", "没有找到应有的 {0}"),
+    (r"could not find expected directive name", "缺少指令名"),
+    (r"could not find expected (.+)", "没有找到应有的 {0}"),
+    (r"mapping values are not allowed in this context", "此处不能出现 ':' 键值，请检查冒号后的空格和缩进，或给值加引号"),
+    (r"mapping keys are not allowed in this context", "此处不能出现键"),
+    (r"block sequence entries are not allowed in this context", "此处不能出现列表项 '-'，请检查缩进"),
+    (r"found character that cannot start any token", "遇到不能作为开头的字符（如 ` 或 @），可给值加引号"),
+    (r"found unexpected end of stream", "文件意外结束，引号未闭合？"),
+    (r"found unknown escape character", "双引号中有未知的转义字符 \\"),
+    (r"found a tab character that violates indentation", "制表符破坏了缩进；请用空格"),
+    (r"found a tab character where an indentation space is expected", "此处应为缩进空格，却是制表符"),
+    (r"found an indentation indicator equal to 0", "缩进指示符不能为 0"),
+    (r"found undefined alias", "别名未定义"),
+    (r"found unhashable key", "键不能是列表或映射"),
+    (r"found unexpected non-alphabetical character", "遇到意外的非字母字符"),
+    (r"found unexpected (.+)", "意外出现 {0}"),
+    (r"could not determine a constructor for the tag (.+)", "不支持标签 {0}"),
+    (r"while parsing a block mapping", "解析映射时"),
+    (r"while parsing a block collection", "解析列表时"),
+    (r"while parsing a block node", "解析值时"),
+    (r"while parsing a flow mapping", "解析 {{…}} 映射时"),
+    (r"while parsing a flow sequence", "解析 […] 列表时"),
+    (r"while parsing a flow node", "解析 {{…}} 或 […] 中的值时"),
+    (r"while (?:parsing|scanning) a quoted scalar", "读取加引号的文本时"),
+    (r"while scanning a simple key", "读取键时"),
+    (r"while scanning for the next token", "读取下一个记号时"),
+    (r"while scanning a block scalar", "读取 | 或 > 多行文本时"),
+    (r"while scanning a plain scalar", "读取文本时"),
+    (r"while scanning an anchor", "读取锚点 & 时"),
+    (r"while scanning an alias", "读取别名 * 时"),
+    (r"while scanning a directive", "读取 % 指令时"),
+    (r"while scanning a tag", "读取标签 ! 时"),
+    (r"while constructing a mapping", "构造映射时"),
+)
+_YAML_PATTERNS = tuple((re.compile(pattern + r"\Z"), zh) for pattern, zh in _YAML_PHRASES)
+
+
+def yaml_phrase(english: str) -> str:
+    """libyaml's English phrase, renderable in Chinese when it is one we know (else as it is)."""
+    for pattern, zh in _YAML_PATTERNS:
+        found = pattern.match(english)
+        if found:
+            return Both(english, zh.format(*found.groups()))
+    return english
+
+
 def sane_number(value: Any, limit: float) -> bool:
     """A finite number (no bool) from -limit to limit: what coordinates and orders may be."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -149,7 +209,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     "yaml.invalid": {"en": "invalid YAML: {detail}", "zh": "YAML 无效：{detail}"},
     "yaml.syntax": {"en": "{detail}", "zh": "YAML 语法错误：{detail}"},
     "yaml.syntax_in": {"en": "{detail} ({context} that starts at line {line})",
-                       "zh": "YAML 语法错误：{detail}（{context}，从第 {line} 行开始）"},
+                       "zh": "YAML 语法错误：{detail}（{context}，该处从第 {line} 行开始）"},
     "yaml.syntax_context": {"en": "{detail} ({context})", "zh": "YAML 语法错误：{detail}（{context}）"},
     "yaml.merge_source": {"en": "a merge key '<<' needs a mapping or a list of mappings",
                           "zh": "合并键 '<<' 需要一个映射或映射的列表"},

@@ -376,8 +376,10 @@ def _check_triggers(c: _Checker) -> None:
         if trig.type == "form" and trig.form:
             _check_known(c, (*path, "form"), "form", trig.form, c.catalog.forms)
         if trig.cron:
+            zone = trig.timezone or c.flow.timezone
             try:
-                parse_cron(trig.cron, trig.timezone or c.flow.timezone)
+                # An unknown zone is its own problem (below, or the flow's); the expression is still checked.
+                parse_cron(trig.cron, zone if zone and _valid_tz(zone) else "UTC")
             except ValueError as exc:
                 c.report((*path, "cron"), t("flow.bad_cron", cron=trig.cron, detail=exc.args[0] if exc.args and isinstance(exc.args[0], Text) else str(exc)))
         if trig.timezone and not _valid_tz(trig.timezone):

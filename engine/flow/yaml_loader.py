@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 import yaml
 
 from engine.errors import DefinitionInvalid, FlowInvalid, FormInvalid, Problem
-from engine.problem_text import Both, Text, t
+from engine.problem_text import Both, Text, t, yaml_phrase
 
 __all__ = ["Located", "load_yaml", "load_json", "json_path"]
 
@@ -480,13 +480,13 @@ def _syntax_message(exc: yaml.MarkedYAMLError, text: str) -> Text:
         if not text[line_start : mark.index].strip(" \t"):
             return t("yaml.tab_indent")
         return t("yaml.tab")
-    problem = exc.problem or "invalid YAML"
+    problem = yaml_phrase(exc.problem or "invalid YAML")
     if not exc.context:
         return t("yaml.syntax", detail=problem)
-    context_mark = exc.context_mark
+    context, context_mark = yaml_phrase(exc.context), exc.context_mark
     if context_mark is not None and mark is not None and context_mark.line != mark.line:
-        return t("yaml.syntax_in", detail=problem, context=exc.context, line=context_mark.line + 1)
-    return t("yaml.syntax_context", detail=problem, context=exc.context)
+        return t("yaml.syntax_in", detail=problem, context=context, line=context_mark.line + 1)
+    return t("yaml.syntax_context", detail=problem, context=context)
 
 
 # --- YAML: building plain Python data --------------------------------------------------------

@@ -147,3 +147,17 @@ def test_deploy_reports_each_version(run, tmp_path) -> None:  # type: ignore[no-
     assert first.exit_code == 0 and "flow hello v1 deployed" in first.output
     again = json.loads(run("--json", "deploy", str(flow)).output)
     assert again == [{"kind": "flow", "id": "hello", "version": 1, "changed": False, "source": str(flow)}]
+
+
+def test_deploy_refuses_a_bad_flow_naming_its_problems_in_the_chosen_language(run, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    run("demo", "--customers", "0", "--no-mail")
+    flow = tmp_path / "hello.yaml"
+    flow.write_text("id: hello\nname: Hello\nsteps:\n  - id: start\n    type: set\n    values: {a: 1}\n    next: dne\n"
+                    "  - id: done\n    type: end\n", "utf-8")
+    english = run("deploy", "--lang", "en", str(flow))
+    assert english.exit_code == 1 and f"{flow}:7:11: unknown step 'dne'; did you mean 'done'?" in english.output
+    chinese = run("deploy", "--lang", "zh", str(flow))
+    assert chinese.exit_code == 1 and f"{flow}:7:11: 未知的步骤 'dne'；是不是想写 'done'？" in chinese.output
+    body = json.loads(run("--json", "deploy", "--lang", "zh", str(flow)).output)
+    assert body["ok"] is False and body["problems"][0]["message"].startswith("未知的步骤 'dne'")
+    assert run("start", "hello").exit_code == 1  # nothing was deployed

@@ -105,3 +105,36 @@ def test_json_syntax_of_a_form_in_chinese() -> None:
     problem = caught.value.problems[0]
     assert problem.message == "a trailing comma before '}' is not allowed in JSON"
     assert problem.text("zh") == "JSON 中 '}' 前不允许有多余的逗号"
+
+
+# Broken flows as operations staff type them, with what libyaml says in English and what the Chinese
+# must say instead (libyaml's own words must not be left in the Chinese).
+_YAML_MISTAKES = [
+    ("id: f\nname:\n  a: 1\n b: 2\n", "did not find expected key", "没有找到应有的键，多为缩进不齐"),
+    ("id: f\nname: a: b\nsteps: []\n", "mapping values are not allowed in this context", "此处不能出现 ':' 键值"),
+    ("id: f\nname: 'x\nsteps: []\n", "found unexpected end of stream", "文件意外结束"),
+    ("id: f\nname: {a: 1\nsteps: []\n", "did not find expected ',' or '}'", "没有找到应有的 ',' 或 '}'"),
+    ("id: f\nname: `x`\n", "found character that cannot start any token", "遇到不能作为开头的字符"),
+    ("id: f\nsteps:\n  - id: a\n   type: end\n", "did not find expected '-' indicator", "没有找到应有的 '-' 标记"),
+    ("id: f\nname:\n  a: 1\n b: 2\n", "starts at line 1", "（解析映射时，该处从第 1 行开始）"),
+    ('id: f\nname: "a\\qb"\n', "found unknown escape character", "双引号中有未知的转义字符"),
+]
+
+
+@pytest.mark.parametrize(("text", "english", "chinese"), _YAML_MISTAKES)
+def test_yaml_syntax_errors_in_chinese(text: str, english: str, chinese: str) -> None:
+    with pytest.raises(FlowInvalid) as caught:
+        load_flow_text(text, "f.yaml")
+    problem = caught.value.problems[0]
+    assert english in problem.message
+    zh = problem.text("zh")
+    assert chinese in zh and zh.startswith("YAML 语法错误：")
+    left = re.sub(r"'[^']*'", "", zh)  # the quoted characters stay as written
+    assert not re.search(r"[A-Za-z]{3}", left.removeprefix("YAML")), zh
+
+
+def test_an_unknown_yaml_phrase_stays_in_english() -> None:
+    from engine.problem_text import yaml_phrase
+
+    assert yaml_phrase("a phrase libyaml may add one day") == "a phrase libyaml may add one day"
+    assert yaml_phrase("found undefined alias").render("zh") == "别名未定义"  # type: ignore[attr-defined]
