@@ -13,11 +13,13 @@ parameters, SQL-side defaults to prefetch, escaped names) is left to ``conn.exec
 
 On PostgreSQL, psycopg's ``executemany`` costs some 30 us of Python per row (each row is a
 statement of its own in a pipeline), more than the server's work. There, several rows for one
-statement go as one bulk statement instead (``_Bulk``): the rows of an INSERT as ``COPY ... FROM
-STDIN``, and the rows of an UPDATE as one ``UPDATE ... FROM unnest(<one array per parameter>)``,
-whose text is the same for any number of rows (so psycopg prepares it once). Both send the values
-``conn.execute`` would send (the same bind processors), in the same transaction, and count the
-rows the same way. SQLite, and one row, keep the plain path.
+statement go as one bulk statement instead: the rows of a plain INSERT as ``COPY ... FROM STDIN``
+(``_Copy``), the rows of an UPDATE by key as one ``UPDATE ... FROM unnest(<one array per
+parameter>)`` (``_UpdateFrom``), and new rows whose ids are wanted back as one ``INSERT ... SELECT
+... FROM unnest(...) RETURNING id`` (``_InsertSelect``, through ``insert_ids``); the text of
+these two is the same for any number of rows, so psycopg converts and prepares it once. All send the
+values ``conn.execute`` would send (the same bind processors), in the same transaction, and count
+the rows the same way. SQLite, one row, and any statement these cannot express keep the plain path.
 """
 
 from __future__ import annotations

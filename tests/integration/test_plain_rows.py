@@ -11,7 +11,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
 from sqlalchemy import String, bindparam, cast, event, select, update
+from sqlalchemy.exc import IntegrityError
 
 from connectors.registry import Registry
 from engine.clock import FixedClock
@@ -75,6 +77,7 @@ def test_inserts_and_updates_store_the_same_rows(database_url: str, clock: Fixed
         _updates_match_the_same_rows_and_count_them(cf)
         _bulk_updates_store_the_same_rows(cf)
         _inserted_ids_come_in_the_rows_order(cf)
+        _a_refused_row_raises_what_an_insert_raises(cf)
     finally:
         cf.close()
 
@@ -239,3 +242,16 @@ def _inserted_ids_come_in_the_rows_order(cf: Careflow) -> None:
     keys = [c.key for c in INSTANCE.c if c.key != "id"]
     strip = lambda rows: [tuple(v for k, v in zip(keys, r) if k != "started_by") for r in rows]  # noqa: E731
     assert strip(_text_rows(cf, INSTANCE, INSTANCE.c.id.in_(plain))) == strip(_text_rows(cf, INSTANCE, INSTANCE.c.id.in_(ids)))
+
+
+def _a_refused_row_raises_what_an_insert_raises(cf: Careflow) -> None:
+    """A COPY refused by a constraint raises SQLAlchemy's IntegrityError, as the INSERT would (the
+    batch API retries its requests one by one on it), and leaves nothing behind."""
+    def message(key: str) -> dict[str, Any]:
+        return {"effect_key": key, "instance_id": None, "connector": "timeline", "payload": {}, "status": "pending",
+                "next_attempt_at": AT, "created_at": AT}
+
+    with pytest.raises(IntegrityError, match="dup:1"), cf.db.begin() as conn:
+        execute(conn, _insert_into(OUTBOX), [message("dup:1"), message("dup:2"), message("dup:1")])
+    with cf.db.connect() as conn:
+        assert conn.execute(select(OUTBOX.c.id).where(OUTBOX.c.effect_key.like("dup:%"))).all() == []
