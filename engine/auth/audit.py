@@ -77,7 +77,8 @@ def audit(
 def audit_many(session: Session, entries: list[tuple[str | None, str, str | None, Any, Mapping[str, Any] | None]],
                *, at: datetime) -> None:
     """``audit`` for many (actor, action, target type, target id, data) at once: the same rows, with
-    one INSERT (a batch of requests writes its entries so; the ORM would add one object each)."""
+    one statement (a batch of requests writes its entries so; the ORM would add one object each):
+    an INSERT, or a COPY on PostgreSQL (engine/store/rows.py)."""
     if entries:
         execute_rows(session.connection(), _INSERT, [
             {"at": at, "actor": actor, "action": action, "target_type": target_type,

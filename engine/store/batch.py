@@ -4,8 +4,9 @@ Each function does what its one-request counterpart does for every request of th
 (``instances.start_instance``, ``tasks.complete_task``): the same checks, the same rows, the same
 outcome. What changes is how the rows are read and written: the customers, instances, tasks and
 enrollments of the whole batch are loaded with one query per table, and the rows of all its
-requests are written together at its end (``Writes(batch=True)``): one executemany per table and
-statement shape, with the instances' optimistic lock (``revision``) checked for every row.
+requests are written together at its end (``Writes(batch=True)``): one statement per table and
+statement shape (an executemany; on PostgreSQL a COPY or one bulk UPDATE, see rows.py), with the
+instances' optimistic lock (``revision``) checked for every row.
 
 The guarantees are those of one request per transaction, since the batch is one transaction:
 

@@ -36,8 +36,7 @@ from engine.runtime.interpreter import Context, Outcome, advance, start_state
 from engine.runtime.state import Status
 from engine.store import customers as cust
 from engine.store.inlist import in_list
-from engine.store.rows import execute as execute_rows
-from engine.store.rows import insert_ids
+from engine.store.rows import execute as execute_rows, insert_ids
 from engine import forms
 from engine.store.definitions import flow_of_version, latest_flow, latest_form
 from engine.store.models import (
