@@ -107,7 +107,13 @@ def log(msg: str) -> None:
 
 @dataclass
 class Counters:
-    """Commits and SQL statements seen on one SQLAlchemy engine."""
+    """Commits and SQL statements seen on one SQLAlchemy engine.
+
+    A statement is one call to the driver, as the engine's ``before_cursor_execute`` listeners see
+    it: an ``executemany`` of many rows counts once, and so do a ``COPY`` and a bulk ``UPDATE ...
+    FROM unnest`` of PostgreSQL's batch writes (engine/store/rows.py runs the COPY on the driver's
+    cursor itself, and calls these listeners for it).
+    """
 
     commits: int = 0
     statements: int = 0

@@ -20,10 +20,12 @@ from sqlalchemy.orm import Session
 
 from engine.clock import SystemClock
 from engine.store.models import AuditEntry
+from engine.store.rows import execute as execute_rows
 
 #: Keys whose values never reach the log, at any depth.
 SECRET_KEYS = frozenset({"password", "password_hash", "token", "secret", "secrets", "api_key", "authorization"})
 _MAX_TEXT = 2000
+_INSERT = insert(AuditEntry.__table__)  # type: ignore[arg-type]
 
 
 _SCALARS = frozenset({int, float, bool, type(None)})
@@ -75,9 +77,10 @@ def audit(
 def audit_many(session: Session, entries: list[tuple[str | None, str, str | None, Any, Mapping[str, Any] | None]],
                *, at: datetime) -> None:
     """``audit`` for many (actor, action, target type, target id, data) at once: the same rows, with
-    one INSERT (a batch of requests writes its entries so; the ORM would add one object each)."""
+    one statement (a batch of requests writes its entries so; the ORM would add one object each):
+    an INSERT, or a COPY on PostgreSQL (engine/store/rows.py)."""
     if entries:
-        session.execute(insert(AuditEntry.__table__), [  # type: ignore[arg-type]
+        execute_rows(session.connection(), _INSERT, [
             {"at": at, "actor": actor, "action": action, "target_type": target_type,
              "target_id": None if target_id is None else str(target_id), "data": scrub(dict(data or {})), "ip": None}
             for actor, action, target_type, target_id, data in entries

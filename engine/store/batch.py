@@ -4,8 +4,9 @@ Each function does what its one-request counterpart does for every request of th
 (``instances.start_instance``, ``tasks.complete_task``): the same checks, the same rows, the same
 outcome. What changes is how the rows are read and written: the customers, instances, tasks and
 enrollments of the whole batch are loaded with one query per table, and the rows of all its
-requests are written together at its end (``Writes(batch=True)``): one executemany per table and
-statement shape, with the instances' optimistic lock (``revision``) checked for every row.
+requests are written together at its end (``Writes(batch=True)``): one statement per table and
+statement shape (an executemany; on PostgreSQL a COPY or one bulk UPDATE, see rows.py), with the
+instances' optimistic lock (``revision``) checked for every row.
 
 The guarantees are those of one request per transaction, since the batch is one transaction:
 
@@ -34,6 +35,7 @@ from engine import forms
 from engine.crashpoints import crash_point
 from engine.errors import Conflict, CustomerLookupError, InstanceLookupError, PermissionDenied, TaskLookupError
 from engine.runtime import events as ev
+from engine.store.inlist import in_list
 from engine.store.rows import execute as execute_rows
 from engine.store import tasks as task_store
 from engine.store.definitions import flow_of_version, latest_flow
@@ -51,12 +53,11 @@ from engine.store.instances import (
 )
 from engine.store.models import Customer, Enrollment, Instance, Task, User
 
-# Hot statements, built once.
-_CUSTOMERS = select(Customer).where(Customer.id.in_(bindparam("b_ids", expanding=True)))
-_INSTANCES = select(Instance).where(Instance.id.in_(bindparam("b_ids", expanding=True)))
-_TASKS = select(Task).where(Task.id.in_(bindparam("b_ids", expanding=True)))
-_ENROLLMENTS = select(Enrollment).where(
-    Enrollment.flow_id == bindparam("b_flow"), Enrollment.customer_id.in_(bindparam("b_ids", expanding=True)))
+# Hot statements, built once. The list of ids is one array parameter on PostgreSQL (see inlist.py).
+_CUSTOMERS = select(Customer).where(in_list(Customer.id, "b_ids"))
+_INSTANCES = select(Instance).where(in_list(Instance.id, "b_ids"))
+_TASKS = select(Task).where(in_list(Task.id, "b_ids"))
+_ENROLLMENTS = select(Enrollment).where(Enrollment.flow_id == bindparam("b_flow"), in_list(Enrollment.customer_id, "b_ids"))
 _COMPLETE_OPEN_TASK = (
     update(TASK).where(TASK.c.id == bindparam("b_id"), TASK.c.status == "open")
     .values(status="completed", completed_by=bindparam("b_by"), completed_at=bindparam("b_at"),

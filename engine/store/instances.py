@@ -35,7 +35,8 @@ from engine.runtime import events as ev
 from engine.runtime.interpreter import Context, Outcome, advance, start_state
 from engine.runtime.state import Status
 from engine.store import customers as cust
-from engine.store.rows import execute as execute_rows
+from engine.store.inlist import in_list
+from engine.store.rows import execute as execute_rows, insert_ids
 from engine import forms
 from engine.store.definitions import flow_of_version, latest_flow, latest_form
 from engine.store.models import (
@@ -385,7 +386,7 @@ _RELEASE_ENROLLMENT = update(ENROLLMENT).where(
 _INSERT_INSTANCE = insert(INSTANCE).returning(INSTANCE.c.id)
 _INSERT_INSTANCES = insert(INSTANCE).returning(INSTANCE.c.id, sort_by_parameter_order=True)
 _HOLDERS = select(CUSTOMER.c.id, CUSTOMER.c.phone, CUSTOMER.c.email).where(
-    CUSTOMER.c.phone.in_(bindparam("b_phones", expanding=True)) | CUSTOMER.c.email.in_(bindparam("b_emails", expanding=True)))
+    in_list(CUSTOMER.c.phone, "b_phones") | in_list(CUSTOMER.c.email, "b_emails"))
 _INSTANCE_BY_ID = select(Instance).where(Instance.id == bindparam("b_id"))
 _ENROLLMENT_OF = select(Enrollment).where(Enrollment.flow_id == bindparam("b_flow"), Enrollment.customer_id == bindparam("b_customer"))
 
@@ -495,7 +496,7 @@ def _insert_instance(session: Session, columns: dict[str, Any]) -> Instance:
 def insert_instances(session: Session, rows: list[dict[str, Any]]) -> list[Instance]:
     """``_insert_instance`` for many rows: one INSERT … RETURNING, ids in the order of ``rows``."""
     session.flush()
-    ids = session.connection().execute(_INSERT_INSTANCES, rows).scalars().all()
+    ids = insert_ids(session.connection(), _INSERT_INSTANCES, rows)
     instances = []
     for instance_id, columns in zip(ids, rows, strict=True):
         instance = _as_loaded(instance_id, columns)

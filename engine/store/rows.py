@@ -10,6 +10,16 @@ row with SQLAlchemy's own bind processors (so the values sent are exactly those
 (``cursor.executemany`` for several rows), in the same transaction, seen by the same engine
 events. A statement whose compiled form needs more than this (expanding or post-compile
 parameters, SQL-side defaults to prefetch, escaped names) is left to ``conn.execute``.
+
+On PostgreSQL, psycopg's ``executemany`` costs some 30 us of Python per row (each row is a
+statement of its own in a pipeline), more than the server's work. There, several rows for one
+statement go as one bulk statement instead: the rows of a plain INSERT as ``COPY ... FROM STDIN``
+(``_Copy``), the rows of an UPDATE by key as one ``UPDATE ... FROM unnest(<one array per
+parameter>)`` (``_UpdateFrom``), and new rows whose ids are wanted back as one ``INSERT ... SELECT
+... FROM unnest(...) RETURNING id`` (``_InsertSelect``, through ``insert_ids``); the text of
+these two is the same for any number of rows, so psycopg converts and prepares it once. All send the
+values ``conn.execute`` would send (the same bind processors), in the same transaction, and count
+the rows the same way. SQLite, one row, and any statement these cannot express keep the plain path.
 """
 
 from __future__ import annotations
@@ -18,9 +28,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import (
+    JSON, Boolean, Connection, Date, DateTime, Enum, Float, Integer, String, Table, column, func, insert, select,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
-from sqlalchemy.sql import Executable
+from sqlalchemy.sql import Executable, operators, visitors
+from sqlalchemy.sql.dml import Insert, Update
+from sqlalchemy.sql.elements import BinaryExpression, BindParameter, BooleanClauseList, ColumnClause
+from sqlalchemy.sql.selectable import FromClause, ReturnsRows
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,43 +47,88 @@ class _Plan:
     convert: Callable[[Mapping[str, Any]], Any]
 
 
-_plans: dict[tuple[int, Executable, frozenset[str]], tuple[Executable, Dialect, _Plan | None]] = {}
+@dataclass(frozen=True, slots=True)
+class _Done:
+    """What a bulk statement returns: the rows it wrote or matched, as a result's ``rowcount``."""
+
+    rowcount: int
+
+
+_Cache = dict[tuple[int, Executable, frozenset[str]], tuple[Executable, Dialect, Any]]
+_plans: _Cache = {}
+_bulks: _Cache = {}
+_insert_selects: _Cache = {}
 
 
 def execute(conn: Connection, statement: Executable, rows: Sequence[Mapping[str, Any]]) -> Any:
     """``conn.execute(statement, rows)`` for an INSERT or UPDATE without RETURNING: the result
     (``rowcount`` = rows matched in total)."""
     keys = frozenset(rows[0])
-    plan = _plan(conn.dialect, statement, keys)
-    if plan is None or any(len(row) != len(keys) or not keys.issuperset(row) for row in rows[1:]):
+    same_keys = all(len(row) == len(keys) and keys.issuperset(row) for row in rows[1:])
+    if len(rows) > 1 and same_keys and conn.dialect.name == "postgresql":
+        bulk = _cached(_bulks, _build_bulk, conn.dialect, statement, keys)
+        if bulk is not None:
+            done = bulk.run(conn, rows)
+            if done is not None:
+                return done
+    plan = _cached(_plans, _build, conn.dialect, statement, keys)
+    if plan is None or not same_keys:
         return conn.execute(statement, list(rows) if len(rows) > 1 else rows[0])
     params = [plan.convert(row) for row in rows]
     return conn.exec_driver_sql(plan.sql, params if len(params) > 1 else params[0])
 
 
-def _plan(dialect: Dialect, statement: Executable, keys: frozenset[str]) -> _Plan | None:
+def insert_ids(conn: Connection, statement: Insert, rows: Sequence[Mapping[str, Any]]) -> list[int]:
+    """``conn.execute(statement, rows).scalars().all()`` for ``insert(table).returning(table.c.id,
+    sort_by_parameter_order=True)``: the new rows' ids, in the order of ``rows``."""
+    keys = frozenset(rows[0])
+    if len(rows) > 1 and conn.dialect.name == "postgresql" and all(
+            len(row) == len(keys) and keys.issuperset(row) for row in rows[1:]):
+        bulk = _cached(_insert_selects, _build_insert_select, conn.dialect, statement, keys)
+        if bulk is not None:
+            return bulk.run(conn, rows)
+    return list(conn.execute(statement, list(rows)).scalars().all())
+
+
+def _cached(cache: _Cache, build: Callable[[Dialect, Any, frozenset[str]], Any], dialect: Dialect,
+            statement: Executable, keys: frozenset[str]) -> Any:
     cache_key = (id(dialect), statement, keys)
-    hit = _plans.get(cache_key)
+    hit = cache.get(cache_key)
     if hit is not None and hit[1] is dialect:
         return hit[2]
-    plan = _build(dialect, statement, keys)
-    if len(_plans) >= 1024:  # a few dozen shapes per engine; many engines (tests) come and go
-        _plans.clear()
-    _plans[cache_key] = (statement, dialect, plan)  # the statement and dialect are kept alive with it
+    plan = build(dialect, statement, keys)
+    if len(cache) >= 1024:  # a few dozen shapes per engine; many engines (tests) come and go
+        cache.clear()
+    cache[cache_key] = (statement, dialect, plan)  # the statement and dialect are kept alive with it
     return plan
 
 
-def _build(dialect: Dialect, statement: Executable, keys: frozenset[str]) -> _Plan | None:
+def _build(dialect: Dialect, statement: Executable, keys: frozenset[str], *, returning: bool = False) -> _Plan | None:
     compiled: Any = statement.compile(dialect=dialect, column_keys=sorted(keys))
-    if (getattr(compiled, "returning", None) or compiled.literal_execute_params or compiled.post_compile_params
-            or compiled.update_prefetch or getattr(compiled, "escaped_bind_names", None)):
+    binds = _binds(compiled, keys)
+    if binds is None or bool(getattr(compiled, "returning", None)) != returning:
+        return None
+    if len({b[0] for b in binds}) != len(binds) and not compiled.positional:
+        return None
+    return _Plan(compiled.string, _converter(binds, bool(compiled.positional)))
+
+
+_Bind = tuple[str, int, Any, Callable[[Any], Any] | None]
+
+
+def _binds(compiled: Any, keys: frozenset[str]) -> list[_Bind] | None:
+    """The compiled statement's parameters in the driver's order, each with where its value comes
+    from (0: the row, 1: a constant, 2: a column default) and its bind processor; None if the
+    statement needs more than that (see the module's docstring)."""
+    if (compiled.literal_execute_params or compiled.post_compile_params or compiled.update_prefetch
+            or getattr(compiled, "escaped_bind_names", None)):
         return None
     defaults: dict[str, Any] = {}
-    for column in compiled.insert_prefetch:
-        default = column.default
+    for column_ in compiled.insert_prefetch:
+        default = column_.default
         if default is None or not (default.is_scalar or default.is_callable):
             return None
-        defaults[column.key] = (1, default.arg) if default.is_scalar else (2, default.arg)
+        defaults[column_.key] = (1, default.arg) if default.is_scalar else (2, default.arg)
     names = compiled.positiontup if compiled.positional else list(compiled.bind_names.values())
     processors = compiled._bind_processors
     binds = []
@@ -81,12 +143,10 @@ def _build(dialect: Dialect, statement: Executable, keys: frozenset[str]) -> _Pl
                 return None
             source, fixed = 1, bind.effective_value
         binds.append((name, source, fixed, processors.get(name)))
-    if len({b[0] for b in binds}) != len(binds) and not compiled.positional:
-        return None
-    return _Plan(compiled.string, _converter(binds, bool(compiled.positional)))
+    return binds
 
 
-def _converter(binds: list[tuple[str, int, Any, Callable[[Any], Any] | None]], positional: bool) -> Any:
+def _converter(binds: list[_Bind], positional: bool) -> Any:
     """A function of one row giving the driver's parameters, written out for this plan (one
     expression per bind: the row's value, a constant or a default, through its processor). As
     SQLAlchemy does, None goes through the processor too (JSON's turns it into 'null')."""
@@ -102,3 +162,237 @@ def _converter(binds: list[tuple[str, int, Any, Callable[[Any], Any] | None]], p
         parts.append(value if positional else f"{name!r}: {value}")
     body = f"({', '.join(parts)},)" if positional else f"{{{', '.join(parts)}}}"
     return eval(f"lambda row: {body}", names)  # noqa: S307 - built from bind names of our own statements
+
+
+# --- PostgreSQL: several rows in one statement ------------------------------------------------------
+
+def _build_bulk(dialect: Dialect, statement: Executable, keys: frozenset[str]) -> _Copy | _UpdateFrom | None:
+    if isinstance(statement, Insert):
+        return _build_copy(dialect, statement, keys)
+    if isinstance(statement, Update):
+        return _build_update_from(dialect, statement, keys)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Copy:
+    """A plain ``table.insert()``'s rows as ``COPY table (columns) FROM STDIN``.
+
+    COPY inserts rows as INSERT does (column defaults, constraints, triggers), but bypasses
+    SQLAlchemy's execution, so the engine's ``before_cursor_execute`` / ``after_cursor_execute``
+    listeners are called here (with no execution context, which SQLAlchemy allows): a statement
+    counter sees one statement, as for an executemany.
+    """
+
+    sql: str
+    #: One row's values in the COPY's column order, through the same bind processors as an INSERT.
+    convert: Callable[[Mapping[str, Any]], tuple[Any, ...]]
+
+    def run(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> _Done:
+        values = [self.convert(row) for row in rows]
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        events = conn.dispatch
+        try:
+            events.before_cursor_execute(conn, cursor, self.sql, values, None, True)
+            with cursor.copy(self.sql) as copy:
+                for value in values:
+                    copy.write_row(value)
+            count = cursor.rowcount
+            events.after_cursor_execute(conn, cursor, self.sql, values, None, True)
+        except Exception as exc:  # the same SQLAlchemy error (IntegrityError...) as an INSERT's
+            conn._handle_dbapi_exception(exc, self.sql, values, cursor, None)
+        finally:
+            cursor.close()
+        return _Done(count)
+
+
+def _build_copy(dialect: Dialect, statement: Insert, keys: frozenset[str]) -> _Copy | None:
+    table = statement.table
+    if (not isinstance(table, Table) or statement._values or statement._multi_values or statement._returning
+            or statement.select is not None or statement._post_values_clause is not None):
+        return None
+    for column_ in table.c:  # a default that only SQL can compute has no place in a COPY
+        if column_.key not in keys and column_.default is not None and not (
+                column_.default.is_scalar or column_.default.is_callable):
+            return None
+    compiled: Any = statement.compile(dialect=dialect, column_keys=sorted(keys), for_executemany=True)
+    binds = _binds(compiled, keys)
+    if binds is None or compiled.positional or getattr(compiled, "returning", None):
+        return None
+    names = [name for name, _source, _fixed, _process in binds]
+    if len(set(names)) != len(names) or not all(name in table.c for name in names):
+        return None
+    quote = dialect.identifier_preparer
+    columns = ", ".join(quote.format_column(table.c[name]) for name in names)
+    return _Copy(f"COPY {quote.format_table(table)} ({columns}) FROM STDIN", _converter(binds, positional=True))
+
+
+@dataclass(frozen=True, slots=True)
+class _UpdateFrom:
+    """An UPDATE's rows as one ``UPDATE ... FROM unnest(:a1, :a2...) AS rows(...)``: each parameter
+    that varies from row to row becomes an array of the rows' values, and each reference to it a
+    column of ``rows``.
+
+    That is an executemany's outcome only when no table row is matched by two rows of parameters
+    (the executemany would update it twice, the join once) and no row's UPDATE changes which table
+    rows another one matches. Hence ``distinct``: parameters compared for equality (in the WHERE
+    clause's top-level AND) with columns the statement does not SET. Rows whose values of these
+    differ match disjoint sets of table rows, which no UPDATE of the batch moves between them; the
+    rows are checked for that at run time (else the plain executemany runs). The total rowcount is
+    then the executemany's: optimistic locks and compare-and-set updates are checked as before.
+    """
+
+    plan: _Plan
+    #: The rows' keys, one array parameter each (named ``u_<key>``).
+    names: tuple[str, ...]
+    distinct: tuple[str, ...]
+
+    def run(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> Any:
+        distinct = self.distinct
+        try:
+            keys = {tuple(row[name] for name in distinct) for row in rows}
+        except TypeError:  # a value that cannot be hashed: let the executemany do it
+            return None
+        if len(keys) != len(rows):
+            return None
+        arrays = {f"u_{name}": [row[name] for row in rows] for name in self.names}
+        return conn.exec_driver_sql(self.plan.sql, self.plan.convert(arrays))
+
+
+#: The column types an array parameter may carry, each cast as the plain statement casts it.
+_ARRAY_TYPES = (Integer, String, JSON, DateTime, Date, Boolean, Float)
+
+
+def _array_item(type_: TypeEngine[Any]) -> TypeEngine[Any] | None:
+    """The element type of an array parameter carrying values of ``type_``; None for a type not known
+    to cast as its plain parameter does."""
+    base = type_.impl_instance if isinstance(type_, TypeDecorator) else type_
+    if not isinstance(base, _ARRAY_TYPES) or isinstance(base, Enum) or isinstance(base, Float) and base.precision:
+        return None
+    if isinstance(base, String) and base.length is not None:
+        # CAST(x AS VARCHAR(n)) cuts longer text silently, where storing it in the column fails.
+        return None if isinstance(type_, TypeDecorator) else String()
+    return type_
+
+
+def _unnest(names: Sequence[str], items: Mapping[str, TypeEngine[Any]], *, ordinality: str | None = None) -> Any:
+    """``unnest(:u_a, :u_b...) AS u_rows(u_a, u_b...)``: one array parameter per name, as a table."""
+    return func.unnest(*[BindParameter(f"u_{name}", type_=ARRAY(items[name])) for name in names]).table_valued(
+        *[column(f"u_{name}", items[name]) for name in names], with_ordinality=ordinality).render_derived(name="u_rows")
+
+
+def _binary_arrays(plan: _Plan, names: Sequence[str]) -> _Plan | None:
+    """The plan with its array parameters in psycopg's binary format: its text format quotes every
+    element of an array with regular expressions, which costs more than the bulk statement saves."""
+    sql = plan.sql
+    for name in names:
+        placeholder = f"%(u_{name})s"
+        if sql.count(placeholder) != 1:
+            return None
+        sql = sql.replace(placeholder, f"%(u_{name})b")
+    return _Plan(sql, plan.convert)
+
+
+@dataclass(frozen=True, slots=True)
+class _InsertSelect:
+    """Rows inserted with their ids returned, as ``INSERT ... SELECT ... FROM unnest(...) WITH
+    ORDINALITY ORDER BY ordinality RETURNING id``: what SQLAlchemy's own "insertmanyvalues" sends
+    for a RETURNING in parameter order on PostgreSQL (with a VALUES list where this has arrays),
+    and read the same way: the sequence numbers the rows in the order the SELECT gives them, so
+    the ids sorted are those of the rows in order."""
+
+    plan: _Plan
+    names: tuple[str, ...]
+
+    def run(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[int]:
+        arrays = {f"u_{name}": [row[name] for row in rows] for name in self.names}
+        ids = sorted(conn.exec_driver_sql(self.plan.sql, self.plan.convert(arrays)).scalars())
+        if len(ids) != len(rows):
+            raise AssertionError(f"{len(rows)} rows inserted, {len(ids)} ids returned")
+        return ids
+
+
+def _build_insert_select(dialect: Dialect, statement: Insert, keys: frozenset[str]) -> _InsertSelect | None:
+    table = statement.table
+    if (not isinstance(table, Table) or statement._values or statement._multi_values
+            or statement.select is not None or statement._post_values_clause is not None):
+        return None
+    returning = statement._returning
+    id_column = table.c.get("id")
+    if (len(returning) != 1 or returning[0] is not id_column or id_column is None or id_column.key in keys
+            or table.autoincrement_column is not id_column or not keys.issubset(table.c.keys())):
+        return None
+    for column_ in table.c:  # INSERT ... SELECT computes no Python-side default per row
+        if column_.key not in keys and column_.default is not None:
+            return None
+    names = tuple(sorted(keys))
+    items: dict[str, TypeEngine[Any]] = {}
+    for name in names:
+        item = _array_item(table.c[name].type)
+        if item is None:
+            return None
+        items[name] = item
+    rows = _unnest(names, items, ordinality="u_order")
+    bulk = insert(table).from_select([table.c[name] for name in names],
+                                     select(*[rows.c[f"u_{name}"] for name in names]).order_by(rows.c.u_order))
+    plan = _build(dialect, bulk.returning(id_column), frozenset(f"u_{name}" for name in names), returning=True)
+    plan = None if plan is None else _binary_arrays(plan, names)
+    return None if plan is None else _InsertSelect(plan, names)
+
+
+def _build_update_from(dialect: Dialect, statement: Update, keys: frozenset[str]) -> _UpdateFrom | None:
+    table = statement.table
+    if (not isinstance(table, Table) or statement._returning or statement._multi_values
+            or not statement._values or not statement._where_criteria):
+        return None
+    for element in visitors.iterate(statement):  # another table, or a subquery, could read rows this UPDATE writes
+        if isinstance(element, (ReturnsRows, FromClause)) and element is not table and element is not statement:
+            return None
+        if isinstance(element, ColumnClause) and element.table is not None and element.table is not table:
+            return None
+    compiled: Any = statement.compile(dialect=dialect, column_keys=sorted(keys))
+    if _binds(compiled, keys) is None:
+        return None
+    names = tuple(sorted(keys))
+    items: dict[str, TypeEngine[Any]] = {}
+    for name in names:
+        bind = compiled.binds.get(name)
+        item = None if bind is None else _array_item(bind.type)
+        if item is None:
+            return None
+        items[name] = item
+    set_columns = {getattr(key, "key", key) for key in statement._values}
+    distinct = []
+    for criterion in _conjuncts(statement._where_criteria):
+        if (isinstance(criterion, BinaryExpression) and criterion.operator is operators.eq
+                and isinstance(criterion.left, ColumnClause) and criterion.left.table is table
+                and isinstance(criterion.right, BindParameter) and criterion.right.key in keys
+                and criterion.left.key not in set_columns):
+            distinct.append(criterion.right.key)
+    if not distinct:
+        return None
+    rows = _unnest(names, items)
+
+    def as_column(element: Any) -> Any:
+        if isinstance(element, BindParameter) and element.key in items:
+            return rows.c[f"u_{element.key}"]
+        return None
+
+    bulk = visitors.replacement_traverse(statement, {}, as_column)
+    plan = _build(dialect, bulk, frozenset(f"u_{name}" for name in names))
+    if plan is None or "FROM unnest(" not in plan.sql:
+        return None
+    plan = _binary_arrays(plan, names)
+    if plan is None:
+        return None
+    return _UpdateFrom(plan, names, tuple(distinct))
+
+
+def _conjuncts(criteria: Sequence[Any]) -> list[Any]:
+    out = []
+    for criterion in criteria:
+        if isinstance(criterion, BooleanClauseList) and criterion.operator is operators.and_:
+            out += _conjuncts(criterion.clauses)
+        else:
+            out.append(criterion)
+    return out

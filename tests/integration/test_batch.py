@@ -10,9 +10,12 @@ the other requests of its batch nothing.
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from sqlalchemy import insert, select, update
+from sqlalchemy import event, insert, select, update
 from sqlalchemy.orm.exc import StaleDataError
 
 from engine.errors import Conflict, CustomerLookupError
@@ -23,12 +26,16 @@ from engine.store.models import (
     Customer,
     Enrollment,
     HistoryEntry,
+    Incident,
     Instance,
+    Notification,
     OutboxMessage,
     Task,
+    Timer,
     TimelineEntry,
 )
-from tests.integration.test_store_writes import ANSWER, deploy_call, new_customer
+from tests.conftest import make_careflow
+from tests.integration.test_store_writes import ANSWER, RACE, deploy_call, new_customer
 
 
 def task_of(cf, instance_id: int) -> int:  # type: ignore[no-untyped-def]
@@ -36,44 +43,88 @@ def task_of(cf, instance_id: int) -> int:  # type: ignore[no-untyped-def]
         return s.scalars(select(Task.id).where(Task.instance_id == instance_id, Task.status == "open")).one()
 
 
+#: Columns and JSON keys that hold ids of rows, which differ from run to run: compared as the row they
+#: name (the instance, its customer, its first, second... task). Each row's own id is left out.
+_ID_COLUMNS = {"instance_id": "instance", "active_instance_id": "instance", "parent_id": "instance",
+               "customer_id": "customer", "task_id": "task"}
+_ID_KEYS = {"instance_id": "instance", "parent": "instance", "customer_id": "customer", "task": "task", "task_id": "task"}
+
+
 def stored(cf, instance_id: int) -> str:  # type: ignore[no-untyped-def]
-    """Every row an instance left, without ids, its customer's name and phone written NAME, PHONE."""
+    """Every column of every row an instance left, in every table that holds any (the customer's
+    timeline and enrollment too), with ids written as what they name and the customer's name,
+    phone and e-mail written NAME, PHONE, EMAIL."""
     with cf.session() as s:
         instance = s.get(Instance, instance_id)
         customer = s.get(Customer, instance.customer_id)
-        rows = {
-            "instance": (instance.status, instance.outcome, instance.revision, instance.ended_at, instance.state),
-            "customer": (customer.phone, customer.grade, customer.region, customer.updated_at),
-            "enrollment": tuple(s.execute(select(Enrollment.active_instance_id, Enrollment.count)
-                                    .where(Enrollment.customer_id == customer.id)).one()),
-            "timeline": [(t.kind, t.title, t.data) for t in s.scalars(
-                select(TimelineEntry).where(TimelineEntry.instance_id == instance_id).order_by(TimelineEntry.id))],
-            "history": [(h.event, [{k: v for k, v in e.items() if k != "task"} for e in h.entries]) for h in s.scalars(
-                select(HistoryEntry).where(HistoryEntry.instance_id == instance_id).order_by(HistoryEntry.id))],
-            "tasks": [(t.status, t.assignee, t.title, t.data, t.completed_by, t.outcome, t.initial) for t in s.scalars(
-                select(Task).where(Task.instance_id == instance_id).order_by(Task.id))],
-            "outbox": [(m.effect_key.split(":", 1)[1], m.payload, m.status) for m in s.scalars(
-                select(OutboxMessage).where(OutboxMessage.instance_id == instance_id).order_by(OutboxMessage.id))],
-            "audit": [(a.action, a.actor, {k: v for k, v in a.data.items() if k != "instance_id"}) for a in s.scalars(
-                select(AuditEntry).where(AuditEntry.action == "task.complete").order_by(AuditEntry.id))
-                if a.data.get("instance_id") == instance_id],
+        # The customer's instances (this one and those before it, whose timeline rows are the customer's
+        # too) and their tasks, numbered in the order they were made.
+        instance_ids = list(s.scalars(select(Instance.id).where(Instance.customer_id == customer.id).order_by(Instance.id)))
+        all_task_ids = list(s.scalars(select(Task.id).where(Task.instance_id.in_(instance_ids)).order_by(Task.id)))
+        task_ids = list(s.scalars(select(Task.id).where(Task.instance_id == instance_id).order_by(Task.id)))
+        names = {"instance": {i: f"INSTANCE{n}" for n, i in enumerate(instance_ids, 1)}, "customer": {customer.id: "CUSTOMER"},
+                 "task": {t: f"TASK{n}" for n, t in enumerate(all_task_ids, 1)}}
+
+        def named(kind: str, value: object) -> object:
+            return names[kind].get(int(value), value) if isinstance(value, (int, str)) and str(value).isdigit() else value
+
+        def plain(value: object) -> object:
+            if isinstance(value, dict):
+                return {k: named(_ID_KEYS[k], v) if k in _ID_KEYS else plain(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [plain(v) for v in value]
+            return value
+
+        def rows(model: type, where: object) -> list[dict[str, object]]:
+            table = model.__table__  # type: ignore[attr-defined]
+            out = []
+            for row in s.execute(select(table).where(where).order_by(table.c.id)).mappings():
+                values = {k: named(_ID_COLUMNS[k], v) if k in _ID_COLUMNS else plain(v) for k, v in row.items() if k != "id"}
+                if "target_type" in values:  # the audit log's
+                    values["target_id"] = named(str(values["target_type"]), values["target_id"])
+                out.append(values)
+            return out
+
+        task_targets = [str(t) for t in task_ids]
+        rows_by_table = {
+            "instance": rows(Instance, Instance.id == instance_id),
+            "customer": rows(Customer, Customer.id == customer.id),
+            "enrollment": rows(Enrollment, Enrollment.customer_id == customer.id),
+            "timeline": rows(TimelineEntry, TimelineEntry.customer_id == customer.id),
+            "history": rows(HistoryEntry, HistoryEntry.instance_id == instance_id),
+            "tasks": rows(Task, Task.instance_id == instance_id),
+            "notifications": rows(Notification, Notification.task_id.in_(task_ids)),
+            "timers": rows(Timer, Timer.instance_id == instance_id),
+            "incidents": rows(Incident, Incident.instance_id == instance_id),
+            "outbox": [{**m, "effect_key": str(m["effect_key"]).replace(str(instance_id), "INSTANCE", 1)}
+                       for m in rows(OutboxMessage, OutboxMessage.instance_id == instance_id)],
+            "audit": rows(AuditEntry, ((AuditEntry.target_type == "instance") & (AuditEntry.target_id == str(instance_id)))
+                          | ((AuditEntry.target_type == "task") & AuditEntry.target_id.in_(task_targets))),
         }
-        text = json.dumps(rows, default=str, ensure_ascii=False, sort_keys=True)
-        return text.replace(customer.name, "NAME").replace(customer.phone[-4:], "PHONE")
+        text = json.dumps(rows_by_table, default=str, ensure_ascii=False, sort_keys=True, indent=1)
+        return text.replace(customer.name, "NAME").replace(customer.phone[-4:], "PHONE").replace(customer.email, "EMAIL")
 
 
 def test_a_batch_stores_the_same_rows_as_one_request_each(cf):
+    """Row for row, in every table; on PostgreSQL the batch's rows go by COPY and UPDATE ... FROM
+    unnest (engine/store/rows.py), one request's by plain INSERTs and UPDATEs."""
     deploy_call(cf)
+    cf.deploy_flow_text(RACE, "race.yaml")  # a task created and cancelled in one advance, then the end
     one_by_one = [new_customer(cf, n) for n in range(3)]
     batched = [new_customer(cf, n) for n in range(3, 6)]
-    singles = [cf.start("call", customer_id=c) for c in one_by_one]
+    singles = [cf.start("call", customer_id=c, started_by="admin") for c in one_by_one]
     for iid in singles:
         cf.complete(task_of(cf, iid), ANSWER, "wang")
-    started = cf.start_batch("call", batched)
+    started = cf.start_batch("call", batched, started_by="admin")
     assert all(isinstance(i, int) for i in started)
     done = cf.complete_batch([(task_of(cf, iid), ANSWER, "wang") for iid in started])
     assert [d["status"] for d in done] == ["completed"] * 3  # type: ignore[index]
     for single, batch in zip(singles, started, strict=True):
+        assert stored(cf, single) == stored(cf, batch)  # type: ignore[arg-type]
+    raced_single = [cf.start("race", customer_id=c) for c in one_by_one]
+    raced_batch = cf.start_batch("race", batched)
+    for single, batch in zip(raced_single, raced_batch, strict=True):
+        assert "cancelled" in stored(cf, single)
         assert stored(cf, single) == stored(cf, batch)  # type: ignore[arg-type]
 
 
@@ -162,6 +213,80 @@ def test_a_lost_optimistic_lock_fails_the_whole_batch(cf):
     assert [cf.describe(iid)["status"] for iid in started] == ["running"] * 3  # type: ignore[arg-type]
     with cf.session() as s:
         assert s.scalar(select(Task.id).where(Task.id.in_(tasks), Task.status != "open")) is None
+
+
+class _Meanwhile:
+    """Another writer commits ``write()`` just before the batch sends its first bulk statement
+    (``UPDATE ... FROM unnest``, engine/store/rows.py) that starts with ``before``. PostgreSQL lets
+    it in: the batch holds no lock on the rows it writes there yet."""
+
+    def __init__(self, cf: Any, before: str, write: Any):
+        self.cf, self.before, self.write = cf, before, write
+        self.fired = False
+
+    def _before(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if not self.fired and statement.startswith(self.before) and "FROM unnest(" in statement:
+            self.fired = True
+            self.write()
+
+    def __enter__(self) -> _Meanwhile:
+        event.listen(self.cf.db, "before_cursor_execute", self._before)
+        return self
+
+    def __exit__(self, *_exc: Any) -> None:
+        event.remove(self.cf.db, "before_cursor_execute", self._before)
+
+
+@pytest.fixture
+def cf_pg(pg_schema_url, clock, provider) -> Iterator[Any]:  # type: ignore[no-untyped-def]
+    engine = make_careflow(pg_schema_url, clock, provider)
+    yield engine
+    engine.close()
+
+
+@pytest.mark.postgres
+def test_a_lock_lost_to_another_writer_fails_the_batch_then_each_answer_runs_alone(cf_pg, caplog):
+    cf = cf_pg
+    deploy_call(cf)
+    started = cf.start_batch("call", [new_customer(cf, n) for n in range(3)])
+    tasks = [task_of(cf, iid) for iid in started]  # type: ignore[arg-type]
+    table = Instance.__table__
+
+    def bump() -> None:  # another transaction changes the third instance and commits
+        with cf.db.begin() as other:
+            other.execute(update(table).where(table.c.id == started[2]).values(revision=table.c.revision + 1))
+
+    with _Meanwhile(cf, "UPDATE instance SET", bump) as meanwhile, caplog.at_level(logging.INFO, "engine.core"):
+        results = cf.complete_batch([(t, ANSWER, "wang") for t in tasks])
+    assert meanwhile.fired
+    assert "expected to update 3 row(s); 2 were matched" in caplog.text  # the batch failed, and was rolled back
+    assert [r["status"] for r in results] == ["completed"] * 3  # type: ignore[index]
+    assert [cf.describe(iid)["status"] for iid in started] == ["completed"] * 3  # type: ignore[arg-type]
+    with cf.session() as s:
+        assert [s.get(Instance, iid).revision for iid in started] == [3, 3, 4]  # type: ignore[union-attr]
+        done = s.scalars(select(AuditEntry.target_id).where(AuditEntry.action == "task.complete")).all()
+    assert sorted(done) == sorted(str(t) for t in tasks)  # one entry each: the failed batch left none
+
+
+@pytest.mark.postgres
+def test_a_task_answered_by_another_writer_fails_the_batch_then_only_its_own_answer(cf_pg, caplog):
+    cf = cf_pg
+    deploy_call(cf)
+    started = cf.start_batch("call", [new_customer(cf, n) for n in range(3)])
+    tasks = [task_of(cf, iid) for iid in started]  # type: ignore[arg-type]
+
+    # The same user answers the second task in another window, and that commits first.
+    with _Meanwhile(cf, "UPDATE task SET", lambda: cf.complete(tasks[1], ANSWER, "wang")) as meanwhile, \
+            caplog.at_level(logging.INFO, "engine.core"):
+        results = cf.complete_batch([(t, ANSWER, "wang") for t in tasks])
+    assert meanwhile.fired
+    assert "1 task(s) of this batch were completed by someone else" in caplog.text
+    assert isinstance(results[1], Conflict) and "already completed" in str(results[1])
+    assert [results[0]["status"], results[2]["status"]] == ["completed", "completed"]  # type: ignore[index]
+    assert all(cf.describe(iid)["status"] == "completed" for iid in started)  # type: ignore[arg-type]
+    with cf.session() as s:
+        done = s.scalars(select(AuditEntry.target_id).where(AuditEntry.action == "task.complete")).all()
+    assert sorted(done) == sorted(str(t) for t in tasks)  # one answer each: the other window's for the second
 
 
 def test_a_batch_keeps_the_objects_a_caller_holds_right(cf):

@@ -1,4 +1,9 @@
-"""engine/store/rows.py stores exactly what ``conn.execute`` stores, on SQLite and PostgreSQL."""
+"""engine/store/rows.py stores exactly what ``conn.execute`` stores, on SQLite and PostgreSQL.
+
+On PostgreSQL several rows go by ``COPY``, ``UPDATE ... FROM unnest`` and ``INSERT ... SELECT
+unnest`` instead of an executemany; each test checks that they did, and that the rows and counts
+are those of ``conn.execute``.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,21 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import String, bindparam, cast, select, update
+import pytest
+from sqlalchemy import String, bindparam, cast, event, select, update
+from sqlalchemy.exc import IntegrityError
 
 from connectors.registry import Registry
 from engine.clock import FixedClock
 from engine.core import Careflow
-from engine.store.instances import HISTORY, OUTBOX, TIMELINE, _insert_into
-from engine.store.rows import execute
+from engine.store.instances import _INSERT_INSTANCES, CUSTOMER, HISTORY, INSTANCE, OUTBOX, TIMELINE, _insert_into
+from engine.store.models import FlowVersion
+from engine.store.rows import execute, insert_ids
 
 AT = datetime(2026, 11, 24, 9, 30, 15, 123456, tzinfo=ZoneInfo("Asia/Shanghai"))
+#: What COPY's text format must escape (tab, newline, carriage return, backslash), what it reads as
+#: NULL when unescaped (\N), quotes, and text beyond ASCII.
+TRICKY = '制表\tTab 换行\nnewline 回车\r 反斜杠\\ \\N \\\\N "引号" \'单\' 中文'
 
 
 def _text_rows(cf: Careflow, table: Any, where: Any) -> list[tuple[Any, ...]]:
@@ -24,12 +35,37 @@ def _text_rows(cf: Careflow, table: Any, where: Any) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in conn.execute(select(*columns).where(where).order_by(table.c.id))]
 
 
-def _both(cf: Careflow, statement: Any, make_rows: Any) -> None:
-    """Run statement with make_rows("a") through conn.execute, and make_rows("b") through rows.execute."""
+def _both(cf: Careflow, statement: Any, make_rows: Any) -> list[str]:
+    """Run statement with make_rows("a") through conn.execute, and make_rows("b") through rows.execute;
+    the SQL rows.execute sent (seen by the engine's events, as a statement counter sees it)."""
     with cf.db.begin() as conn:
         plain = make_rows("a")
         conn.execute(statement, plain if len(plain) > 1 else plain[0])
-        execute(conn, statement, make_rows("b"))
+        with _statements(cf) as sent:
+            execute(conn, statement, make_rows("b"))
+    return sent
+
+
+class _statements:
+    """The SQL statements the engine's before_cursor_execute listeners see meanwhile."""
+
+    def __init__(self, cf: Careflow):
+        self.cf = cf
+        self.sent: list[str] = []
+
+    def _seen(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        self.sent.append(statement)
+
+    def __enter__(self) -> list[str]:
+        event.listen(self.cf.db, "before_cursor_execute", self._seen)
+        return self.sent
+
+    def __exit__(self, *_exc: Any) -> None:
+        event.remove(self.cf.db, "before_cursor_execute", self._seen)
+
+
+def _postgres(cf: Careflow) -> bool:
+    return cf.db.dialect.name == "postgresql"
 
 
 def test_inserts_and_updates_store_the_same_rows(database_url: str, clock: FixedClock) -> None:
@@ -37,7 +73,11 @@ def test_inserts_and_updates_store_the_same_rows(database_url: str, clock: Fixed
     cf = Careflow(database_url, clock=clock, registry=Registry())
     try:
         _inserts_store_the_same_rows(cf)
+        _copy_keeps_every_character_and_json_null(cf)
         _updates_match_the_same_rows_and_count_them(cf)
+        _bulk_updates_store_the_same_rows(cf)
+        _inserted_ids_come_in_the_rows_order(cf)
+        _a_refused_row_raises_what_an_insert_raises(cf)
     finally:
         cf.close()
 
@@ -63,8 +103,9 @@ def _inserts_store_the_same_rows(cf: Careflow) -> None:
                  "category": "service", "status": "pending", "wait": False, "attempts": 0, "max_attempts": 5,
                  "backoff_seconds": 60.0, "next_attempt_at": AT, "created_at": AT} for i in range(2)]
 
-    _both(cf, _insert_into(TIMELINE), timeline)
-    _both(cf, _insert_into(TIMELINE), timeline_defaults)
+    sent = _both(cf, _insert_into(TIMELINE), timeline)
+    assert len(sent) == 1 and sent[0].startswith("COPY timeline_entry (") == _postgres(cf)  # one statement either way
+    _both(cf, _insert_into(TIMELINE), timeline_defaults)  # one row: the plain INSERT
     _both(cf, _insert_into(HISTORY), history)
     _both(cf, _insert_into(OUTBOX), outbox)
     for table, column, (a, b) in ((TIMELINE, "kind", ("a", "b")), (TIMELINE, "kind", ("a-d", "b-d")),
@@ -80,6 +121,45 @@ def _inserts_store_the_same_rows(cf: Careflow) -> None:
         strip(_text_rows(cf, OUTBOX, OUTBOX.c.effect_key.like("b:%")))
 
 
+def _copy_keeps_every_character_and_json_null(cf: Careflow) -> None:
+    """Tabs, newlines, backslashes and "\\N" in text and in JSON; a JSON column given None holds
+    JSON null, one left out holds SQL NULL (as with INSERT); Python-side defaults apply."""
+
+    def customers(tag: str, reason: bool) -> list[dict[str, Any]]:
+        rows = []
+        for i, why in enumerate([None, {"why": TRICKY, "list": [TRICKY, None, 1.25]}, {}]):
+            row: dict[str, Any] = {
+                "name": f"{tag}{i}{'r' if reason else ''}", "region": TRICKY if i != 2 else "\\N", "owner": None,
+                "attributes": {"note": TRICKY, "none": None, TRICKY: "key"}, "expected_value": 0.1 + 0.2,
+                "created_at": AT, "updated_at": AT.astimezone(timezone.utc), "last_purchase_at": None,
+            }
+            if reason:
+                row["churn_reason"] = why
+            rows.append(row)
+        return rows
+
+    for reason in (True, False):
+        sent = _both(cf, _insert_into(CUSTOMER), lambda tag: customers(tag, reason))  # noqa: B023
+        assert not _postgres(cf) or sent[0].startswith("COPY customer (")
+        by_name = {}
+        for tag in ("a", "b"):
+            names = [f"{tag}{i}{'r' if reason else ''}" for i in range(3)]
+            text = _text_rows(cf, CUSTOMER, CUSTOMER.c.name.in_(names))
+            keys = [c.key for c in CUSTOMER.c if c.key != "id"]
+            by_name[tag] = [{k: v for k, v in zip(keys, row) if k != "name"} for row in text]
+        assert by_name["a"] == by_name["b"]
+        rows = by_name["b"]
+        assert [r["region"] for r in rows] == [TRICKY, TRICKY, "\\N"]
+        assert [r["churn_reason"] for r in rows] == (["null", rows[1]["churn_reason"], "{}"] if reason else [None] * 3)
+        assert rows[0]["tags"] == "[]" and rows[0]["status"] == "active"  # the columns' Python defaults
+    with cf.session() as s:
+        stored = s.execute(select(CUSTOMER.c.attributes, CUSTOMER.c.churn_reason, CUSTOMER.c.expected_value)
+                           .where(CUSTOMER.c.name == "b1r")).one()
+    assert stored.attributes == {"note": TRICKY, "none": None, TRICKY: "key"}
+    assert stored.churn_reason == {"why": TRICKY, "list": [TRICKY, None, 1.25]}
+    assert stored.expected_value == 0.1 + 0.2
+
+
 def _updates_match_the_same_rows_and_count_them(cf: Careflow) -> None:
     customer_id = cf.create_customer({"name": "李四", "phone": "13900139000"})
     with cf.db.begin() as conn:
@@ -90,10 +170,88 @@ def _updates_match_the_same_rows_and_count_them(cf: Careflow) -> None:
     with cf.db.begin() as conn:
         result = execute(conn, statement, [{"b_customer": customer_id, "v_data": {"done": "是"}, "v_at": AT}])
         assert result.rowcount == 2
-        assert execute(conn, statement, [{"b_customer": customer_id, "v_data": None, "v_at": AT},
-                                         {"b_customer": -1, "v_data": {}, "v_at": AT}]).rowcount == 2
+        with _statements(cf) as sent:
+            assert execute(conn, statement, [{"b_customer": customer_id, "v_data": None, "v_at": AT},
+                                             {"b_customer": -1, "v_data": {}, "v_at": AT}]).rowcount == 2
+        assert len(sent) == 1 and ("FROM unnest(" in sent[0]) == _postgres(cf)
+        # Two rows of parameters matching the same rows: an executemany updates them twice, and counts
+        # them twice; one UPDATE ... FROM would do it once, so such rows keep the executemany.
+        with _statements(cf) as sent:
+            assert execute(conn, statement, [{"b_customer": customer_id, "v_data": None, "v_at": AT},
+                                             {"b_customer": customer_id, "v_data": None, "v_at": AT}]).rowcount == 4
+        assert not any("unnest" in s for s in sent)
     with cf.db.connect() as conn:
         data = conn.execute(select(cast(TIMELINE.c.data, String), TIMELINE.c.kind)
                             .where(TIMELINE.c.customer_id == customer_id, TIMELINE.c.kind.in_(["u", "v"]))
                             .order_by(TIMELINE.c.id)).all()
     assert [(d, k) for d, k in data] == [("null", "u"), ("null", "u"), ("{}", "v")]
+
+
+def _bulk_updates_store_the_same_rows(cf: Careflow) -> None:
+    """Several UPDATEs by key store what the same UPDATEs one by one store, and count the rows they
+    matched: a row whose WHERE no longer holds (an optimistic lock lost) is not counted."""
+    customer_id = cf.create_customer({"name": "王五", "phone": "13700137000"})
+    with cf.db.begin() as conn:
+        conn.execute(_insert_into(TIMELINE), [{"customer_id": customer_id, "at": AT, "kind": f"{tag}{i}", "title": {},
+                                               "data": {}, "instance_id": i} for tag in ("a", "b") for i in range(3)])
+    statement = (update(TIMELINE).where(TIMELINE.c.customer_id == bindparam("b_customer"),
+                                        TIMELINE.c.kind == bindparam("b_kind"), TIMELINE.c.instance_id == bindparam("b_seen"))
+                 .values(data=bindparam("v_data"), at=bindparam("v_at"), title=bindparam("v_title"),
+                         instance_id=bindparam("v_seen")))
+
+    def params(tag: str) -> list[dict[str, Any]]:
+        return [{"b_customer": customer_id, "b_kind": f"{tag}{i}", "b_seen": i if i != 2 else 99, "v_seen": i + 10,
+                 "v_data": None if i == 0 else {"text": TRICKY, "n": i}, "v_title": {"zh": TRICKY},
+                 "v_at": AT + timedelta(hours=i)} for i in range(3)]
+
+    with cf.db.begin() as conn:
+        assert conn.execute(statement, params("a")).rowcount == 2  # the third row's "seen" is not 99
+        with _statements(cf) as sent:
+            assert execute(conn, statement, params("b")).rowcount == 2
+    assert len(sent) == 1 and ("FROM unnest(" in sent[0]) == _postgres(cf)
+    keys = [c.key for c in TIMELINE.c if c.key != "id"]
+    strip = lambda rows: [tuple(v for k, v in zip(keys, r) if k != "kind") for r in rows]  # noqa: E731
+    a = strip(_text_rows(cf, TIMELINE, TIMELINE.c.kind.in_(["a0", "a1", "a2"])))
+    assert a == strip(_text_rows(cf, TIMELINE, TIMELINE.c.kind.in_(["b0", "b1", "b2"])))
+    data = [k for k in keys if k != "kind"].index("data")
+    assert [row[data] for row in a][0] == "null"  # None through the JSON type, as conn.execute sends it
+
+
+def _inserted_ids_come_in_the_rows_order(cf: Careflow) -> None:
+    """``insert_ids``: the new rows' ids, in the order of the rows given, as ``conn.execute`` returns them."""
+    cf.deploy_flow_text("id: bare\nname: {zh: 空, en: Bare}\nsteps:\n  - id: done\n    type: end\n", "bare.yaml")
+    with cf.session() as s:
+        version_id = s.scalars(select(FlowVersion.id).where(FlowVersion.flow_id == "bare")).one()
+
+    def instances(tag: str) -> list[dict[str, Any]]:
+        return [{"flow_id": "bare", "flow_version_id": version_id, "customer_id": None, "status": "running",
+                 "outcome": None, "state": {"vars": {"t": TRICKY}, "n": i}, "revision": 1, "parent_id": None,
+                 "parent_token": None, "parent_gen": None, "started_at": AT, "ended_at": None,
+                 "started_by": f"{tag}{i}"} for i in (3, 1, 4, 1, 5)]
+
+    with cf.db.begin() as conn:
+        plain = list(conn.execute(_INSERT_INSTANCES, instances("a")).scalars())
+        with _statements(cf) as sent:
+            ids = insert_ids(conn, _INSERT_INSTANCES, instances("b"))
+    assert not _postgres(cf) or len(sent) == 1 and "FROM unnest(" in sent[0]
+    assert len(set(ids)) == 5
+    with cf.db.connect() as conn:
+        started_by = dict(conn.execute(select(INSTANCE.c.id, INSTANCE.c.started_by).where(INSTANCE.c.id.in_(ids + plain))).all())
+    assert [started_by[i] for i in ids] == [f"b{i}" for i in (3, 1, 4, 1, 5)]
+    assert [started_by[i] for i in plain] == [f"a{i}" for i in (3, 1, 4, 1, 5)]
+    keys = [c.key for c in INSTANCE.c if c.key != "id"]
+    strip = lambda rows: [tuple(v for k, v in zip(keys, r) if k != "started_by") for r in rows]  # noqa: E731
+    assert strip(_text_rows(cf, INSTANCE, INSTANCE.c.id.in_(plain))) == strip(_text_rows(cf, INSTANCE, INSTANCE.c.id.in_(ids)))
+
+
+def _a_refused_row_raises_what_an_insert_raises(cf: Careflow) -> None:
+    """A COPY refused by a constraint raises SQLAlchemy's IntegrityError, as the INSERT would (the
+    batch API retries its requests one by one on it), and leaves nothing behind."""
+    def message(key: str) -> dict[str, Any]:
+        return {"effect_key": key, "instance_id": None, "connector": "timeline", "payload": {}, "status": "pending",
+                "next_attempt_at": AT, "created_at": AT}
+
+    with pytest.raises(IntegrityError, match="dup:1"), cf.db.begin() as conn:
+        execute(conn, _insert_into(OUTBOX), [message("dup:1"), message("dup:2"), message("dup:1")])
+    with cf.db.connect() as conn:
+        assert conn.execute(select(OUTBOX.c.id).where(OUTBOX.c.effect_key.like("dup:%"))).all() == []
