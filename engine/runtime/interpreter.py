@@ -122,6 +122,7 @@ class _Run:
         self.history: list[dict[str, Any]] = []
         self.ready: list[str] = []
         self.steps_run = 0
+        self._context: dict[str, Any] | None = None
 
     # ----- bookkeeping -------------------------------------------------------------------
 
@@ -163,12 +164,18 @@ class _Run:
         self.tokens[tid]["wait"] = wait
 
     def context(self) -> dict[str, Any]:
-        return {
-            "customer": self.customer or {},
-            "vars": self.state["vars"],
-            "instance": dict(self.ctx.instance),
-            "now": self.ctx.now,
-        }
+        """What expressions and templates see. Built once per run: the customer and the variables
+        are changed in place, never replaced, and evaluation only reads the context (the sandbox
+        is immutable, and Jinja evaluates in a copy of it)."""
+        context = self._context
+        if context is None:
+            context = self._context = {
+                "customer": self.customer or {},
+                "vars": self.state["vars"],
+                "instance": dict(self.ctx.instance),
+                "now": self.ctx.now,
+            }
+        return context
 
     def finish(self, outcome: str, status: Status = Status.COMPLETED) -> None:
         check_transition(Status(self.state["status"]), status)
@@ -328,21 +335,26 @@ class _Run:
     # ----- running steps ---------------------------------------------------------------
 
     def run_ready(self) -> None:
-        while self.ready and self.running:
-            tid = self.ready.pop(0)
-            token = self.tokens.get(tid)
+        state, ready, steps, history = self.state, self.ready, self.flow.steps, self.history
+        while ready and state["status"] == _RUNNING:
+            tid = ready.pop(0)
+            token = state["tokens"].get(tid)
             if token is None or token["wait"]:
                 continue
             self.steps_run += 1
-            step = self.flow.step(token["step"])
+            step = steps[token["step"]]
             if self.steps_run > MAX_STEPS_PER_ADVANCE:
                 self.incident(tid, step, f"more than {MAX_STEPS_PER_ADVANCE} steps ran without waiting")
                 continue
-            visits = self.state["visits"]
+            visits = state["visits"]
             visits[step.id] = visits.get(step.id, 0) + 1
-            self.log("step_entered", step=step.id, token=tid)
+            history.append({"type": "step_entered", "step": step.id, "token": tid})
+            run = _STEP_RUNNERS.get(step.type)
             try:
-                getattr(self, f"run_{step.type}")(tid, step)
+                if run is None:
+                    getattr(self, f"run_{step.type}")(tid, step)  # raises the AttributeError it always did
+                else:
+                    run(self, tid, step)
             except (ExpressionError, StepFailed, ValueError, TypeError, KeyError) as exc:
                 self.incident(tid, step, str(exc))
 
@@ -357,7 +369,7 @@ class _Run:
         return add_duration(self.ctx.now, duration, self.flow.timezone, self.ctx.calendar)
 
     def leave(self, tid: str, step: Step) -> None:
-        self.log("step_completed", step=step.id, token=tid)
+        self.history.append({"type": "step_completed", "step": step.id, "token": tid})
         self.move(tid, step.next or "")
 
     def run_task(self, tid: str, step: Step) -> None:
@@ -530,6 +542,11 @@ class _Run:
         if reached:
             self.finish(goal.outcome)
 
+
+#: ``run_<type>`` of each step type, looked up once instead of by name for every step.
+_STEP_RUNNERS: dict[str, Callable[[_Run, str, Step], None]] = {
+    name[len("run_"):]: function for name, function in vars(_Run).items() if name.startswith("run_") and name != "run_ready"
+}
 
 LANGUAGES = frozenset({"zh", "en"})
 _ATOMS = frozenset({str, int, float, bool, type(None)})

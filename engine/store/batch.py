@@ -28,7 +28,6 @@ from typing import Any
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
 from engine import forms
 from engine.crashpoints import crash_point
@@ -46,6 +45,7 @@ from engine.store.instances import (
     enrollment_allows,
     insert_instances,
     instance_columns,
+    set_committed_values,
     start_instance,
     written_here,
 )
@@ -140,9 +140,8 @@ def complete_tasks(
         raise Conflict(f"{len(params) - matched} task(s) of this batch were completed by someone else")
     for (task_id, _data, username), cleaned in zip(answers, cleaned_answers, strict=True):
         task = tasks[task_id]
-        for key, value in (("status", "completed"), ("completed_by", username), ("completed_at", rt.now),
-                           ("data", cleaned), ("outcome", "completed")):
-            set_committed_value(task, key, value)
+        set_committed_values(task, {"status": "completed", "completed_by": username, "completed_at": rt.now,
+                                    "data": cleaned, "outcome": "completed"})
         written_here(session, task)
     customers = _by_id(session, _CUSTOMERS, customer_ids)
     writes = Writes(session, batch=True)

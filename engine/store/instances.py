@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import Table, bindparam, event, insert, inspect, select, update
 from sqlalchemy.orm import Session, make_transient_to_detached
-from sqlalchemy.orm.attributes import instance_dict, set_committed_value
+from sqlalchemy.orm.attributes import instance_dict, instance_state, set_committed_value
 from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.sql import Executable
 
@@ -117,8 +117,7 @@ class Writes:
         new = {key: value for key, value in values.items() if key not in loaded or loaded[key] != value}
         if not new:
             return
-        for key, value in new.items():
-            set_committed_value(obj, key, value)
+        set_committed_values(obj, new)
         written_here(self.session, obj)
         pending = self._changes.get(id(obj))
         if pending is None:
@@ -231,6 +230,29 @@ def _update_by_id(table: Table, keys: tuple[str, ...], versioned: bool) -> Execu
         statement = statement.where(table.c.revision == bindparam("b_revision"))
         values["revision"] = bindparam("v_revision")
     return statement.values(values)
+
+
+def set_committed_values(obj: Any, values: Mapping[str, Any]) -> None:
+    """``set_committed_value(obj, key, value)`` for each item, with one commit of the object's state.
+
+    For a column attribute, ``set_committed_value`` puts the value in the object's ``__dict__`` and
+    commits that key (no history, not expired); committing several keys at once is the same as
+    committing them one after the other. Anything but plain columns goes through the ORM's function.
+    """
+    state = instance_state(obj)
+    if not _column_keys(state.class_).issuperset(values):
+        for key, value in values.items():
+            set_committed_value(obj, key, value)
+        return
+    loaded = state.dict
+    loaded.update(values)
+    state._commit(loaded, values)
+
+
+@lru_cache(maxsize=64)
+def _column_keys(cls: type) -> frozenset[str]:
+    """The mapped column attributes of ``cls``, whose values set_committed_value stores as they are."""
+    return frozenset(prop.key for prop in inspect(cls).column_attrs)
 
 
 # --- objects whose rows are written here, not by the ORM's flush -----------------------------------
