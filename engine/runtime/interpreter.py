@@ -142,7 +142,9 @@ class _Run:
         return variables[name]
 
     def log(self, kind: str, **data: Any) -> None:
-        self.history.append({"type": kind, **data})
+        entry = {"type": kind}
+        entry.update(data)
+        self.history.append(entry)
 
     def new_token(self, step: str, splits: list[str]) -> str:
         self.state["seq"] += 1
@@ -567,6 +569,8 @@ def _copied(value: Any) -> Any:
 
 def _stored(value: Any) -> Any:
     """A computed value as the instance state stores it: JSON only, dates as ISO-8601 text."""
+    if type(value) in _ATOMS:
+        return value  # as the last test below, without the tests before it
     if isinstance(value, (datetime, date)):
         return value.isoformat()
     if isinstance(value, dict):

@@ -54,13 +54,16 @@ _DICT_COLUMNS = (
 _DICT_COLUMN_SET = frozenset(_DICT_COLUMNS)
 
 
+_PROFILE_FIELD_SET = frozenset(PROFILE_FIELDS)
+
+
 def customer_dict(c: Customer) -> dict[str, Any]:
     """The customer as flows see it: plain JSON-able values, custom attributes alongside."""
     # Read from the loaded values (the object's __dict__, where the ORM keeps them) rather than
     # through the ORM's attribute descriptors: the same values, at a fraction of the cost (a step
     # transition builds this dict several times). A value not loaded (expired) makes the ORM load it.
     v = c.__dict__
-    if not _DICT_COLUMN_SET.issubset(v):
+    if not v.keys() >= _DICT_COLUMN_SET:
         v = {key: v[key] if key in v else getattr(c, key) for key in _DICT_COLUMNS}
     birthday, last, first = v["birthday"], v["last_purchase_at"], v["first_purchase_at"]
     out: dict[str, Any] = dict(v["attributes"] or {})
@@ -178,22 +181,24 @@ def _changes(customer: Customer, values: Mapping[str, Any]) -> tuple[list[str], 
     """(names of the fields ``values`` change, the column values to write); the customer is not touched."""
     changed: list[str] = []
     columns: dict[str, Any] = {}
-    attributes = dict(customer.attributes or {})
+    loaded = customer.__dict__  # as in customer_dict: the loaded values, the ORM loading any expired one
+    current = lambda name: loaded[name] if name in loaded else getattr(customer, name)  # noqa: E731
+    attributes = dict(current("attributes") or {})
     for key, value in values.items():
-        if key in PROFILE_FIELDS:
-            if getattr(customer, key) != value:
+        if key in _PROFILE_FIELD_SET:
+            if current(key) != value:
                 columns[key] = value
                 changed.append(key)
         elif key not in ("id", "created_at"):
             if attributes.get(key) != value:
                 attributes[key] = value
                 changed.append(key)
-    if attributes != (customer.attributes or {}):
+    if attributes != (current("attributes") or {}):
         columns["attributes"] = attributes
-    birthday = columns.get("birthday", customer.birthday)
-    calendar = columns.get("birthday_calendar", customer.birthday_calendar)
+    birthday = columns["birthday"] if "birthday" in columns else current("birthday")
+    calendar = columns["birthday_calendar"] if "birthday_calendar" in columns else current("birthday_calendar")
     key = birthday_key(birthday, calendar or "solar") if birthday is not None else None
-    if key != customer.birthday_key:
+    if key != current("birthday_key"):
         columns["birthday_key"] = key
     return changed, columns
 
