@@ -220,13 +220,7 @@ class _Run:
         return token
 
     def on_token_event(self, event: ev.Event) -> None:
-        kinds = {
-            ev.TaskDone: "task",
-            ev.SendBack: "task",
-            ev.ActionDone: "action",
-            ev.ActionFailed: "action",
-            ev.SubflowDone: "subflow",
-        }
+        kinds = _WAIT_KINDS
         if isinstance(event, ev.TimerFired):
             self.on_timer(event)
             return
@@ -544,6 +538,15 @@ class _Run:
         if reached:
             self.finish(goal.outcome)
 
+
+#: The wait a token must be in for each token event.
+_WAIT_KINDS: dict[type, str] = {
+    ev.TaskDone: "task",
+    ev.SendBack: "task",
+    ev.ActionDone: "action",
+    ev.ActionFailed: "action",
+    ev.SubflowDone: "subflow",
+}
 
 #: ``run_<type>`` of each step type, looked up once instead of by name for every step.
 _STEP_RUNNERS: dict[str, Callable[[_Run, str, Step], None]] = {
