@@ -494,9 +494,9 @@ class _Run:
         if problems:
             raise StepFailed("; ".join(f"{field}: {message}" for field, message in problems))
         self.customer.update(values)
-        tags = [t for t in self.customer.get("tags") or [] if t not in step.remove_tags]
-        tags += [t for t in step.add_tags if t not in tags]
         if step.add_tags or step.remove_tags:
+            tags = [t for t in self.customer.get("tags") or [] if t not in step.remove_tags]
+            tags += [t for t in step.add_tags if t not in tags]
             self.customer["tags"] = tags
         note = {lang: expr.compile_template(t).render(self.context()) for lang, t in step.timeline.items()}
         self.effects.append(fx.UpdateCustomer(values, step.add_tags, step.remove_tags, note))

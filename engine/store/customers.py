@@ -242,6 +242,10 @@ def _stored(customer: Customer, key: str, value: Any) -> bool:
 
 def _other_customers_unflushed(session: Session, customer: Customer | None) -> bool:
     """Whether the session holds new, changed or deleted customers (besides ``customer``) not yet flushed."""
+    # Most often nothing at all is unflushed: the identity map's "modified" flag and the session's
+    # new and deleted collections say so without building the three sets below.
+    if not (session.identity_map.check_modified() or getattr(session, "_new", True) or getattr(session, "_deleted", True)):
+        return False
     for objects in (session.new, session.dirty, session.deleted):
         if any(isinstance(o, Customer) and o is not customer for o in objects):
             return True
