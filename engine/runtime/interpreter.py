@@ -172,7 +172,8 @@ class _Run:
         context = self._context
         if context is None:
             context = self._context = {
-                "customer": self.customer or {},
+                # The run's own customer dict even when empty: an update later in the run shows.
+                "customer": self.customer if self.customer is not None else {},
                 "vars": self.state["vars"],
                 "instance": dict(self.ctx.instance),
                 "now": self.ctx.now,

@@ -811,11 +811,17 @@ def _create_task(
     role = spec.get("role")
     strategy = spec.get("strategy", "claim")
     # The customer as it is now, after any update applied earlier in this outcome.
-    customer_data = cust.customer_dict(customer) if customer is not None else None
+    customer_data = None
     if assignee is None and role and strategy in ("round_robin", "least_loaded"):
+        customer_data = cust.customer_dict(customer) if customer is not None else None
         assignee = _pick_user(session, writes, role, strategy, customer_data)
-    context = {"customer": customer_data or {}, "vars": outcome.state["vars"], "instance": _instance_info(instance)}
-    initial = forms.prefill(latest_form(session, effect.form), context)
+    form = latest_form(session, effect.form)
+    initial: dict[str, Any] = {}
+    if any(item.prefill is not None for item in form.fields):  # else prefill gives {} whatever the context
+        if customer_data is None and customer is not None:
+            customer_data = cust.customer_dict(customer)
+        context = {"customer": customer_data or {}, "vars": outcome.state["vars"], "instance": _instance_info(instance)}
+        initial = forms.prefill(form, context)
     writes.add(TASK, {
         "instance_id": instance.id, "token": effect.token, "gen": _token_gen(outcome, effect.token), "step_id": effect.step,
         "form_id": effect.form, "title": dict(effect.title), "role": role, "assignee": assignee, "approval": effect.approval,
