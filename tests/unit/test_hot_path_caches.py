@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import inspect
@@ -41,6 +42,18 @@ def test_due_times_follow_the_calendar_they_are_asked_with() -> None:
     assert add_duration(FRIDAY, two_days, "UTC", plain) == datetime(2026, 12, 1, 1, 0, tzinfo=timezone.utc)
     assert add_duration(datetime(2026, 11, 27, 20, 0, tzinfo=timezone.utc), two_days, "Asia/Shanghai", plain) == \
         datetime(2026, 12, 1, 20, 0, tzinfo=timezone.utc)  # Saturday 04:00 local: from Monday
+
+
+def test_equal_starts_in_other_zones_add_up_on_their_own_clocks() -> None:
+    new_york = ZoneInfo("America/New_York")
+    one_day = Duration(days=1)
+    utc_start = datetime(2026, 3, 8, 6, 0, tzinfo=timezone.utc)  # 01:00 in New York, the night clocks go forward
+    local_start = utc_start.astimezone(new_york)
+    assert local_start == utc_start
+    calendar = BusinessCalendar()
+    assert add_duration(utc_start, one_day, "UTC", calendar) == datetime(2026, 3, 9, 6, 0, tzinfo=timezone.utc)
+    # A day on New York's wall clock is 23 hours that night: not the answer just given for the equal UTC start.
+    assert add_duration(local_start, one_day, "UTC", calendar) == datetime(2026, 3, 9, 5, 0, tzinfo=timezone.utc)
 
 
 def test_a_remembered_template_renders_each_context_afresh() -> None:
