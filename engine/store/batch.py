@@ -153,21 +153,21 @@ def complete_tasks(
     customers = _by_id(session, _CUSTOMERS, customer_ids)
     writes = Writes(session, batch=True)
     for (task_id, _data, username), cleaned in zip(answers, cleaned_answers, strict=True):
-        task = columns_of(tasks[task_id], _TASK_COLUMNS)  # none of these is changed by running the request
-        instance = instances.get(task["instance_id"])
+        done = columns_of(tasks[task_id], _TASK_COLUMNS)  # none of these is changed by running the request
+        instance = instances.get(done["instance_id"])
         if instance is None:
-            raise InstanceLookupError(task["instance_id"])
+            raise InstanceLookupError(done["instance_id"])
         loaded = columns_of(instance, _INSTANCE_COLUMNS)
         customer = customers.get(loaded["customer_id"])
         if customer is None:
             raise CustomerLookupError(loaded["customer_id"])
-        title, step_id = task["title"], task["step_id"]
+        title, step_id = done["title"], done["step_id"]
         writes.timeline(
             loaded["customer_id"], rt.now, "task_completed",
             {"zh": f"任务完成：{title.get('zh', step_id)}", "en": f"Task done: {title.get('en', step_id)}"},
-            {"by": username, "form": task["form_id"], "answers": cleaned}, loaded["id"],
+            {"by": username, "form": done["form_id"], "answers": cleaned}, loaded["id"],
         )
         _run(session, rt, instance, flow_of_version(session, loaded["flow_version_id"]), customer,
-             ev.TaskDone(task["token"], task["gen"], cleaned, username, task["id"]), writes)
+             ev.TaskDone(done["token"], done["gen"], cleaned, username, done["id"]), writes)
     writes.flush()
     return [tasks[task_id] for task_id in task_ids]
