@@ -248,7 +248,7 @@ def set_committed_values(obj: Any, values: Mapping[str, Any]) -> None:
         return
     loaded = state.dict
     loaded.update(values)
-    state._commit(loaded, values)
+    state._commit(loaded, values)  # what set_committed_value itself calls, there with one key
 
 
 @lru_cache(maxsize=64)
