@@ -802,6 +802,8 @@ def _run(template: jinja2.Template, context: Mapping[str, Any]) -> Iterator[str]
 
 def _native(value: Any, depth: int = 0) -> Any:
     """Plain Python data for an expression result: no Undefined, no lazy iterators, no Markup."""
+    if type(value) in _NATIVE_ATOMS and depth <= _MAX_DEPTH:
+        return value  # what the checks below return for it, without testing it against the ABCs
     if depth > _MAX_DEPTH:
         raise ExpressionError(f"result is nested more than {_MAX_DEPTH} levels deep")
     if isinstance(value, Undefined):
@@ -821,6 +823,9 @@ def _native(value: Any, depth: int = 0) -> Any:
             items.append(_native(item, depth + 1))
         return items
     return value
+
+
+_NATIVE_ATOMS = frozenset({str, int, float, bool, type(None)})
 
 
 class Expression:
@@ -1001,6 +1006,18 @@ def is_lone_expression(text: str) -> bool:
 
 def render_value(value: Any, context: Mapping[str, Any]) -> Any:
     """Render every string in dicts/lists/tuples; a lone ``{{ expr }}`` yields its native value."""
+    kind = type(value)
+    if kind is str:
+        if "{{" not in value and "{%" not in value:  # is_template
+            return value
+        compiled = _VALUES.get(value)
+        if compiled is None:
+            compiled = _value_of(value)
+        if type(compiled) is Expression:
+            return compiled.evaluate(context)
+        return compiled.render(context)
+    if kind is dict:
+        return {key: render_value(item, context) for key, item in value.items()}
     if isinstance(value, str):
         if not is_template(value):
             return value
@@ -1016,6 +1033,22 @@ def render_value(value: Any, context: Mapping[str, Any]) -> Any:
     if isinstance(value, tuple):
         return tuple(render_value(item, context) for item in value)
     return value
+
+
+#: Template value strings already compiled, as ``_compile_value`` gave them. A flow's values are
+#: a few dozen templates rendered over and over: this spares the source check and the LRU cache's
+#: bookkeeping each time (a source that fails its check or its compilation is never kept).
+_VALUES: dict[str, Expression | Template] = {}
+
+
+def _value_of(source: str) -> Expression | Template:
+    """``_compile_value(source)`` for a template value string, after its source check, remembered."""
+    _check_source(source)
+    compiled = _compile_value(source)
+    if len(_VALUES) >= _CACHE_SIZE:
+        _VALUES.clear()  # bounded like the compile caches; refilled by the next renders
+    _VALUES[source] = compiled
+    return compiled
 
 
 def undeclared_names(source: str, *, expression: bool) -> set[str]:

@@ -1151,8 +1151,14 @@ def _clean(form: Form, data: Mapping[str, Any]) -> dict[str, Any]:
     cleaned: dict[str, Any] = {}
     for item in form.fields:
         if item.name in data:
-            cleaned[item.name] = _normalise(item.schema, copy.deepcopy(data[item.name]))
+            value = data[item.name]
+            if type(value) not in _IMMUTABLE:  # deepcopy returns those as they are
+                value = copy.deepcopy(value)
+            cleaned[item.name] = _normalise(item.schema, value)
     return cleaned
+
+
+_IMMUTABLE = frozenset({str, int, float, bool, type(None)})
 
 
 def _normalise(schema: Mapping[str, Any], value: Any) -> Any:
@@ -1453,6 +1459,8 @@ def visible_fields(form: Form, data: Mapping[str, Any]) -> list[FormField]:
 
 def _shown_names(fields: Sequence[FormField], data: Mapping[str, Any]) -> set[str]:
     """Names of fields whose x-show-if holds, following chains (a field under a hidden one is hidden)."""
+    if all(item.show_if is None for item in fields):
+        return {item.name for item in fields}  # every field is shown: what the walk below finds
     by_name = {item.name: item for item in fields}
     shown: dict[str, bool] = {}
     for start in by_name:

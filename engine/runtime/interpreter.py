@@ -122,6 +122,7 @@ class _Run:
         self.history: list[dict[str, Any]] = []
         self.ready: list[str] = []
         self.steps_run = 0
+        self._context: dict[str, Any] | None = None
 
     # ----- bookkeeping -------------------------------------------------------------------
 
@@ -141,7 +142,9 @@ class _Run:
         return variables[name]
 
     def log(self, kind: str, **data: Any) -> None:
-        self.history.append({"type": kind, **data})
+        entry = {"type": kind}
+        entry.update(data)
+        self.history.append(entry)
 
     def new_token(self, step: str, splits: list[str]) -> str:
         self.state["seq"] += 1
@@ -163,12 +166,19 @@ class _Run:
         self.tokens[tid]["wait"] = wait
 
     def context(self) -> dict[str, Any]:
-        return {
-            "customer": self.customer or {},
-            "vars": self.state["vars"],
-            "instance": dict(self.ctx.instance),
-            "now": self.ctx.now,
-        }
+        """What expressions and templates see. Built once per run: the customer and the variables
+        are changed in place, never replaced, and evaluation only reads the context (the sandbox
+        is immutable, and Jinja evaluates in a copy of it)."""
+        context = self._context
+        if context is None:
+            context = self._context = {
+                # The run's own customer dict even when empty: an update later in the run shows.
+                "customer": self.customer if self.customer is not None else {},
+                "vars": self.state["vars"],
+                "instance": dict(self.ctx.instance),
+                "now": self.ctx.now,
+            }
+        return context
 
     def finish(self, outcome: str, status: Status = Status.COMPLETED) -> None:
         check_transition(Status(self.state["status"]), status)
@@ -211,13 +221,7 @@ class _Run:
         return token
 
     def on_token_event(self, event: ev.Event) -> None:
-        kinds = {
-            ev.TaskDone: "task",
-            ev.SendBack: "task",
-            ev.ActionDone: "action",
-            ev.ActionFailed: "action",
-            ev.SubflowDone: "subflow",
-        }
+        kinds = _WAIT_KINDS
         if isinstance(event, ev.TimerFired):
             self.on_timer(event)
             return
@@ -328,21 +332,26 @@ class _Run:
     # ----- running steps ---------------------------------------------------------------
 
     def run_ready(self) -> None:
-        while self.ready and self.running:
-            tid = self.ready.pop(0)
-            token = self.tokens.get(tid)
+        state, ready, steps, history = self.state, self.ready, self.flow.steps, self.history
+        while ready and state["status"] == _RUNNING:
+            tid = ready.pop(0)
+            token = state["tokens"].get(tid)
             if token is None or token["wait"]:
                 continue
             self.steps_run += 1
-            step = self.flow.step(token["step"])
+            step = steps[token["step"]]
             if self.steps_run > MAX_STEPS_PER_ADVANCE:
                 self.incident(tid, step, f"more than {MAX_STEPS_PER_ADVANCE} steps ran without waiting")
                 continue
-            visits = self.state["visits"]
+            visits = state["visits"]
             visits[step.id] = visits.get(step.id, 0) + 1
-            self.log("step_entered", step=step.id, token=tid)
+            history.append({"type": "step_entered", "step": step.id, "token": tid})
+            run = _STEP_RUNNERS.get(step.type)
             try:
-                getattr(self, f"run_{step.type}")(tid, step)
+                if run is None:
+                    getattr(self, f"run_{step.type}")(tid, step)  # raises the AttributeError it always did
+                else:
+                    run(self, tid, step)
             except (ExpressionError, StepFailed, ValueError, TypeError, KeyError) as exc:
                 self.incident(tid, step, str(exc))
 
@@ -357,7 +366,7 @@ class _Run:
         return add_duration(self.ctx.now, duration, self.flow.timezone, self.ctx.calendar)
 
     def leave(self, tid: str, step: Step) -> None:
-        self.log("step_completed", step=step.id, token=tid)
+        self.history.append({"type": "step_completed", "step": step.id, "token": tid})
         self.move(tid, step.next or "")
 
     def run_task(self, tid: str, step: Step) -> None:
@@ -486,9 +495,9 @@ class _Run:
         if problems:
             raise StepFailed("; ".join(f"{field}: {message}" for field, message in problems))
         self.customer.update(values)
-        tags = [t for t in self.customer.get("tags") or [] if t not in step.remove_tags]
-        tags += [t for t in step.add_tags if t not in tags]
         if step.add_tags or step.remove_tags:
+            tags = [t for t in self.customer.get("tags") or [] if t not in step.remove_tags]
+            tags += [t for t in step.add_tags if t not in tags]
             self.customer["tags"] = tags
         note = {lang: expr.compile_template(t).render(self.context()) for lang, t in step.timeline.items()}
         self.effects.append(fx.UpdateCustomer(values, step.add_tags, step.remove_tags, note))
@@ -531,6 +540,20 @@ class _Run:
             self.finish(goal.outcome)
 
 
+#: The wait a token must be in for each token event.
+_WAIT_KINDS: dict[type, str] = {
+    ev.TaskDone: "task",
+    ev.SendBack: "task",
+    ev.ActionDone: "action",
+    ev.ActionFailed: "action",
+    ev.SubflowDone: "subflow",
+}
+
+#: ``run_<type>`` of each step type, looked up once instead of by name for every step.
+_STEP_RUNNERS: dict[str, Callable[[_Run, str, Step], None]] = {
+    name[len("run_"):]: function for name, function in vars(_Run).items() if name.startswith("run_") and name != "run_ready"
+}
+
 LANGUAGES = frozenset({"zh", "en"})
 _ATOMS = frozenset({str, int, float, bool, type(None)})
 
@@ -550,6 +573,8 @@ def _copied(value: Any) -> Any:
 
 def _stored(value: Any) -> Any:
     """A computed value as the instance state stores it: JSON only, dates as ISO-8601 text."""
+    if type(value) in _ATOMS:
+        return value  # as the last test below, without the tests before it
     if isinstance(value, (datetime, date)):
         return value.isoformat()
     if isinstance(value, dict):

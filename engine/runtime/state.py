@@ -36,7 +36,7 @@ def new_state(variables: Mapping[str, Any]) -> dict[str, Any]:
         "schema_version": SCHEMA_VERSION,
         "status": Status.RUNNING.value,
         "outcome": None,
-        "vars": copy.deepcopy(dict(variables)),
+        "vars": copy.deepcopy(dict(variables)) if variables else {},
         "tokens": {},
         "splits": {},
         "visits": {},

@@ -29,7 +29,6 @@ from typing import Any
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
 from engine import forms
 from engine.crashpoints import crash_point
@@ -45,9 +44,11 @@ from engine.store.instances import (
     Writes,
     _run,
     begin,
+    columns_of,
     enrollment_allows,
     insert_instances,
     instance_columns,
+    set_committed_values,
     start_instance,
     written_here,
 )
@@ -102,6 +103,11 @@ def start_instances(
     return instances
 
 
+_FORM_COLUMNS = frozenset({"form_id", "readonly", "hidden", "initial"})
+_TASK_COLUMNS = frozenset({"id", "instance_id", "title", "step_id", "form_id", "token", "gen"})
+_INSTANCE_COLUMNS = frozenset({"id", "customer_id", "flow_version_id"})
+
+
 def complete_tasks(
     session: Session, rt: Runtime, answers: Sequence[tuple[int, Mapping[str, Any], str]], *, locale: str = "zh",
 ) -> list[Task]:
@@ -127,9 +133,10 @@ def complete_tasks(
         task_store._open(task)
         if not task_store._may_work(task, user):
             raise PermissionDenied(f"{username} may not complete task {task_id}")
-        view = (task.form_id, tuple(task.readonly or ()), tuple(task.hidden or ()))
+        loaded = columns_of(task, _FORM_COLUMNS)
+        view = (loaded["form_id"], tuple(loaded["readonly"] or ()), tuple(loaded["hidden"] or ()))
         form = views.get(view) or views.setdefault(view, task_store.task_form(session, task))
-        cleaned_answers.append(forms.check_submission(form, data, locale=locale, current=task.initial or {}))
+        cleaned_answers.append(forms.check_submission(form, data, locale=locale, current=loaded["initial"] or {}))
         crash_point("during_form_submit_tx")
     session.flush()  # the caller's pending rows go first, as with one request
     # Compare-and-set every task from open to completed: of two submissions exactly one wins. If
@@ -141,26 +148,27 @@ def complete_tasks(
         raise Conflict(f"{len(params) - matched} task(s) of this batch were completed by someone else")
     for (task_id, _data, username), cleaned in zip(answers, cleaned_answers, strict=True):
         task = tasks[task_id]
-        for key, value in (("status", "completed"), ("completed_by", username), ("completed_at", rt.now),
-                           ("data", cleaned), ("outcome", "completed")):
-            set_committed_value(task, key, value)
+        set_committed_values(task, {"status": "completed", "completed_by": username, "completed_at": rt.now,
+                                    "data": cleaned, "outcome": "completed"})
         written_here(session, task)
     customers = _by_id(session, _CUSTOMERS, customer_ids)
     writes = Writes(session, batch=True)
     for (task_id, _data, username), cleaned in zip(answers, cleaned_answers, strict=True):
-        task = tasks[task_id]
-        instance = instances.get(task.instance_id)
+        done = columns_of(tasks[task_id], _TASK_COLUMNS)  # none of these is changed by running the request
+        instance = instances.get(done["instance_id"])
         if instance is None:
-            raise InstanceLookupError(task.instance_id)
-        customer = customers.get(instance.customer_id)  # type: ignore[arg-type]
+            raise InstanceLookupError(done["instance_id"])
+        loaded = columns_of(instance, _INSTANCE_COLUMNS)
+        customer = customers.get(loaded["customer_id"])
         if customer is None:
-            raise CustomerLookupError(instance.customer_id)  # type: ignore[arg-type]
+            raise CustomerLookupError(loaded["customer_id"])
+        title, step_id = done["title"], done["step_id"]
         writes.timeline(
-            customer.id, rt.now, "task_completed",
-            {"zh": f"任务完成：{task.title.get('zh', task.step_id)}", "en": f"Task done: {task.title.get('en', task.step_id)}"},
-            {"by": username, "form": task.form_id, "answers": cleaned}, instance.id,
+            loaded["customer_id"], rt.now, "task_completed",
+            {"zh": f"任务完成：{title.get('zh', step_id)}", "en": f"Task done: {title.get('en', step_id)}"},
+            {"by": username, "form": done["form_id"], "answers": cleaned}, loaded["id"],
         )
-        _run(session, rt, instance, flow_of_version(session, instance.flow_version_id), customer,
-             ev.TaskDone(task.token, task.gen, cleaned, username, task.id), writes)
+        _run(session, rt, instance, flow_of_version(session, loaded["flow_version_id"]), customer,
+             ev.TaskDone(done["token"], done["gen"], cleaned, username, done["id"]), writes)
     writes.flush()
     return [tasks[task_id] for task_id in task_ids]

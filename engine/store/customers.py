@@ -44,43 +44,57 @@ PROFILE_FIELDS = (
 )
 
 
+#: The columns ``customer_dict`` reads, in the order it first read them.
+_DICT_COLUMNS = (
+    "birthday", "last_purchase_at", "first_purchase_at", "attributes", "id", "name", "phone", "email",
+    "birthday_calendar", "region", "grade", "expected_value", "owner", "tags", "preferred_channel", "language",
+    "consent", "status", "purchase_count", "purchase_total", "created_at", "rfm_r", "rfm_f", "rfm_m",
+    "churn_score", "last_nps", "last_satisfaction",
+)
+_DICT_COLUMN_SET = frozenset(_DICT_COLUMNS)
+
+
+_PROFILE_FIELD_SET = frozenset(PROFILE_FIELDS)
+
+
 def customer_dict(c: Customer) -> dict[str, Any]:
     """The customer as flows see it: plain JSON-able values, custom attributes alongside."""
     # Read from the loaded values (the object's __dict__, where the ORM keeps them) rather than
     # through the ORM's attribute descriptors: the same values, at a fraction of the cost (a step
     # transition builds this dict several times). A value not loaded (expired) makes the ORM load it.
-    loaded = c.__dict__
-    get = lambda key: loaded[key] if key in loaded else getattr(c, key)  # noqa: E731
-    birthday, last, first = get("birthday"), get("last_purchase_at"), get("first_purchase_at")
-    out: dict[str, Any] = dict(get("attributes") or {})
+    v = c.__dict__
+    if not v.keys() >= _DICT_COLUMN_SET:
+        v = {key: v[key] if key in v else getattr(c, key) for key in _DICT_COLUMNS}
+    birthday, last, first = v["birthday"], v["last_purchase_at"], v["first_purchase_at"]
+    out: dict[str, Any] = dict(v["attributes"] or {})
     out.update(
-        id=get("id"),
-        name=get("name"),
-        phone=get("phone"),
-        email=get("email"),
+        id=v["id"],
+        name=v["name"],
+        phone=v["phone"],
+        email=v["email"],
         birthday=birthday.isoformat() if birthday else None,
-        birthday_calendar=get("birthday_calendar"),
-        region=get("region"),
-        grade=get("grade"),
-        expected_value=get("expected_value"),
-        owner=get("owner"),
-        tags=list(get("tags") or []),
-        preferred_channel=get("preferred_channel"),
-        language=get("language"),
-        consent=dict(get("consent") or {}),
-        status=get("status"),
+        birthday_calendar=v["birthday_calendar"],
+        region=v["region"],
+        grade=v["grade"],
+        expected_value=v["expected_value"],
+        owner=v["owner"],
+        tags=list(v["tags"] or []),
+        preferred_channel=v["preferred_channel"],
+        language=v["language"],
+        consent=dict(v["consent"] or {}),
+        status=v["status"],
         last_purchase_at=last.isoformat() if last else None,
         first_purchase_at=first.isoformat() if first else None,
-        purchase_count=get("purchase_count"),
-        purchase_total=get("purchase_total"),
-        created_at=get("created_at").isoformat(),
+        purchase_count=v["purchase_count"],
+        purchase_total=v["purchase_total"],
+        created_at=v["created_at"].isoformat(),
         # written by the grading recompute and by survey answers (engine/segments)
-        rfm_r=get("rfm_r"),
-        rfm_f=get("rfm_f"),
-        rfm_m=get("rfm_m"),
-        churn_score=get("churn_score"),
-        last_nps=get("last_nps"),
-        last_satisfaction=get("last_satisfaction"),
+        rfm_r=v["rfm_r"],
+        rfm_f=v["rfm_f"],
+        rfm_m=v["rfm_m"],
+        churn_score=v["churn_score"],
+        last_nps=v["last_nps"],
+        last_satisfaction=v["last_satisfaction"],
     )
     return out
 
@@ -167,22 +181,24 @@ def _changes(customer: Customer, values: Mapping[str, Any]) -> tuple[list[str], 
     """(names of the fields ``values`` change, the column values to write); the customer is not touched."""
     changed: list[str] = []
     columns: dict[str, Any] = {}
-    attributes = dict(customer.attributes or {})
+    loaded = customer.__dict__  # as in customer_dict: the loaded values, the ORM loading any expired one
+    current = lambda name: loaded[name] if name in loaded else getattr(customer, name)  # noqa: E731
+    attributes = dict(current("attributes") or {})
     for key, value in values.items():
-        if key in PROFILE_FIELDS:
-            if getattr(customer, key) != value:
+        if key in _PROFILE_FIELD_SET:
+            if current(key) != value:
                 columns[key] = value
                 changed.append(key)
         elif key not in ("id", "created_at"):
             if attributes.get(key) != value:
                 attributes[key] = value
                 changed.append(key)
-    if attributes != (customer.attributes or {}):
+    if attributes != (current("attributes") or {}):
         columns["attributes"] = attributes
-    birthday = columns.get("birthday", customer.birthday)
-    calendar = columns.get("birthday_calendar", customer.birthday_calendar)
+    birthday = columns["birthday"] if "birthday" in columns else current("birthday")
+    calendar = columns["birthday_calendar"] if "birthday_calendar" in columns else current("birthday_calendar")
     key = birthday_key(birthday, calendar or "solar") if birthday is not None else None
-    if key != customer.birthday_key:
+    if key != current("birthday_key"):
         columns["birthday_key"] = key
     return changed, columns
 
@@ -226,6 +242,10 @@ def _stored(customer: Customer, key: str, value: Any) -> bool:
 
 def _other_customers_unflushed(session: Session, customer: Customer | None) -> bool:
     """Whether the session holds new, changed or deleted customers (besides ``customer``) not yet flushed."""
+    # Most often nothing at all is unflushed: the identity map's "modified" flag and the session's
+    # new and deleted collections say so without building the three sets below.
+    if not (session.identity_map.check_modified() or getattr(session, "_new", True) or getattr(session, "_deleted", True)):
+        return False
     for objects in (session.new, session.dirty, session.deleted):
         if any(isinstance(o, Customer) and o is not customer for o in objects):
             return True

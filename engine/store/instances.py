@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import Table, bindparam, event, insert, inspect, select, update
 from sqlalchemy.orm import Session, make_transient_to_detached
-from sqlalchemy.orm.attributes import instance_dict, set_committed_value
+from sqlalchemy.orm.attributes import instance_dict, instance_state, set_committed_value
 from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.sql import Executable
 
@@ -51,6 +51,8 @@ from engine.store.models import (
     Timer,
     TimelineEntry,
 )
+
+_RUNNING = Status.RUNNING.value  # an Enum's .value is a slow property
 
 CUSTOMER: Table = Customer.__table__  # type: ignore[assignment]
 ENROLLMENT: Table = Enrollment.__table__  # type: ignore[assignment]
@@ -118,8 +120,7 @@ class Writes:
         new = {key: value for key, value in values.items() if key not in loaded or loaded[key] != value}
         if not new:
             return
-        for key, value in new.items():
-            set_committed_value(obj, key, value)
+        set_committed_values(obj, new)
         written_here(self.session, obj)
         pending = self._changes.get(id(obj))
         if pending is None:
@@ -232,6 +233,29 @@ def _update_by_id(table: Table, keys: tuple[str, ...], versioned: bool) -> Execu
         statement = statement.where(table.c.revision == bindparam("b_revision"))
         values["revision"] = bindparam("v_revision")
     return statement.values(values)
+
+
+def set_committed_values(obj: Any, values: Mapping[str, Any]) -> None:
+    """``set_committed_value(obj, key, value)`` for each item, with one commit of the object's state.
+
+    For a column attribute, ``set_committed_value`` puts the value in the object's ``__dict__`` and
+    commits that key (no history, not expired); committing several keys at once is the same as
+    committing them one after the other. Anything but plain columns goes through the ORM's function.
+    """
+    state = instance_state(obj)
+    if not _column_keys(state.class_).issuperset(values):
+        for key, value in values.items():
+            set_committed_value(obj, key, value)
+        return
+    loaded = state.dict
+    loaded.update(values)
+    state._commit(loaded, values)  # what set_committed_value itself calls, there with one key
+
+
+@lru_cache(maxsize=64)
+def _column_keys(cls: type) -> frozenset[str]:
+    """The mapped column attributes of ``cls``, whose values set_committed_value stores as they are."""
+    return frozenset(prop.key for prop in inspect(cls).column_attrs)
 
 
 # --- objects whose rows are written here, not by the ORM's flush -----------------------------------
@@ -392,12 +416,27 @@ _ENROLLMENT_OF = select(Enrollment).where(Enrollment.flow_id == bindparam("b_flo
 
 
 def _instance_info(instance: Instance) -> dict[str, Any]:
+    loaded = columns_of(instance, _INFO_COLUMNS)
     return {
-        "id": instance.id,
-        "flow": instance.flow_id,
-        "started_at": instance.started_at.isoformat(),
-        "parent_id": instance.parent_id,
+        "id": loaded["id"],
+        "flow": loaded["flow_id"],
+        "started_at": loaded["started_at"].isoformat(),
+        "parent_id": loaded["parent_id"],
     }
+
+
+_INFO_COLUMNS = frozenset({"id", "flow_id", "started_at", "parent_id"})
+_RUN_COLUMNS = frozenset({"id", "customer_id", "flow_id", "parent_id", "state"})
+
+
+def columns_of(obj: Any, keys: frozenset[str]) -> Mapping[str, Any]:
+    """The object's values of ``keys``: its ``__dict__`` (where the ORM keeps the loaded values) when
+    they are all loaded, else the values read through the ORM's attributes, which load the expired
+    ones. Reading ``__dict__`` spares the attributes' descriptors (a Python call each) in hot loops."""
+    loaded = obj.__dict__
+    if loaded.keys() >= keys:
+        return loaded
+    return {key: getattr(obj, key) for key in keys}
 
 
 def _check_enrollment(session: Session, flow: Flow, customer_id: int, now: datetime) -> Enrollment | None:
@@ -545,6 +584,8 @@ def _run(
     session: Session, rt: Runtime, instance: Instance, flow: Flow, customer: Customer | None, event: ev.Event,
     writes: Writes,
 ) -> Outcome:
+    # Columns that running the instance never changes (state is replaced, not changed in place).
+    loaded = columns_of(instance, _RUN_COLUMNS)
     ctx = Context(
         now=rt.now,
         instance=_instance_info(instance),
@@ -552,18 +593,19 @@ def _run(
         calendar=rt.calendar,
         pick_user=lambda role, strategy, c: _pick_user(session, writes, role, strategy, c),
     )
-    outcome = advance(flow, instance.state, event, ctx)
+    outcome = advance(flow, loaded["state"], event, ctx)
     writes.change(instance, INSTANCE, {"state": outcome.state, "status": outcome.state["status"],
                                        "outcome": outcome.state.get("outcome")}, versioned=True)
-    writes.add(HISTORY, {"instance_id": instance.id, "at": rt.now, "event": type(event).__name__, "entries": outcome.history})
+    writes.add(HISTORY, {"instance_id": loaded["id"], "at": rt.now, "event": type(event).__name__,
+                         "entries": outcome.history})
     for effect in outcome.effects:
         _apply(session, rt, instance, customer, outcome, effect, writes)
-    ended = instance.status != Status.RUNNING.value
+    ended = instance.status != _RUNNING  # read again: a subflow that ended at once may have moved it on
     if ended:
         writes.change(instance, INSTANCE, {"ended_at": rt.now}, versioned=True)  # the same UPDATE as the state
         _record_end(rt, instance, flow, writes)
         _release_enrollment(instance, writes)
-    if writes.batch and not (ended and instance.parent_id is not None):
+    if writes.batch and not (ended and loaded["parent_id"] is not None):
         return outcome  # the batch writes everything at its end
     writes.flush()
     if ended:
@@ -572,25 +614,31 @@ def _run(
 
 
 def _record_end(rt: Runtime, instance: Instance, flow: Flow, writes: Writes) -> None:
-    if instance.customer_id is None:
+    loaded = columns_of(instance, _END_COLUMNS)
+    if loaded["customer_id"] is None:
         return
-    outcome = instance.outcome or instance.status
+    outcome = loaded["outcome"] or loaded["status"]
     writes.timeline(
-        instance.customer_id, rt.now, "flow_ended",
+        loaded["customer_id"], rt.now, "flow_ended",
         {"zh": f"流程结束：{flow.name.get('zh', flow.id)}（{outcome}）", "en": f"Flow ended: {flow.name.get('en', flow.id)} ({outcome})"},
-        {"outcome": outcome}, instance.id,
+        {"outcome": outcome}, loaded["id"],
     )
+
+
+_END_COLUMNS = frozenset({"id", "customer_id", "outcome", "status"})
 
 
 def _release_enrollment(instance: Instance, writes: Writes) -> None:
     """The customer may enter the flow again (the policy allowing): it has no active instance now.
 
     Queued last, after the rows of the request (an enrollment created by it included)."""
-    if instance.customer_id is None:
+    loaded = columns_of(instance, _RUN_COLUMNS)
+    instance_id, flow_id, customer_id = loaded["id"], loaded["flow_id"], loaded["customer_id"]
+    if customer_id is None:
         return
-    where = {"flow_id": instance.flow_id, "customer_id": instance.customer_id, "active_instance_id": instance.id}
+    where = {"flow_id": flow_id, "customer_id": customer_id, "active_instance_id": instance_id}
     writes.update(ENROLLMENT, _RELEASE_ENROLLMENT,
-                  {"b_flow": instance.flow_id, "b_customer": instance.customer_id, "b_instance": instance.id},
+                  {"b_flow": flow_id, "b_customer": customer_id, "b_instance": instance_id},
                   then=_Sync(Enrollment, "active_instance_id", where, {"active_instance_id": None}))
 
 
@@ -764,11 +812,17 @@ def _create_task(
     role = spec.get("role")
     strategy = spec.get("strategy", "claim")
     # The customer as it is now, after any update applied earlier in this outcome.
-    customer_data = cust.customer_dict(customer) if customer is not None else None
+    customer_data = None
     if assignee is None and role and strategy in ("round_robin", "least_loaded"):
+        customer_data = cust.customer_dict(customer) if customer is not None else None
         assignee = _pick_user(session, writes, role, strategy, customer_data)
-    context = {"customer": customer_data or {}, "vars": outcome.state["vars"], "instance": _instance_info(instance)}
-    initial = forms.prefill(latest_form(session, effect.form), context)
+    form = latest_form(session, effect.form)
+    initial: dict[str, Any] = {}
+    if any(item.prefill is not None for item in form.fields):  # else prefill gives {} whatever the context
+        if customer_data is None and customer is not None:
+            customer_data = cust.customer_dict(customer)
+        context = {"customer": customer_data or {}, "vars": outcome.state["vars"], "instance": _instance_info(instance)}
+        initial = forms.prefill(form, context)
     writes.add(TASK, {
         "instance_id": instance.id, "token": effect.token, "gen": _token_gen(outcome, effect.token), "step_id": effect.step,
         "form_id": effect.form, "title": dict(effect.title), "role": role, "assignee": assignee, "approval": effect.approval,

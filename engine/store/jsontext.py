@@ -17,12 +17,15 @@ from json.encoder import JSONEncoder, c_make_encoder, encode_basestring_ascii  #
 from json.scanner import c_make_scanner  # type: ignore[attr-defined]
 from typing import Any
 
+_EMPTY = {dict: "{}", list: "[]"}
 _default = JSONEncoder().default  # raises the TypeError json.dumps raises
 _scan = c_make_scanner(JSONDecoder()) if c_make_scanner is not None else None
 
 
 def dumps(obj: Any) -> str:
     """``json.dumps(obj)``."""
+    if not obj and type(obj) in _EMPTY:
+        return _EMPTY[type(obj)]  # an empty dict or list: the text json.dumps gives, without an encoder
     if c_make_encoder is None:  # a Python built without the _json accelerator
         return json.dumps(obj)
     # A new markers dict per call, as json.dumps: circular references are detected, threads share nothing.
