@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from engine.errors import FlowInvalid, FormInvalid, Problem
@@ -813,6 +813,7 @@ def test_load_json_matches_json_loads_and_positions_point_at_values(data: Any, l
     cut=st.integers(min_value=0),
     insert=st.sampled_from(list(',:{}[]" -0\n\tx')),
 )
+@example(data=["NaN"], layout={"indent": None, "ensure_ascii": True, "sort_keys": False}, cut=1, insert="x")
 def test_load_json_accepts_and_rejects_exactly_what_json_loads_does(
     data: Any, layout: dict[str, Any], cut: int, insert: str
 ) -> None:
@@ -820,7 +821,10 @@ def test_load_json_accepts_and_rejects_exactly_what_json_loads_does(
     index = cut % (len(text) + 1)
     for mutated in (text[:index] + text[index + 1 :], text[:index] + insert + text[index:]):
         try:
-            expected = json.loads(mutated, object_pairs_hook=_refuse_duplicates)
+            expected = json.loads(mutated, object_pairs_hook=_refuse_duplicates, parse_constant=_refuse_constant)
+        except _Constant:
+            # json.loads takes NaN and Infinity (e.g. '["NaN"]' cut to '[NaN"]'); JSON does not.
+            assert any("NaN and Infinity" in p.message for p in json_problems(mutated)), mutated
         except json.JSONDecodeError as exc:
             # Duplicate keys before the syntax error are reported too; parsing stops at the latter.
             assert (where(json_problems(mutated)[-1]), mutated) == ((exc.lineno, exc.colno), mutated)
@@ -833,6 +837,14 @@ def test_load_json_accepts_and_rejects_exactly_what_json_loads_does(
 
 class _Duplicate(Exception):
     """json.loads saw a duplicate key (which it would otherwise silently overwrite)."""
+
+
+class _Constant(Exception):
+    """json.loads met NaN or Infinity, which it accepts and JSON does not."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _Constant(name)
 
 
 def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
