@@ -172,11 +172,11 @@ def claim_messages(session: Session, now: datetime, wall: datetime, lease: timed
 
 def in_flight(session: Session, wall: datetime) -> int:
     """Claims published and not yet done whose lease still stands."""
-    timers = session.scalar(select(func.count()).select_from(Timer).where(
-        Timer.lease_until >= wall, Timer.status == "pending"))
-    messages = session.scalar(select(func.count()).select_from(OutboxMessage).where(
-        OutboxMessage.status.in_(("claimed", "sending")), OutboxMessage.lease_until >= wall))
-    return int(timers or 0) + int(messages or 0)
+    timers = select(func.count()).select_from(Timer).where(Timer.lease_until >= wall, Timer.status == "pending")
+    messages = select(func.count()).select_from(OutboxMessage).where(
+        OutboxMessage.status.in_(("claimed", "sending")), OutboxMessage.lease_until >= wall)
+    counted = session.execute(select(timers.scalar_subquery(), messages.scalar_subquery())).one()  # one round trip
+    return int(counted[0] or 0) + int(counted[1] or 0)
 
 
 def reclaim_messages(session: Session, resolve: Resolve, now: datetime, wall: datetime) -> int:
@@ -265,7 +265,15 @@ class Scheduler:
             with self.cf.sessions.begin() as session:
                 now = self.cf.clock.now()
                 report.reclaimed += reclaim_messages(session, self.cf.resolve, now, wall)
-                room = min(s.batch, s.max_in_flight - in_flight(session, wall))
+                flying = in_flight(session, wall)
+                room = min(s.batch, s.max_in_flight - flying)
+                if flying:
+                    # Whole tasks only while others are out: refilling the room a few claims at a
+                    # time would publish tasks of one or two claims, each paying a task's overhead
+                    # on the worker. The rest waits a tick, until a task's worth is free.
+                    room -= room % s.task_batch
+                if room <= 0:
+                    return
                 # Messages first: they finish instances already under way.
                 messages = claim_messages(session, now, wall, s.lease, room)
                 timers = claim_timers(session, now, wall, s.lease, room - len(messages))
