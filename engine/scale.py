@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import func, insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.orm.util import identity_key
 from sqlalchemy.orm.exc import StaleDataError
+from sqlalchemy.orm.util import identity_key
 
 from engine.clock import SystemClock
 from engine.crashpoints import crash_point
@@ -508,7 +508,8 @@ def _fire_batch(task: Task, claims: list[tuple[int, int]],
                 raise _OneByOne  # the second timer must see what the first one did to the instance
             instances = {i.id: i for i in session.scalars(select(Instance).where(Instance.id.in_(instance_ids)))}
             customer_ids = {i.customer_id for i in instances.values() if i.customer_id is not None}
-            customers = {c.id: c for c in session.scalars(select(Customer).where(Customer.id.in_(customer_ids)))}
+            customers = ({c.id: c for c in session.scalars(select(Customer).where(Customer.id.in_(customer_ids)))}
+                         if customer_ids else {})
             writes = Writes(session, batch=True)
             outcomes, running, logged = [], [], []
             for timer_id, attempt in claims:
