@@ -13,7 +13,7 @@ customer twice. A provider call that got no answer (``AmbiguousSendError``) is t
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -222,7 +222,7 @@ def deliver_claimed(
             settled(out.mid)
             continue
         assert out.claimed is not None
-        attempt, call = _prepare(factory, runtime, resolve, out.claimed)
+        attempt, call = _prepare(factory, runtime, resolve, out.claimed, results)
         if call is None:
             results.append((out, attempt))
             continue
@@ -254,8 +254,12 @@ def deliver_claimed(
 
 def _prepare(
     factory: sessionmaker[Session], runtime: Callable[[], Runtime], resolve: Resolve, claimed: Claimed,
+    unrecorded: Sequence[tuple[Outgoing, _Attempt]] = (),
 ) -> tuple[_Attempt, tuple[Connector, Message, Mapping[str, Any]] | None]:
-    """Route a message and apply consent and caps; the provider call to make, or None (suppressed, failed)."""
+    """Route a message and apply consent and caps; the provider call to make, or None (suppressed, failed).
+
+    ``unrecorded``: results of this call not committed yet, which a marketing cap counts too.
+    """
     message, category, customer_id = claimed.message, claimed.category, claimed.customer_id
     customer_data = message.customer
     attempt = _Attempt()
@@ -267,7 +271,8 @@ def _prepare(
         if not staff and _opted_out(attempt.channel, customer_data):
             attempt.suppressed = "opted_out"
         elif not staff and category == "marketing" and cap is not None \
-                and _over_cap(factory, customer_id, attempt.channel, cap, runtime().now):
+                and _over_cap(factory, customer_id, attempt.channel, cap, runtime().now,
+                              _sent_unrecorded(unrecorded, customer_id, attempt.channel)):
             attempt.suppressed = "frequency_cap"
         else:
             return attempt, (connector, message, provider_settings)
@@ -443,7 +448,15 @@ def _route(
     return provider_connector, routed, provider_settings, channel, channel_settings.get("marketing_per_week"), False
 
 
-def _over_cap(factory: sessionmaker[Session], customer_id: int | None, channel: str | None, cap: int, now: datetime) -> bool:
+def _sent_unrecorded(unrecorded: Sequence[tuple[Outgoing, _Attempt]], customer_id: int | None, channel: str | None) -> int:
+    """Marketing messages to this customer and channel sent by this call whose results are not committed yet."""
+    return sum(1 for out, attempt in unrecorded
+               if out.claimed is not None and out.claimed.category == "marketing" and out.claimed.customer_id == customer_id
+               and attempt.channel == channel and attempt.error is None and not attempt.suppressed)
+
+
+def _over_cap(factory: sessionmaker[Session], customer_id: int | None, channel: str | None, cap: int, now: datetime,
+              unrecorded: int = 0) -> bool:
     if customer_id is None:
         return False
     with factory() as session:
@@ -454,7 +467,7 @@ def _over_cap(factory: sessionmaker[Session], customer_id: int | None, channel: 
                 OutboxMessage.sent_at >= now - CAP_WINDOW,
             )
         )
-    return int(sent or 0) >= int(cap)
+    return int(sent or 0) + unrecorded >= int(cap)
 
 
 def _opted_out(channel: str | None, customer: Mapping[str, Any] | None) -> bool:
