@@ -94,6 +94,36 @@ class Schema:
         self.admin.dispose()
 
 
+#: The application name the measured processes' database connections carry, so that the CPU time
+#: of their PostgreSQL backends can be told from that of everything else on the server.
+PG_APP = "careflow_bench_scale"
+
+
+def with_app_name(url: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}application_name={PG_APP}"
+
+
+def pg_backend_cpu(admin: sa.Engine) -> dict[int, float]:
+    """CPU seconds (user + system) of each PostgreSQL backend serving the measured processes, from
+    /proc: the server must run on this machine (Linux). Empty when it does not."""
+    with admin.connect() as conn:
+        pids = [int(p) for p in conn.scalars(sa.text("SELECT pid FROM pg_stat_activity WHERE application_name = :a"),
+                                              {"a": PG_APP})]
+    out = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def pg_cpu_since(admin: sa.Engine, before: dict[int, float]) -> float:
+    """CPU seconds the measured processes' backends used since ``before`` (backends opened since count whole)."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in pg_backend_cpu(admin).items())
+
+
 def checks(cluster: Cluster, n: int) -> dict[str, Any]:
     report = cluster.report()
     if report["instances"].get("completed") != n:
@@ -111,17 +141,19 @@ def execution_span(cf: Careflow) -> tuple[float, int]:
 def throughput(base_url: str, workers: int, n: int, workdir: Path, timeout: float, task_batch: int) -> dict[str, Any]:
     schema = Schema(base_url)
     cluster = Cluster(schema.url, REDIS_URL, workdir / f"w{workers}", START, lease_seconds=60, max_in_flight=400,
-                      extra_env={"CAREFLOW_TASK_BATCH": str(task_batch)})
+                      extra_env={"CAREFLOW_TASK_BATCH": str(task_batch),
+                                 "CAREFLOW_DATABASE_URL": with_app_name(schema.url)})
     try:
         cluster.start_instances(n)
         for _ in range(workers):
             cluster.start_worker()
         cluster.start_scheduler()
         cluster.wait_workers()  # process start-up is not what is measured
-        cpu0 = cluster.cpu_seconds()
+        cpu0, pg0 = cluster.cpu_seconds(), pg_backend_cpu(schema.admin)
         cluster.advance(START + DAY + timedelta(minutes=1))
         cluster.wait_completed(n, timeout)
         cpu = cluster.cpu_seconds() - cpu0  # before the idle second below
+        pg_cpu = pg_cpu_since(schema.admin, pg0)
         time.sleep(1)
         report = checks(cluster, n)
         seconds, transitions = execution_span(cluster.cf)
@@ -130,10 +162,11 @@ def throughput(base_url: str, workers: int, n: int, workdir: Path, timeout: floa
         schema.drop()
     result = {"workers": workers, "n": n, "seconds": seconds, "transitions": transitions,
               "transitions_per_s": transitions / seconds, "ips": n / seconds,
-              "cpu_ms_per_transition": 1000 * cpu / transitions,
+              "cpu_ms_per_transition": 1000 * cpu / transitions, "pg_cpu_ms_per_transition": 1000 * pg_cpu / transitions,
               "duplicate_steps": report["duplicate_steps"], "duplicate_sends": report["duplicate_sends"]}
     log(f"[{workers} worker(s)] {result['transitions_per_s']:.0f} transitions/s, {result['ips']:.0f} instances/s, "
-        f"scheduler+workers {result['cpu_ms_per_transition']:.1f} ms CPU per transition")
+        f"CPU per transition: scheduler+workers {result['cpu_ms_per_transition']:.1f} ms, "
+        f"their PostgreSQL backends {result['pg_cpu_ms_per_transition']:.1f} ms")
     return result
 
 
@@ -219,7 +252,7 @@ def breakdown(base_url: str, n: int, task_batch: int) -> dict[str, Any]:
 
     schema = Schema(base_url)
     os.environ.pop("CAREFLOW_SCALE_LEDGER", None)
-    cf = Careflow(schema.url, clock=FixedClock(START), registry=registry())
+    cf = Careflow(with_app_name(schema.url), clock=FixedClock(START), registry=registry())
     phase = {"now": "other"}
     spent: dict[str, dict[str, float]] = {}
 
@@ -298,10 +331,12 @@ def breakdown(base_url: str, n: int, task_batch: int) -> dict[str, Any]:
         scale._send = in_phase("send", scale._send)  # type: ignore[assignment]
         instances.advance = timed_step(instances.advance)  # the interpreter, in every path
         settings = scale.Settings(lease=timedelta(seconds=120), task_batch=task_batch)
+        pg0 = pg_backend_cpu(schema.admin)
         cpu0, t0 = time.process_time(), time.perf_counter()
         for batch in batches:
             scale.run_timers(cf, batch, settings=settings)
         wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        pg_cpu = pg_cpu_since(schema.admin, pg0)
     finally:
         scale._fire_batch, scale._fire, scale._send, instances.advance = saved  # type: ignore[assignment]
         cf.close()
@@ -319,10 +354,11 @@ def breakdown(base_url: str, n: int, task_batch: int) -> dict[str, Any]:
                         "other_ms": ms(total - b.get("sql", 0.0) - b.get("commit", 0.0) - b.get("step", 0.0)),
                         "statements": round(b.get("sql_count", 0) / n, 1), "commits": round(b.get("commit_count", 0) / n, 2)}
     out = {"n": n, "task_batch": task_batch, "claim_ms": ms(claim_s), "publish_ms": ms(publish_s),
-           "fire": phases["fire"], "send": phases["send"], "wall_ms": ms(wall), "cpu_ms": ms(cpu),
+           "fire": phases["fire"], "send": phases["send"], "wall_ms": ms(wall), "cpu_ms": ms(cpu), "pg_cpu_ms": ms(pg_cpu),
            "transitions_per_s_one_process": round(2 * n / wall, 1)}
     log(f"[breakdown, batches of {task_batch}] per instance: claim {out['claim_ms']} ms, publish {out['publish_ms']} ms, "
-        f"fire {phases['fire']}, send {phases['send']}, wall {out['wall_ms']} ms, CPU {out['cpu_ms']} ms")
+        f"fire {phases['fire']}, send {phases['send']}, wall {out['wall_ms']} ms, CPU {out['cpu_ms']} ms, "
+        f"PostgreSQL backend CPU {out['pg_cpu_ms']} ms")
     return out
 
 
@@ -420,6 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         "ips_by_workers": {str(r["workers"]): round(r["ips"], 1) for r in runs},
         "transitions_per_s_by_workers": {str(r["workers"]): round(r["transitions_per_s"], 1) for r in runs},
         "cpu_ms_per_transition_by_workers": {str(r["workers"]): round(r["cpu_ms_per_transition"], 2) for r in runs},
+        "pg_cpu_ms_per_transition_by_workers": {str(r["workers"]): round(r["pg_cpu_ms_per_transition"], 2) for r in runs},
         "embedded_ips": round(emb["ips"], 1),
         "embedded_transitions_per_s": round(emb["transitions_per_s"], 1),
         "spiff_postgres_ips": round(peer["spiff_ips"], 1),
@@ -459,7 +496,9 @@ def table(out: dict[str, Any]) -> str:
     lines.append(f"{'embedded (one process)':<28}{out['embedded_ips']:>14.1f}{out['embedded_transitions_per_s']:>16.1f}")
     lines.append(f"{'SpiffWorkflow, PostgreSQL':<28}{out['spiff_postgres_ips']:>14.1f}{'':>16}")
     lines += ["", f"CPU time of the scheduler and workers per transition: " + ", ".join(
-        f"{w} worker(s) {ms:.1f} ms" for w, ms in out["cpu_ms_per_transition_by_workers"].items())]
+        f"{w} worker(s) {ms:.1f} ms" for w, ms in out["cpu_ms_per_transition_by_workers"].items()),
+        f"CPU time of their PostgreSQL backends per transition: " + ", ".join(
+        f"{w} worker(s) {ms:.1f} ms" for w, ms in out["pg_cpu_ms_per_transition_by_workers"].items())]
     lines += ["", f"{'due to done, 4 workers':<28}{'offered/s':>10}{'done/s':>10}{'p50 ms':>10}{'p99 ms':>10}  sustained"]
     for r in out["latency_by_rate"]:
         lines.append(f"{'':<28}{r['offered_per_s']:>10.0f}{r['achieved_per_s']:>10.0f}{r['p50_ms']:>10.0f}{r['p99_ms']:>10.0f}  "
@@ -476,7 +515,7 @@ def table(out: dict[str, Any]) -> str:
                      f"commit {b['fire']['commit_ms']} x{b['fire']['commits']}, step {b['fire']['step_ms']}, other {b['fire']['other_ms']}), "
                      f"send {b['send']['ms']} (SQL {b['send']['sql_ms']} in {b['send']['statements']} statements, "
                      f"commit {b['send']['commit_ms']} x{b['send']['commits']}, step {b['send']['step_ms']}, other {b['send']['other_ms']}); "
-                     f"CPU {b['cpu_ms']} of {b['wall_ms']} wall")
+                     f"CPU {b['cpu_ms']} (PostgreSQL {b['pg_cpu_ms']}) of {b['wall_ms']} wall")
     lines += [
         "",
         f"due to done at {out['latency_rate_offered_per_s']:.0f} transitions/s offered (4 workers, "

@@ -1,8 +1,9 @@
 """Delivering the outbox: claim, send with the idempotency key, record, retry, or raise an incident.
 
 A message moves ``pending → claimed → sending → sent`` (or ``failed`` / ``suppressed`` /
-``unknown``). Claiming commits a batch; each message is then marked ``sending`` in its own commit
-just before the provider is called, and the result commits after. A crash leaves rows whose
+``unknown``). Claiming commits a batch; each message is then marked ``sending`` in a commit just
+before the provider is called, and the result commits after (for a provider that recognises a
+repeat, in the commit that marks the next message: ``deliver_claimed``). A crash leaves rows whose
 lease runs out: a ``claimed`` one never reached the provider and is simply sent again; a
 ``sending`` one may have, so it is sent again only through a connector that de-duplicates on the
 key, and otherwise becomes ``unknown`` with an incident, since resending blindly could reach the
@@ -12,12 +13,12 @@ customer twice. A provider call that got no answer (``AmbiguousSendError``) is t
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -30,6 +31,7 @@ from engine.runtime import events as ev
 from engine.store import customers as cust
 from engine.store.instances import Runtime, deliver, get_instance
 from engine.store.models import Customer, Incident, OutboxMessage
+from engine.store.rows import execute as execute_rows
 
 LEASE = timedelta(seconds=120)
 #: How often recording a result is tried again when the instance changed meanwhile.
@@ -121,8 +123,7 @@ def dispatch_due(
         report.unknown += reclaim_expired(session, resolve, rt.now)
         claimed = claim_due(session, rt.now, limit)
     crash_point("after_claim")
-    for mid in claimed:
-        _deliver_one(factory, runtime, resolve, mid, report)
+    deliver_claimed(factory, runtime, resolve, [Outgoing(mid) for mid in claimed], report)
     return report
 
 
@@ -135,7 +136,8 @@ class _Attempt:
     delivery: Delivery | None = None
     error: ConnectorError | None = None
     idempotent: bool = False
-    lost: bool = False  # someone else took the message over meanwhile
+    #: A message left ``sending`` by a crash is simply sent again (see ``_idempotent``).
+    resendable: bool = False
 
 
 @dataclass(frozen=True)
@@ -153,74 +155,190 @@ class Claimed:
                    row.category, row.customer_id)
 
 
-def _deliver_one(
-    factory: sessionmaker[Session], runtime: Callable[[], Runtime], resolve: Resolve, mid: int, report: DispatchReport,
-    *, fence: Fence | None = None, claimed: Claimed | None = None,
-) -> None:
-    """Send one claimed message and record the result.
+@dataclass
+class Outgoing:
+    """One claimed message to send: its id, the claim that fences it (distributed mode), and its
+    row as read when it was claimed (``claimed``; None: read it here)."""
 
-    With a ``fence`` (distributed mode) the message is sent and recorded only while its claim is
-    still the one the task was published for: a worker whose lease was taken over does nothing.
-    ``claimed``: the row as read in the transaction that claimed it (a worker that claimed the
-    messages of the step it just fired), so it is not read again; the fence is checked anyway
-    when the message is marked ``sending`` and when its result is recorded.
+    mid: int
+    fence: Fence | None = None
+    claimed: Claimed | None = None
+
+
+def read_claimed(session: Session, ids: list[int]) -> dict[int, tuple[OutboxMessage, Claimed]]:
+    """The rows of these messages and what sending them needs: one query per table, not per message."""
+    if not ids:
+        return {}
+    rows = list(session.scalars(select(OutboxMessage).where(OutboxMessage.id.in_(ids))))
+    customer_ids = {r.customer_id for r in rows if r.customer_id is not None}
+    customers = ({c.id: c for c in session.scalars(select(Customer).where(Customer.id.in_(customer_ids)))}
+                 if customer_ids else {})
+    return {r.id: (r, Claimed.of(r, customers.get(r.customer_id) if r.customer_id is not None else None)) for r in rows}
+
+
+def deliver_claimed(
+    factory: sessionmaker[Session], runtime: Callable[[], Runtime], resolve: Resolve, messages: list[Outgoing],
+    report: DispatchReport, *, lost: Callable[[int], bool] = lambda _mid: False,
+    settled: Callable[[int], None] = lambda _mid: None,
+) -> None:
+    """Send claimed messages one after the other, each to its provider once, each result recorded once.
+
+    Every message is marked ``sending`` in a commit before its provider is called, and its result
+    commits after the call, as it always was. When the next message goes through a provider that
+    recognises a repeat (``_idempotent``), the result of one message commits in the same
+    transaction that marks the next one ``sending``: at most one message is ever in doubt (the
+    provider called, the result not committed), as with two commits per message, and k such
+    messages take k + 1 commits instead of 2k. A crash between that commit and the call leaves
+    the next message ``sending`` without its provider having seen it; the reclaim then sends it
+    again with its key, which is harmless for such a provider only. For any other provider the
+    mark keeps a commit of its own, so that a crash never turns an unsent message into an
+    ``unknown`` one. A result that needs no provider call (suppressed, no connector) goes with the
+    next commit.
+
+    With a ``fence`` (distributed mode) a message is marked, and its result recorded, only while
+    its claim is still the one the task was published for: a worker whose lease was taken over
+    does nothing. Messages given without ``claimed`` are read first, all in one query, and skipped
+    if already settled or claimed again by someone else (a repeat delivery of the task). ``lost``
+    says a claim was taken over meanwhile (the lease heartbeat); ``settled`` is told of each
+    message this call is done with.
     """
-    if claimed is None:
+    unread = [o.mid for o in messages if o.claimed is None]
+    if unread:
         with factory() as session:
-            row = session.get(OutboxMessage, mid)
-            if row is None or (fence is not None and (row.status != "claimed" or row.attempts != fence.attempt)):
-                return  # already settled, or claimed again by someone else: a repeat delivery of the task
-            claimed = Claimed.of(row, session.get(Customer, row.customer_id) if row.customer_id is not None else None)
+            read = read_claimed(session, unread)
+        todo = []
+        for out in messages:
+            if out.claimed is None:
+                row, claimed = read.get(out.mid, (None, None))
+                if row is None or (out.fence is not None and (row.status != "claimed" or row.attempts != out.fence.attempt)):
+                    settled(out.mid)
+                    continue
+                out = Outgoing(out.mid, out.fence, claimed)
+            todo.append(out)
+        messages = todo
+    results: list[tuple[Outgoing, _Attempt]] = []  # to commit with the next transaction
+    for out in messages:
+        if lost(out.mid):  # taken over while it waited: the newer claim sends it
+            settled(out.mid)
+            continue
+        assert out.claimed is not None
+        attempt, call = _prepare(factory, runtime, resolve, out.claimed, results)
+        if call is None:
+            results.append((out, attempt))
+            continue
+        if results and not attempt.resendable:
+            # A crash right after the commit that marks this message would leave it in doubt
+            # though never sent; it must then not share that commit with the previous results.
+            _commit(factory, runtime, report, results, settled)
+            results = []
+        crash_point("before_provider_call")
+        marked = _commit(factory, runtime, report, results, settled, mark=out)
+        results = []
+        if not marked:
+            settled(out.mid)  # claimed again by someone else meanwhile: nothing sent, nothing to record
+            continue
+        connector, message, provider_settings = call
+        try:
+            attempt.delivery = connector.send(message, provider_settings)
+            crash_point("after_provider_accept_before_ledger")
+        except ConnectorError as exc:
+            attempt.error = exc
+        except (LookupError, EngineError) as exc:
+            attempt.error = ConnectorError(str(exc))
+        results.append((out, attempt))
+    # Not in a ``finally``: after an unexpected error the result stays unrecorded, the claim's lease
+    # runs out, and the reclaim decides, as after a crash.
+    if results:
+        _commit(factory, runtime, report, results, settled)
+
+
+def _prepare(
+    factory: sessionmaker[Session], runtime: Callable[[], Runtime], resolve: Resolve, claimed: Claimed,
+    unrecorded: Sequence[tuple[Outgoing, _Attempt]] = (),
+) -> tuple[_Attempt, tuple[Connector, Message, Mapping[str, Any]] | None]:
+    """Route a message and apply consent and caps; the provider call to make, or None (suppressed, failed).
+
+    ``unrecorded``: results of this call not committed yet, which a marketing cap counts too.
+    """
     message, category, customer_id = claimed.message, claimed.category, claimed.customer_id
     customer_data = message.customer
     attempt = _Attempt()
     try:
-        connector, message, provider_settings, attempt.channel, cap = _route(resolve, message, customer_data)
+        connector, message, provider_settings, attempt.channel, cap, attempt.resendable = _route(resolve, message, customer_data)
         attempt.idempotent = bool(connector.idempotent)
         # A reminder to an employee: no customer's consent or marketing cap applies to it.
         staff = category == STAFF_CATEGORY
         if not staff and _opted_out(attempt.channel, customer_data):
             attempt.suppressed = "opted_out"
         elif not staff and category == "marketing" and cap is not None \
-                and _over_cap(factory, customer_id, attempt.channel, cap, runtime().now):
+                and _over_cap(factory, customer_id, attempt.channel, cap, runtime().now,
+                              _sent_unrecorded(unrecorded, customer_id, attempt.channel)):
             attempt.suppressed = "frequency_cap"
         else:
-            crash_point("before_provider_call")
-            if _mark_sending(factory, mid, fence):
-                attempt.delivery = connector.send(message, provider_settings)
-                crash_point("after_provider_accept_before_ledger")
-            else:
-                attempt.lost = True
+            return attempt, (connector, message, provider_settings)
     except ConnectorError as exc:
         attempt.error = exc
     except (LookupError, EngineError) as exc:
         # An unknown connector or undecryptable settings: fail this message visibly, not the tick.
         attempt.error = ConnectorError(str(exc))
-    if attempt.lost:
-        return
+    return attempt, None
+
+
+def _commit(factory: sessionmaker[Session], runtime: Callable[[], Runtime], report: DispatchReport,
+            results: list[tuple[Outgoing, _Attempt]], settled: Callable[[int], None], mark: Outgoing | None = None) -> bool:
+    """One transaction: record these results, then mark ``mark`` (if any) ``sending``; whether it was marked.
+
+    An instance another transition changed meanwhile (a worker elsewhere fired its timer) fails
+    the transaction; it is tried again on the fresh state, the marking with it.
+    """
     for tries in range(RECORD_TRIES):
+        outcomes: list[str] = []
         try:
             with factory.begin() as session:
-                if _record(session, runtime(), mid, attempt, report, fence) and fence is not None:
-                    fence.recorded(session, mid)
+                rt = runtime()
+                for out, attempt in results:
+                    recorded = _record(session, rt, out.mid, attempt, out.fence)
+                    if recorded is not None:
+                        outcome, row = recorded
+                        outcomes.append(outcome)
+                        if out.fence is not None:
+                            out.fence.recorded(session, row)
+                marked = mark is None or _mark_sending(session, mark.mid, mark.fence)
             break
         except StaleDataError:
-            # Another transition of the same instance committed first (a worker elsewhere fired
-            # its timer); the message was sent, so record it again on the fresh state.
             if tries == RECORD_TRIES - 1:
                 raise
-    crash_point("after_ledger_before_ack")
+    for outcome in outcomes:  # counted once committed, not once per try
+        setattr(report, outcome, getattr(report, outcome) + 1)
+    for out, _attempt in results:
+        settled(out.mid)
+        crash_point("after_ledger_before_ack")
+    return marked
 
 
-def _mark_sending(factory: sessionmaker[Session], mid: int, fence: Fence | None = None) -> bool:
-    """Commit that the provider is about to be called; False if the claim was lost meanwhile."""
-    query = update(OutboxMessage).where(OutboxMessage.id == mid, OutboxMessage.status == "claimed")
-    values: dict[str, Any] = {"status": "sending"}
-    if fence is not None:
-        query = query.where(OutboxMessage.attempts == fence.attempt)
-        values["lease_until"] = fence.lease_until()
-    with factory.begin() as session:
-        return bool(session.execute(query.values(**values)).rowcount)
+# Prebuilt: a message's result is recorded, and the next one marked, once per message sent.
+_OUTBOX_BY_ID = select(OutboxMessage).where(OutboxMessage.id == bindparam("b_id"))
+_MARK_SENDING = (update(OutboxMessage).where(OutboxMessage.id == bindparam("b_id"), OutboxMessage.status == "claimed")
+                 .values(status="sending"))
+_MARK_SENDING_FENCED = (update(OutboxMessage)
+                        .where(OutboxMessage.id == bindparam("b_id"), OutboxMessage.status == "claimed",
+                               OutboxMessage.attempts == bindparam("b_attempt"))
+                        .values(status="sending", lease_until=bindparam("b_until")))
+
+
+def _mark_sending(session: Session, mid: int, fence: Fence | None = None) -> bool:
+    """That the provider is about to be called (committed before it is); False if the claim was lost meanwhile.
+
+    A Core statement on the session's connection: no loaded object is this row (the result
+    recorded in the same transaction is another message's), so the ORM has nothing to sync.
+    """
+    conn = session.connection()
+    if fence is None:
+        result = execute_rows(conn, _MARK_SENDING, [{"b_id": mid}])
+    else:
+        result = execute_rows(conn, _MARK_SENDING_FENCED,
+                              [{"b_id": mid, "b_attempt": fence.attempt, "b_until": fence.lease_until()}])
+    return bool(result.rowcount)
 
 
 class Fence(Protocol):
@@ -230,51 +348,91 @@ class Fence(Protocol):
 
     def lease_until(self) -> datetime: ...
 
-    def recorded(self, session: Session, mid: int) -> None: ...
+    def recorded(self, session: Session, row: OutboxMessage | _Written) -> None: ...
 
 
-def _record(session: Session, rt: Runtime, mid: int, attempt: _Attempt, report: DispatchReport,
-            fence: Fence | None = None) -> bool:
-    row = session.get(OutboxMessage, mid)
-    assert row is not None
-    if row.status not in ("claimed", "sending"):
-        return False  # an admin or a reclaim changed it meanwhile
-    if fence is not None and row.attempts != fence.attempt:
-        return False  # the lease was taken over: this worker's result is stale
-    row.channel = attempt.channel
-    error = attempt.error
-    if attempt.suppressed:
-        _finish(session, rt, row, "suppressed", {"suppressed": attempt.suppressed})
-        row.last_error = attempt.suppressed
-        report.suppressed += 1
-    elif error is None:
+@dataclass(frozen=True)
+class _Written:
+    """The columns of a message row that settling it needs, as its recording UPDATE returned them."""
+
+    id: int
+    status: str
+    instance_id: int | None
+    token: str | None
+    gen: int | None
+    wait: bool
+    customer_id: int | None
+    payload: Mapping[str, Any]
+    connector: str
+    effect_key: str
+    channel: str | None
+
+
+_RETURNED = (OutboxMessage.instance_id, OutboxMessage.token, OutboxMessage.gen, OutboxMessage.wait,
+             OutboxMessage.customer_id, OutboxMessage.payload, OutboxMessage.connector, OutboxMessage.effect_key)
+_SETTLE = (update(OutboxMessage)
+           .where(OutboxMessage.id == bindparam("b_id"), OutboxMessage.status.in_(("claimed", "sending")))
+           .values(status=bindparam("b_status"), channel=bindparam("b_channel"),
+                   provider_ref=func.coalesce(bindparam("b_ref", type_=OutboxMessage.provider_ref.type), OutboxMessage.provider_ref),
+                   last_error=bindparam("b_error", type_=OutboxMessage.last_error.type),
+                   sent_at=bindparam("b_at", type_=OutboxMessage.sent_at.type), lease_until=None)
+           .returning(*_RETURNED))
+_SETTLE_FENCED = _SETTLE.where(OutboxMessage.attempts == bindparam("b_attempt"))
+
+
+def _record(session: Session, rt: Runtime, mid: int, attempt: _Attempt,
+            fence: Fence | None = None) -> tuple[str, OutboxMessage | _Written] | None:
+    """Write one message's result; what it was (a ``DispatchReport`` field) and the row, or None if not ours.
+
+    A message sent or suppressed (nearly all of them) is settled by one UPDATE that checks that
+    the claim is still this one and returns what comes next needs; errors go through the ORM.
+    """
+    if attempt.error is None:
+        status = "suppressed" if attempt.suppressed else "sent"
+        ref = None if attempt.suppressed else (attempt.delivery or Delivery()).provider_ref
+        params = {"b_id": mid, "b_status": status, "b_channel": attempt.channel, "b_ref": ref,
+                  "b_error": attempt.suppressed, "b_at": rt.now}
+        if fence is not None:
+            params["b_attempt"] = fence.attempt
+        returned = session.connection().execute(_SETTLE if fence is None else _SETTLE_FENCED, params).first()
+        if returned is None:
+            return None  # an admin or a reclaim changed it meanwhile, or the lease was taken over
+        row = _Written(mid, status, *returned, channel=attempt.channel)
+        if attempt.suppressed:
+            _settled(session, rt, row, status, {"suppressed": attempt.suppressed})
+            return "suppressed", row
         delivery = attempt.delivery or Delivery()
-        row.provider_ref = delivery.provider_ref
-        row.last_error = None
-        _finish(session, rt, row, "sent", {"provider_ref": row.provider_ref, **dict(delivery.detail)})
-        report.sent += 1
-    elif getattr(error, "ambiguous", False) and not attempt.idempotent:
-        _unknown(session, row, rt.now, f"{error} — not resent, since the provider cannot recognise a repeat")
-        report.unknown += 1
-    elif error.retryable and row.attempts < row.max_attempts:
-        row.status = "pending"
-        row.last_error = str(error)
-        row.lease_until = None
-        row.next_attempt_at = rt.now + _backoff(row.attempts, row.backoff_seconds, error.retry_after)
-        report.retried += 1
-    else:
-        _fail(session, rt, row, str(error))
-        report.failed += 1
-    return True
+        _settled(session, rt, row, status, {"provider_ref": ref, **dict(delivery.detail)})
+        return "sent", row
+    loaded = cust.load_by_id(session, OutboxMessage, _OUTBOX_BY_ID, mid)
+    assert loaded is not None
+    if loaded.status not in ("claimed", "sending"):
+        return None  # an admin or a reclaim changed it meanwhile
+    if fence is not None and loaded.attempts != fence.attempt:
+        return None  # the lease was taken over: this worker's result is stale
+    loaded.channel = attempt.channel
+    error = attempt.error
+    if getattr(error, "ambiguous", False) and not attempt.idempotent:
+        _unknown(session, loaded, rt.now, f"{error} — not resent, since the provider cannot recognise a repeat")
+        return "unknown", loaded
+    if error.retryable and loaded.attempts < loaded.max_attempts:
+        loaded.status = "pending"
+        loaded.last_error = str(error)
+        loaded.lease_until = None
+        loaded.next_attempt_at = rt.now + _backoff(loaded.attempts, loaded.backoff_seconds, error.retry_after)
+        return "retried", loaded
+    _fail(session, rt, loaded, str(error))
+    return "failed", loaded
 
 
 def _route(
     resolve: Resolve, message: Message, customer: Mapping[str, Any] | None
-) -> tuple[Connector, Message, Mapping[str, Any], str | None, int | None]:
-    """The connector that really sends, the message as sent, its settings, the channel, the marketing cap."""
+) -> tuple[Connector, Message, Mapping[str, Any], str | None, int | None, bool]:
+    """The connector that really sends, the message as sent, its settings, the channel, the marketing
+    cap, and whether a crash while it is ``sending`` resends it (``_idempotent``: never a routed one)."""
     connector, settings = resolve(message.connector)
     if not getattr(connector, "routes", False):
-        return connector, message, settings, connector.channel, settings.get("marketing_per_week")
+        return connector, message, settings, connector.channel, settings.get("marketing_per_week"), bool(connector.idempotent)
     channel = connector.route(customer)  # type: ignore[attr-defined]
     if channel == connector.channel:
         # ``email`` or a named ``email/marketing``: the configuration just resolved is the channel's.
@@ -287,10 +445,18 @@ def _route(
     params = {**message.params, "to": recipient(channel, message.params, customer), "channel": channel}
     provider_connector, provider_settings = resolve(str(provider))
     routed = replace(message, params=params, connector=str(provider))
-    return provider_connector, routed, provider_settings, channel, channel_settings.get("marketing_per_week")
+    return provider_connector, routed, provider_settings, channel, channel_settings.get("marketing_per_week"), False
 
 
-def _over_cap(factory: sessionmaker[Session], customer_id: int | None, channel: str | None, cap: int, now: datetime) -> bool:
+def _sent_unrecorded(unrecorded: Sequence[tuple[Outgoing, _Attempt]], customer_id: int | None, channel: str | None) -> int:
+    """Marketing messages to this customer and channel sent by this call whose results are not committed yet."""
+    return sum(1 for out, attempt in unrecorded
+               if out.claimed is not None and out.claimed.category == "marketing" and out.claimed.customer_id == customer_id
+               and attempt.channel == channel and attempt.error is None and not attempt.suppressed)
+
+
+def _over_cap(factory: sessionmaker[Session], customer_id: int | None, channel: str | None, cap: int, now: datetime,
+              unrecorded: int = 0) -> bool:
     if customer_id is None:
         return False
     with factory() as session:
@@ -301,7 +467,7 @@ def _over_cap(factory: sessionmaker[Session], customer_id: int | None, channel: 
                 OutboxMessage.sent_at >= now - CAP_WINDOW,
             )
         )
-    return int(sent or 0) >= int(cap)
+    return int(sent or 0) + unrecorded >= int(cap)
 
 
 def _opted_out(channel: str | None, customer: Mapping[str, Any] | None) -> bool:
@@ -320,6 +486,11 @@ def _finish(session: Session, rt: Runtime, row: OutboxMessage, status: str, resu
     row.status = status
     row.sent_at = rt.now
     row.lease_until = None
+    _settled(session, rt, row, status, result)
+
+
+def _settled(session: Session, rt: Runtime, row: OutboxMessage | _Written, status: str, result: Mapping[str, Any]) -> None:
+    """What follows a message sent or suppressed: the customer's timeline, and the step that waited for it."""
     if row.customer_id is not None:
         text = str(row.payload.get("subject") or row.payload.get("text") or row.connector)
         channel = row.channel or row.connector

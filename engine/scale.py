@@ -31,26 +31,28 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import func, or_, select, tuple_, update
+from sqlalchemy import func, insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
+from sqlalchemy.orm.util import identity_key
 
 from engine.clock import SystemClock
 from engine.crashpoints import crash_point
 from engine.errors import EngineError
 from engine.lease_renewal import Heartbeat
-from engine.outbox import Claimed, DispatchReport, Resolve, _deliver_one, _idempotent, _unknown
+from engine.outbox import Claimed, DispatchReport, Outgoing, Resolve, _idempotent, _unknown, _Written, deliver_claimed
 from engine.runtime import events as ev
 from engine.schedule import TickReport, fire_triggers
 from engine.store.definitions import flow_of_version
 from engine.store.instances import Writes, _run, deliver
 from engine.store.models import Customer, Instance, OutboxMessage, StepExecution, Timer
+from engine.store.rows import execute as execute_rows
 
 if TYPE_CHECKING:
     from engine.core import Careflow
@@ -170,11 +172,11 @@ def claim_messages(session: Session, now: datetime, wall: datetime, lease: timed
 
 def in_flight(session: Session, wall: datetime) -> int:
     """Claims published and not yet done whose lease still stands."""
-    timers = session.scalar(select(func.count()).select_from(Timer).where(
-        Timer.lease_until >= wall, Timer.status == "pending"))
-    messages = session.scalar(select(func.count()).select_from(OutboxMessage).where(
-        OutboxMessage.status.in_(("claimed", "sending")), OutboxMessage.lease_until >= wall))
-    return int(timers or 0) + int(messages or 0)
+    timers = select(func.count()).select_from(Timer).where(Timer.lease_until >= wall, Timer.status == "pending")
+    messages = select(func.count()).select_from(OutboxMessage).where(
+        OutboxMessage.status.in_(("claimed", "sending")), OutboxMessage.lease_until >= wall)
+    counted = session.execute(select(timers.scalar_subquery(), messages.scalar_subquery())).one()  # one round trip
+    return int(counted[0] or 0) + int(counted[1] or 0)
 
 
 def reclaim_messages(session: Session, resolve: Resolve, now: datetime, wall: datetime) -> int:
@@ -263,7 +265,15 @@ class Scheduler:
             with self.cf.sessions.begin() as session:
                 now = self.cf.clock.now()
                 report.reclaimed += reclaim_messages(session, self.cf.resolve, now, wall)
-                room = min(s.batch, s.max_in_flight - in_flight(session, wall))
+                flying = in_flight(session, wall)
+                room = min(s.batch, s.max_in_flight - flying)
+                if flying:
+                    # Whole tasks only while others are out: refilling the room a few claims at a
+                    # time would publish tasks of one or two claims, each paying a task's overhead
+                    # on the worker. The rest waits a tick, until a task's worth is free.
+                    room -= room % s.task_batch
+                if room <= 0:
+                    return
                 # Messages first: they finish instances already under way.
                 messages = claim_messages(session, now, wall, s.lease, room)
                 timers = claim_timers(session, now, wall, s.lease, room - len(messages))
@@ -318,9 +328,17 @@ class Scheduler:
 # ----- the work a worker does ---------------------------------------------------------------------
 
 
+_LOG = insert(StepExecution)
+
+
+def _log_row(kind: str, ref_id: int, attempt: int, instance_id: int | None, outcome: str = "done") -> dict[str, Any]:
+    return {"kind": kind, "ref_id": ref_id, "attempt": attempt, "instance_id": instance_id, "worker": worker_name(),
+            "outcome": outcome, "at": wall_now()}
+
+
 def _log(session: Session, kind: str, ref_id: int, attempt: int, instance_id: int | None, outcome: str = "done") -> None:
-    session.add(StepExecution(kind=kind, ref_id=ref_id, attempt=attempt, instance_id=instance_id,
-                              worker=worker_name(), outcome=outcome, at=wall_now()))
+    """One execution-log row, in the transaction of the work it logs (a Core insert: no object to track)."""
+    execute_rows(session.connection(), _LOG, [_log_row(kind, ref_id, attempt, instance_id, outcome)])
 
 
 #: After firing a timer, a worker sends at most this many of the messages the step produced itself.
@@ -354,8 +372,7 @@ def run_timers(cf: Careflow, claims: list[tuple[int, int]], *, chain: bool = Tru
             for timer_id, _attempt in claims:
                 task.heartbeat.release_timer(timer_id)
             task.heartbeat.hold_messages((mid, a) for mid, a, _ in messages)
-            for mid, message_attempt, claimed in messages:
-                _send(task, mid, message_attempt, claimed)
+            _send(task, messages)
             return outcomes
         for timer_id, attempt in claims:
             if task.heartbeat.lost_timer(timer_id):
@@ -365,8 +382,7 @@ def run_timers(cf: Careflow, claims: list[tuple[int, int]], *, chain: bool = Tru
             task.heartbeat.hold_messages((mid, a) for mid, a, _ in messages)
             task.heartbeat.release_timer(timer_id)
             outcomes.append(outcome)
-            for mid, message_attempt, claimed in messages:
-                _send(task, mid, message_attempt, claimed)
+            _send(task, messages)
     return outcomes
 
 
@@ -412,6 +428,11 @@ def _claimed(session: Session, claims: list[tuple[int, int]]) -> list[tuple[int,
     if not claims:
         return []
     rows = {r.id: r for r in session.scalars(select(OutboxMessage).where(OutboxMessage.id.in_([m for m, _ in claims])))}
+    # The step's customers are loaded already (one query for the batch): these are lookups.
+    customer_ids = {r.customer_id for r in rows.values() if r.customer_id is not None}
+    missing = [c for c in customer_ids if session.identity_map.get(identity_key(Customer, c)) is None]
+    if missing:
+        list(session.scalars(select(Customer).where(Customer.id.in_(missing))))
     out = []
     for mid, attempt in claims:
         row = rows[mid]
@@ -487,16 +508,17 @@ def _fire_batch(task: Task, claims: list[tuple[int, int]],
                 raise _OneByOne  # the second timer must see what the first one did to the instance
             instances = {i.id: i for i in session.scalars(select(Instance).where(Instance.id.in_(instance_ids)))}
             customer_ids = {i.customer_id for i in instances.values() if i.customer_id is not None}
-            customers = {c.id: c for c in session.scalars(select(Customer).where(Customer.id.in_(customer_ids)))}
+            customers = ({c.id: c for c in session.scalars(select(Customer).where(Customer.id.in_(customer_ids)))}
+                         if customer_ids else {})
             writes = Writes(session, batch=True)
-            outcomes, running = [], []
+            outcomes, running, logged = [], [], []
             for timer_id, attempt in claims:
                 timer = timers.get(timer_id)
                 if timer is None:
                     outcomes.append("stale")  # fired already, or the lease was taken over
                     continue
                 outcomes.append("fired")
-                _log(session, "timer", timer_id, attempt, timer.instance_id)
+                logged.append(_log_row("timer", timer_id, attempt, timer.instance_id))
                 instance = instances.get(timer.instance_id)
                 if instance is None or instance.status != "running":
                     continue
@@ -506,6 +528,8 @@ def _fire_batch(task: Task, claims: list[tuple[int, int]],
                 _run(session, rt, instance, flow_of_version(session, instance.flow_version_id), customer,
                      ev.TimerFired(timer.token, int(data.get("gen", 0)), timer.kind, data), writes)
                 running.append(instance.id)
+            if logged:
+                execute_rows(session.connection(), _LOG, logged)
             writes.flush()
             messages: list[tuple[int, int, Claimed]] = []
             if chain_lease is not None and running:
@@ -528,10 +552,8 @@ class MessageFence:
     def lease_until(self) -> datetime:
         return wall_now() + self.lease
 
-    def recorded(self, session: Session, mid: int) -> None:
-        row = session.get(OutboxMessage, mid)
-        outcome = "retry" if row is not None and row.status == "pending" else "done"
-        _log(session, "message", mid, self.attempt, row.instance_id if row is not None else None, outcome)
+    def recorded(self, session: Session, row: OutboxMessage | _Written) -> None:
+        _log(session, "message", row.id, self.attempt, row.instance_id, "retry" if row.status == "pending" else "done")
 
 
 def run_message(cf: Careflow, message_id: int, attempt: int, lease: timedelta | None = None) -> DispatchReport:
@@ -543,8 +565,7 @@ def run_messages(cf: Careflow, claims: list[tuple[int, int]], lease: timedelta |
     """Send a batch of claimed messages one after the other, renewing the leases of those still waiting."""
     with Task(cf, lease or Settings.from_env().lease) as task:
         task.heartbeat.hold_messages(claims)
-        for mid, attempt in claims:
-            _send(task, mid, attempt)
+        _send(task, [(mid, attempt, None) for mid, attempt in claims])
     return task.report
 
 
@@ -568,13 +589,15 @@ class TaskResolve:
         return self._known[name]
 
 
-def _send(task: Task, mid: int, attempt: int, claimed: Claimed | None = None) -> None:
+def _send(task: Task, messages: Sequence[tuple[int, int, Claimed | None]]) -> None:
+    """Send these claimed messages (``deliver_claimed``: one commit per message), fenced by their claims."""
     try:
-        if not task.heartbeat.lost_message(mid):  # taken over while it waited: the newer claim sends it
-            _deliver_one(task.sessions, task.cf.runtime, task.resolve, mid, task.report,
-                         fence=MessageFence(attempt, task.lease), claimed=claimed)
+        deliver_claimed(task.sessions, task.cf.runtime, task.resolve,
+                        [Outgoing(mid, MessageFence(attempt, task.lease), claimed) for mid, attempt, claimed in messages],
+                        task.report, lost=task.heartbeat.lost_message, settled=task.heartbeat.release_message)
     finally:
-        task.heartbeat.release_message(mid)
+        for mid, _attempt, _claimed in messages:
+            task.heartbeat.release_message(mid)
 
 
 __all__ = [

@@ -38,6 +38,7 @@ def test_scale_benchmark_quick_reports_every_figure(postgres_url: str) -> None:
         assert isinstance(figures[key], (int, float)) and figures[key] > 0, (key, figures.get(key))
     assert figures["duplicate_steps"] == 0 and figures["duplicate_sends"] == 0
     assert set(figures["cpu_ms_per_transition_by_workers"]) == {"1", "2", "4"}
+    assert set(figures["pg_cpu_ms_per_transition_by_workers"]) == {"1", "2", "4"}
     [offered] = figures["latency_by_rate"]  # --quick: one rate, 60 % of the 4-worker throughput
     assert offered["offered_per_s"] > 0 and offered["achieved_per_s"] > 0 and offered["p99_ms"] >= offered["p50_ms"] > 0
     assert isinstance(figures["goal_1000_per_s_p99_under_2s"], bool) and figures["max_sustained_rate_per_s"] >= 0
@@ -47,3 +48,6 @@ def test_scale_benchmark_quick_reports_every_figure(postgres_url: str) -> None:
         assert split["fire"]["ms"] > 0 and split["send"]["ms"] > 0 and split["cpu_ms"] > 0
     assert batched["fire"]["statements"] < single["fire"]["statements"]
     assert batched["fire"]["commits"] < single["fire"]["commits"] == 1
+    # A message's result commits with the next message's "sending" mark: one commit per message
+    # and one per task, where marking and recording each took their own.
+    assert single["send"]["commits"] == 2 and batched["send"]["commits"] == pytest.approx(1.1)

@@ -298,3 +298,60 @@ def test_a_batch_with_two_timers_of_one_instance_fires_both_and_the_join_complet
     with cf.sessions() as s:
         assert s.get(Instance, instance_id).status == "completed"  # type: ignore[union-attr]
     assert sorted(executions(cf, "timer")) == sorted(claims)
+
+
+class _WatchingProvider(LoggingProvider):
+    """Logs like the scale provider, and reads every message's status (on a connection of its own)
+    at the moment it is called: what a crash right then would leave behind."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        import sqlalchemy as sa
+
+        self.db = sa.create_engine(url)
+        self.seen: list[list[str]] = []
+
+    def send(self, message: Any, settings: Any) -> Any:
+        with self.db.connect() as conn:
+            self.seen.append(list(conn.scalars(select(OutboxMessage.status).order_by(OutboxMessage.id))))
+        return super().send(message, settings)
+
+
+class _WatchingProviderWithoutKeys(_WatchingProvider):
+    idempotent = False
+
+
+@pytest.mark.parametrize(("provider_cls", "expected_commits"), [(_WatchingProvider, 7), (_WatchingProviderWithoutKeys, 11)])
+def test_a_task_commits_once_per_message_and_never_has_more_than_one_message_in_doubt(
+        database_url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, provider_cls: type[_WatchingProvider],
+        expected_commits: int) -> None:
+    from sqlalchemy import event
+
+    from connectors.registry import Registry
+    from engine.scale import run_timers
+
+    monkeypatch.setenv("CAREFLOW_SCALE_LEDGER", str(tmp_path / "ledger.tsv"))
+    provider = provider_cls(database_url)
+    reg = Registry()
+    reg.register(provider, "scale_log")
+    cf = Careflow(database_url, clock=FixedClock(START), registry=reg)
+    try:
+        cf.deploy([FLOWS])
+        start(cf, 5)
+        cf.clock.set(DUE)  # type: ignore[attr-defined]
+        claims = claim(cf, "timer", wall_now())
+        commits = []
+        event.listen(cf.db, "commit", lambda _conn: commits.append(1))
+        assert run_timers(cf, claims, settings=Settings(lease=LEASE)) == ["fired"] * 5
+    finally:
+        provider.db.dispose()
+        cf.close()
+    # Each provider call found exactly one message marked as being sent (its own), every earlier
+    # one already recorded: a crash at any call leaves one message in doubt, as before.
+    assert provider.seen == [["sent"] * i + ["sending"] + ["claimed"] * (4 - i) for i in range(5)]
+    # The batch fired in one commit. Through a provider that recognises a repeat, each result
+    # committed with the next message's mark: 1 + 5 + 1 commits, where marking and recording
+    # apart take 1 + 2 × 5, as they still do for a provider without keys (a crash between the mark
+    # and the call must not leave an unsent message in doubt there).
+    assert len(commits) == expected_commits
+    assert sum(ledger_counts(tmp_path / "ledger.tsv").values()) == 5
