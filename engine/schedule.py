@@ -29,8 +29,8 @@ from engine.flow.model import Flow, Trigger
 from engine.runtime import events as ev
 from engine.segments.membership import segment_memberships
 from engine.store import customers as cust
-from engine.store.definitions import flow_of, latest_flow_versions
-from engine.store.instances import NotEnrolled, Runtime, deliver, start_instance
+from engine.store.definitions import flow_of, flow_of_version, latest_flow_versions
+from engine.store.instances import NotEnrolled, Runtime, Writes, _run, deliver, start_instance
 from engine.store.models import Customer, FlowVersion, Instance, Timer, TriggerOccurrence
 
 log = logging.getLogger(__name__)
@@ -70,9 +70,72 @@ def fire_due_timers(factory: sessionmaker[Session], runtime: Callable[[], Runtim
             ids = list(session.scalars(query.order_by(Timer.due_at, Timer.id).limit(batch)))
         if not ids:
             return
-        for timer_id in ids:
-            if not _fire_timer(factory, runtime, timer_id, report):
-                skip.add(timer_id)
+        for start in range(0, len(ids), FIRE_BATCH):
+            part = ids[start:start + FIRE_BATCH]
+            if len(part) > 1 and _fire_batch(factory, runtime, part, report):
+                continue
+            for timer_id in part:
+                if not _fire_timer(factory, runtime, timer_id, report):
+                    skip.add(timer_id)
+
+
+#: Timers fired in one transaction by the embedded tick: one commit (an fsync on SQLite) for a
+#: hundred timers due together (a 09:00 birthday campaign), instead of one each.
+FIRE_BATCH = 100
+
+
+class _OneByOne(Exception):
+    """This batch cannot be fired as one transaction (two timers of one instance)."""
+
+
+def _fire_batch(factory: sessionmaker[Session], runtime: Callable[[], Runtime], ids: list[int],
+                report: TickReport) -> bool:
+    """Fire these timers in one transaction; False (nothing done) to have them fired one by one.
+
+    The guarantees are those of one timer per transaction, since the batch commits or rolls back
+    whole: each timer is taken from pending to fired by compare-and-set, each instance's revision is
+    checked when its row is written, and anything that would fail one timer (an instance advanced
+    by someone else, a broken expression) rolls the whole batch back for ``_fire_timer`` to redo.
+    """
+    fired = stale = 0
+    order = {timer_id: index for index, timer_id in enumerate(ids)}
+    try:
+        with factory.begin() as session:
+            if not session.get_bind().dialect.update_returning:  # SQLite before 3.35
+                return False
+            rt = runtime()
+            timers = list(session.scalars(
+                update(Timer).where(Timer.id.in_(ids), Timer.status == "pending")
+                .values(status="fired", fired_at=rt.now).returning(Timer)
+                .execution_options(synchronize_session=False)))
+            instance_ids = [t.instance_id for t in timers]
+            if len(set(instance_ids)) != len(instance_ids):
+                raise _OneByOne  # the second timer must see what the first one did to the instance
+            instances = {i.id: i for i in session.scalars(select(Instance).where(Instance.id.in_(instance_ids)))}
+            customer_ids = {i.customer_id for i in instances.values() if i.customer_id is not None}
+            customers = ({c.id: c for c in session.scalars(select(Customer).where(Customer.id.in_(customer_ids)))}
+                         if customer_ids else {})
+            writes = Writes(session, batch=True)
+            for timer in sorted(timers, key=lambda t: order[t.id]):
+                instance = instances.get(timer.instance_id)
+                if instance is None or instance.status != "running":
+                    stale += 1
+                    continue
+                data = dict(timer.data)
+                data["scheduled_for"] = timer.due_at.isoformat()
+                customer = customers.get(instance.customer_id) if instance.customer_id is not None else None
+                _run(session, rt, instance, flow_of_version(session, instance.flow_version_id), customer,
+                          ev.TimerFired(timer.token, int(data.get("gen", 0)), timer.kind, data), writes)
+                fired += 1
+            writes.flush()
+            crash_point("before_timer_fire_commit")
+    except (_OneByOne, StaleDataError, EngineError) as exc:
+        log.debug("batch of %d timers fired one by one: %r", len(ids), exc)
+        return False
+    crash_point("after_timer_fire_commit")
+    report.timers_fired += fired
+    report.timers_stale += stale
+    return True
 
 
 def _fire_timer(factory: sessionmaker[Session], runtime: Callable[[], Runtime], timer_id: int, report: TickReport) -> bool:

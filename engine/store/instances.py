@@ -403,6 +403,9 @@ def _sync_loaded(session: Session, syncs: list[_Sync]) -> None:
 _CANCEL_TASKS = update(TASK).where(TASK.c.instance_id == bindparam("b_instance"), TASK.c.status == "open").values(
     status="cancelled", outcome=bindparam("b_reason"), completed_at=bindparam("b_now"))
 _CANCEL_TOKEN_TASKS = _CANCEL_TASKS.where(TASK.c.token == bindparam("b_token"))
+_CANCEL_TIMERS = update(TIMER).where(TIMER.c.instance_id == bindparam("b_instance"), TIMER.c.status == "pending").values(
+    status="cancelled")
+_CANCEL_TOKEN_TIMERS = _CANCEL_TIMERS.where(TIMER.c.token == bindparam("b_token"))
 _RELEASE_ENROLLMENT = update(ENROLLMENT).where(
     ENROLLMENT.c.flow_id == bindparam("b_flow"), ENROLLMENT.c.customer_id == bindparam("b_customer"),
     ENROLLMENT.c.active_instance_id == bindparam("b_instance"),
@@ -676,10 +679,12 @@ def _apply(
         writes.add(TIMER, {"instance_id": instance.id, "token": effect.token, "kind": effect.kind, "due_at": effect.due_at,
                            "status": "pending", "data": dict(effect.data)})
     elif isinstance(effect, fx.CancelTimers):
-        q = update(Timer).where(Timer.instance_id == instance.id, Timer.status == "pending")
+        where: dict[str, Any] = {"instance_id": instance.id, "status": "pending"}
+        params: dict[str, Any] = {"b_instance": instance.id}
         if effect.token is not None:
-            q = q.where(Timer.token == effect.token)
-        writes.update(TIMER, q.values(status="cancelled"))
+            where["token"] = params["b_token"] = effect.token
+        writes.update(TIMER, _CANCEL_TIMERS if effect.token is None else _CANCEL_TOKEN_TIMERS, params,
+                      then=_Sync(Timer, "instance_id", where, {"status": "cancelled"}))
     elif isinstance(effect, fx.SendMessage):
         writes.add(OUTBOX, {
             "effect_key": effect.effect_key, "instance_id": instance.id, "token": effect.token,

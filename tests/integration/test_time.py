@@ -6,10 +6,11 @@ import threading
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from engine.schedule import TickReport, fire_due_timers, fire_triggers
-from engine.store.instances import start_instance
+from engine.runtime import events as ev
+from engine.store.instances import deliver, get_instance, start_instance
 from engine.store.models import HistoryEntry, Instance, Timer, TriggerOccurrence
 from tests.support.flowtest import later
 
@@ -107,3 +108,59 @@ def test_cancel_cancels_open_tasks_and_timers(cf):
     info = cf.describe(iid)
     assert (info["status"], info["outcome"]) == ("cancelled", "customer asked")
     assert {t["status"] for t in info["tasks"]} == {"cancelled"}
+
+
+REPLY_OR_TIMEOUT = """
+id: reply_or_timeout
+name: Reply or time out
+enrollment:
+  concurrent: unlimited
+steps:
+  - id: wait_reply
+    type: wait
+    event: customer_replied
+    timeout: {days: 3}
+    on_timeout: timed_out
+    next: replied
+  - id: replied
+    type: end
+    outcome: replied
+  - id: timed_out
+    type: end
+    outcome: timed_out
+"""
+
+
+def test_an_event_before_its_timeout_cancels_the_timer_which_then_never_fires(cf, clock):
+    cf.deploy_flow_text(REPLY_OR_TIMEOUT, "reply_or_timeout.yaml")
+    answered, silent = cf.start("reply_or_timeout"), cf.start("reply_or_timeout")
+    with cf.sessions.begin() as s:
+        # A timer object loaded in the session that delivers the event takes the new status too.
+        loaded = s.scalars(select(Timer).where(Timer.instance_id == answered)).one()
+        assert loaded.status == "pending"
+        deliver(s, cf.runtime(), get_instance(s, answered), ev.Message("customer_replied", {}))
+        assert loaded.status == "cancelled"
+    assert count(cf, Timer, Timer.instance_id == answered, Timer.status == "cancelled") == 1
+    assert count(cf, Timer, Timer.instance_id == silent, Timer.status == "pending") == 1
+    report = later(cf, clock, days=4)
+    assert report["timers_fired"] == 1
+    assert cf.describe(answered)["outcome"] == "replied" and cf.describe(silent)["outcome"] == "timed_out"
+    assert count(cf, HistoryEntry, HistoryEntry.instance_id == answered, HistoryEntry.event == "TimerFired") == 0
+
+
+def test_the_embedded_tick_fires_timers_due_together_a_hundred_per_commit(cf, clock):
+    cf.deploy([DATA / "burst.yaml"])
+    start_many(cf, "burst", 250)
+    clock.set(clock.now() + timedelta(hours=1))
+    commits = []
+    listen = lambda _conn: commits.append(1)  # noqa: E731
+    event.listen(cf.db, "commit", listen)
+    try:
+        report = TickReport()
+        fire_due_timers(cf.sessions, cf.runtime, report)
+    finally:
+        event.remove(cf.db, "commit", listen)
+    assert report.timers_fired == 250 and not report.errors
+    assert len(commits) == 3  # 100 + 100 + 50, where one transaction per timer made 250
+    assert count(cf, Timer, Timer.status == "pending") == 0
+    assert count(cf, HistoryEntry, HistoryEntry.event == "TimerFired") == 250
