@@ -192,7 +192,8 @@ def deliver_claimed(
     the next message ``sending`` without its provider having seen it; the reclaim then sends it
     again with its key, which is harmless for such a provider only. For any other provider the
     mark keeps a commit of its own, so that a crash never turns an unsent message into an
-    ``unknown`` one. A result that needs no provider call (suppressed, no connector) goes with the
+    ``unknown`` one, and so does the result, right after the call: a crash while the next message
+    is prepared must not leave a message in doubt that only an incident can settle. A result that needs no provider call (suppressed, no connector) goes with the
     next commit.
 
     With a ``fence`` (distributed mode) a message is marked, and its result recorded, only while
@@ -246,6 +247,12 @@ def deliver_claimed(
         except (LookupError, EngineError) as exc:
             attempt.error = ConnectorError(str(exc))
         results.append((out, attempt))
+        if not attempt.resendable:
+            # In doubt until recorded, and a message in doubt whose provider cannot recognise a
+            # repeat ends ``unknown``: its result must not wait for the next message to be routed,
+            # capped and reach ``before_provider_call``.
+            _commit(factory, runtime, report, results, settled)
+            results = []
     # Not in a ``finally``: after an unexpected error the result stays unrecorded, the claim's lease
     # runs out, and the reclaim decides, as after a crash.
     if results:

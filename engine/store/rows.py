@@ -86,7 +86,9 @@ def insert_ids(conn: Connection, statement: Insert, rows: Sequence[Mapping[str, 
             len(row) == len(keys) and keys.issuperset(row) for row in rows[1:]):
         bulk = _cached(_insert_selects, _build_insert_select, conn.dialect, statement, keys)
         if bulk is not None:
-            return bulk.run(conn, rows)
+            ids = bulk.run(conn, rows)
+            if ids is not None:
+                return ids
     return list(conn.execute(statement, list(rows)).scalars().all())
 
 
@@ -256,7 +258,24 @@ class _UpdateFrom:
         if len(keys) != len(rows):
             return None
         arrays = {f"u_{name}": [row[name] for row in rows] for name in self.names}
-        return conn.exec_driver_sql(self.plan.sql, self.plan.convert(arrays))
+        params = self.plan.convert(arrays)
+        if not _one_type_each(params):
+            return None
+        return conn.exec_driver_sql(self.plan.sql, params)
+
+
+def _one_type_each(params: Mapping[str, Any]) -> bool:
+    """Whether every array parameter holds values of one Python type (None aside). psycopg dumps
+    an array with one element type and refuses a list of ints and floats, or of ints and bools,
+    where an executemany sends each row's value as it is and the server converts it: such rows
+    keep the executemany."""
+    for value in params.values():
+        if type(value) is list:
+            kinds = {type(item) for item in value}
+            kinds.discard(type(None))
+            if len(kinds) > 1:
+                return False
+    return True
 
 
 #: The column types an array parameter may carry, each cast as the plain statement casts it.
@@ -304,9 +323,12 @@ class _InsertSelect:
     plan: _Plan
     names: tuple[str, ...]
 
-    def run(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[int]:
+    def run(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[int] | None:
         arrays = {f"u_{name}": [row[name] for row in rows] for name in self.names}
-        ids = sorted(conn.exec_driver_sql(self.plan.sql, self.plan.convert(arrays)).scalars())
+        params = self.plan.convert(arrays)
+        if not _one_type_each(params):
+            return None  # see _one_type_each
+        ids = sorted(conn.exec_driver_sql(self.plan.sql, params).scalars())
         if len(ids) != len(rows):
             raise AssertionError(f"{len(rows)} rows inserted, {len(ids)} ids returned")
         return ids

@@ -78,6 +78,7 @@ def test_inserts_and_updates_store_the_same_rows(database_url: str, clock: Fixed
         _bulk_updates_store_the_same_rows(cf)
         _inserted_ids_come_in_the_rows_order(cf)
         _a_refused_row_raises_what_an_insert_raises(cf)
+        _values_of_mixed_types_store_what_an_executemany_stores(cf)
     finally:
         cf.close()
 
@@ -255,3 +256,31 @@ def _a_refused_row_raises_what_an_insert_raises(cf: Careflow) -> None:
         execute(conn, _insert_into(OUTBOX), [message("dup:1"), message("dup:2"), message("dup:1")])
     with cf.db.connect() as conn:
         assert conn.execute(select(OUTBOX.c.id).where(OUTBOX.c.effect_key.like("dup:%"))).all() == []
+
+
+def _values_of_mixed_types_store_what_an_executemany_stores(cf: Careflow) -> None:
+    """A float column given ints for some rows and floats for others (a flow's computed amounts):
+    an executemany sends each value as it is and the server converts it; one array parameter
+    cannot hold two types, so such rows keep the executemany rather than fail the statement."""
+    ids = [cf.create_customer({"name": f"混{i}", "phone": f"1370013710{i}"}) for i in range(3)]
+    statement = update(CUSTOMER).where(CUSTOMER.c.id == bindparam("b_id")).values(
+        purchase_total=bindparam("v_total"), expected_value=bindparam("v_value"))
+    totals = [100, 99.5, 7]
+    with cf.db.begin() as conn:
+        assert execute(conn, statement, [{"b_id": i, "v_total": t, "v_value": 2.5}
+                                         for i, t in zip(ids, totals, strict=True)]).rowcount == 3
+    with cf.db.connect() as conn:
+        stored = dict(conn.execute(select(CUSTOMER.c.id, CUSTOMER.c.purchase_total).where(CUSTOMER.c.id.in_(ids))).all())
+    assert [stored[i] for i in ids] == [100.0, 99.5, 7.0]
+
+    cf.deploy_flow_text("id: mixed\nname: {zh: 混, en: Mixed}\nsteps:\n  - id: done\n    type: end\n", "mixed.yaml")
+    with cf.session() as s:
+        version_id = s.scalars(select(FlowVersion.id).where(FlowVersion.flow_id == "mixed")).one()
+    rows = [{"flow_id": "mixed", "flow_version_id": version_id, "customer_id": None, "status": "running",
+             "outcome": None, "state": {}, "revision": revision, "parent_id": None, "parent_token": None,
+             "parent_gen": None, "started_at": AT, "ended_at": None, "started_by": "m"}
+            for revision in (1, True)]  # an int column given a bool: the executemany stores 1
+    with cf.db.begin() as conn:
+        new = insert_ids(conn, _INSERT_INSTANCES, rows)
+    with cf.db.connect() as conn:
+        assert conn.execute(select(INSTANCE.c.revision).where(INSTANCE.c.id.in_(new))).scalars().all() == [1, 1]

@@ -355,3 +355,65 @@ def test_a_task_commits_once_per_message_and_never_has_more_than_one_message_in_
     # and the call must not leave an unsent message in doubt there).
     assert len(commits) == expected_commits
     assert sum(ledger_counts(tmp_path / "ledger.tsv").values()) == 5
+
+
+class _ProviderWithoutKeys(LoggingProvider):
+    name = "scale_log_nokeys"
+    idempotent = False
+
+
+def test_a_result_through_a_provider_without_keys_commits_before_the_next_message_is_prepared(
+        database_url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """RELIABILITY T01: a crash at ``before_provider_call`` of the next message (or anywhere while
+    it is routed and capped) must not leave a message sent through a provider without keys in doubt:
+    the reclaim would make it ``unknown`` with an incident. Only a result that a resend with its key
+    repairs may wait for the next message's commit."""
+    import sqlalchemy as sa
+
+    import engine.outbox as outbox
+    from connectors.registry import Registry
+    from engine.scale import run_messages
+
+    monkeypatch.setenv("CAREFLOW_SCALE_LEDGER", str(tmp_path / "ledger.tsv"))
+    reg = Registry()
+    reg.register(LoggingProvider(), "scale_log")
+    reg.register(_ProviderWithoutKeys(), "scale_log_nokeys")
+    cf = Careflow(database_url, clock=FixedClock(START), registry=reg)
+    watcher = sa.create_engine(database_url)
+    left: list[list[tuple[str, str]]] = []  # what a crash at each ``before_provider_call`` leaves
+
+    def snapshot(name: str) -> None:
+        if name == "before_provider_call":
+            with watcher.connect() as conn:
+                left.append([(r.connector, r.status) for r in conn.execute(
+                    select(OutboxMessage.connector, OutboxMessage.status).order_by(OutboxMessage.id))])
+
+    try:
+        cf.deploy([FLOWS])
+        start(cf, 3)
+        cf.clock.set(DUE)  # type: ignore[attr-defined]
+        timers = claim(cf, "timer", wall_now())
+        assert run_timers_unchained(cf, timers) == ["fired"] * 3
+        with cf.sessions.begin() as s:  # the first two through a provider that cannot recognise a repeat
+            first_two = list(s.scalars(select(OutboxMessage.id).order_by(OutboxMessage.id).limit(2)))
+            s.execute(sa.update(OutboxMessage).where(OutboxMessage.id.in_(first_two)).values(connector="scale_log_nokeys"))
+        claims = claim(cf, "message", wall_now())
+        monkeypatch.setattr(outbox, "crash_point", snapshot)
+        run_messages(cf, claims, LEASE)
+        with cf.sessions() as s:
+            assert list(s.scalars(select(OutboxMessage.status).order_by(OutboxMessage.id))) == ["sent"] * 3
+    finally:
+        watcher.dispose()
+        cf.close()
+    nokeys, keys = "scale_log_nokeys", "scale_log"
+    assert left == [
+        [(nokeys, "claimed"), (nokeys, "claimed"), (keys, "claimed")],
+        [(nokeys, "sent"), (nokeys, "claimed"), (keys, "claimed")],
+        [(nokeys, "sent"), (nokeys, "sent"), (keys, "claimed")],  # was "sending": an incident after a crash here
+    ]
+
+
+def run_timers_unchained(cf: Careflow, claims: list[tuple[int, int]]) -> list[str]:
+    from engine.scale import run_timers
+
+    return run_timers(cf, claims, chain=False, settings=Settings(lease=LEASE))
