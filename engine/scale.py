@@ -47,10 +47,9 @@ from engine.crashpoints import crash_point
 from engine.errors import EngineError
 from engine.lease_renewal import Heartbeat
 from engine.outbox import Claimed, DispatchReport, Outgoing, Resolve, _idempotent, _unknown, _Written, deliver_claimed
-from engine.runtime import events as ev
 from engine.schedule import TickReport, fire_triggers
-from engine.store.definitions import flow_of_version
-from engine.store.instances import Writes, _run, deliver
+from engine.store.batch import fire_timers, timer_event
+from engine.store.instances import Writes, deliver
 from engine.store.models import Customer, Instance, OutboxMessage, StepExecution, Timer
 from engine.store.rows import execute as execute_rows
 
@@ -460,9 +459,7 @@ def _fire(task: Task, timer_id: int, attempt: int, chain_lease: timedelta | None
                 instance = session.get(Instance, timer.instance_id)
                 if instance is None or instance.status != "running":
                     return "fired", []
-                data = dict(timer.data)
-                data["scheduled_for"] = timer.due_at.isoformat()
-                deliver(session, rt, instance, ev.TimerFired(timer.token, int(data.get("gen", 0)), timer.kind, data))
+                deliver(session, rt, instance, timer_event(timer))
                 messages: list[tuple[int, int, Claimed]] = []
                 if chain_lease is not None:
                     # Claimed in the step's own transaction: the messages commit already claimed by
@@ -503,15 +500,7 @@ def _fire_batch(task: Task, claims: list[tuple[int, int]],
                 .values(status="fired", fired_at=rt.now, lease_until=None)
                 .returning(Timer.id).execution_options(synchronize_session=False)))
             timers = {t.id: t for t in session.scalars(select(Timer).where(Timer.id.in_(fired)))}
-            instance_ids = [t.instance_id for t in timers.values()]
-            if len(set(instance_ids)) != len(instance_ids):
-                raise _OneByOne  # the second timer must see what the first one did to the instance
-            instances = {i.id: i for i in session.scalars(select(Instance).where(Instance.id.in_(instance_ids)))}
-            customer_ids = {i.customer_id for i in instances.values() if i.customer_id is not None}
-            customers = ({c.id: c for c in session.scalars(select(Customer).where(Customer.id.in_(customer_ids)))}
-                         if customer_ids else {})
-            writes = Writes(session, batch=True)
-            outcomes, running, logged = [], [], []
+            outcomes, logged = [], []
             for timer_id, attempt in claims:
                 timer = timers.get(timer_id)
                 if timer is None:
@@ -519,15 +508,11 @@ def _fire_batch(task: Task, claims: list[tuple[int, int]],
                     continue
                 outcomes.append("fired")
                 logged.append(_log_row("timer", timer_id, attempt, timer.instance_id))
-                instance = instances.get(timer.instance_id)
-                if instance is None or instance.status != "running":
-                    continue
-                data = dict(timer.data)
-                data["scheduled_for"] = timer.due_at.isoformat()
-                customer = customers.get(instance.customer_id) if instance.customer_id is not None else None
-                _run(session, rt, instance, flow_of_version(session, instance.flow_version_id), customer,
-                     ev.TimerFired(timer.token, int(data.get("gen", 0)), timer.kind, data), writes)
-                running.append(instance.id)
+            writes = Writes(session, batch=True)
+            ran = fire_timers(session, rt, [timers[t] for t, _attempt in claims if t in timers], writes)
+            if ran is None:
+                raise _OneByOne  # the second timer must see what the first one did to the instance
+            running = [timer.instance_id for timer in ran]
             if logged:
                 execute_rows(session.connection(), _LOG, logged)
             writes.flush()

@@ -26,11 +26,11 @@ from engine.crashpoints import crash_point
 from engine.cron import fires_between
 from engine.errors import EngineError, ExpressionError
 from engine.flow.model import Flow, Trigger
-from engine.runtime import events as ev
 from engine.segments.membership import segment_memberships
 from engine.store import customers as cust
-from engine.store.definitions import flow_of, flow_of_version, latest_flow_versions
-from engine.store.instances import NotEnrolled, Runtime, Writes, _run, deliver, start_instance
+from engine.store.batch import fire_timers, timer_event
+from engine.store.definitions import flow_of, latest_flow_versions
+from engine.store.instances import NotEnrolled, Runtime, Writes, deliver, start_instance
 from engine.store.models import Customer, FlowVersion, Instance, Timer, TriggerOccurrence
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,6 @@ def _fire_batch(factory: sessionmaker[Session], runtime: Callable[[], Runtime], 
     checked when its row is written, and anything that would fail one timer (an instance advanced
     by someone else, a broken expression) rolls the whole batch back for ``_fire_timer`` to redo.
     """
-    fired = stale = 0
     order = {timer_id: index for index, timer_id in enumerate(ids)}
     try:
         with factory.begin() as session:
@@ -108,25 +107,11 @@ def _fire_batch(factory: sessionmaker[Session], runtime: Callable[[], Runtime], 
                 update(Timer).where(Timer.id.in_(ids), Timer.status == "pending")
                 .values(status="fired", fired_at=rt.now).returning(Timer)
                 .execution_options(synchronize_session=False)))
-            instance_ids = [t.instance_id for t in timers]
-            if len(set(instance_ids)) != len(instance_ids):
-                raise _OneByOne  # the second timer must see what the first one did to the instance
-            instances = {i.id: i for i in session.scalars(select(Instance).where(Instance.id.in_(instance_ids)))}
-            customer_ids = {i.customer_id for i in instances.values() if i.customer_id is not None}
-            customers = ({c.id: c for c in session.scalars(select(Customer).where(Customer.id.in_(customer_ids)))}
-                         if customer_ids else {})
             writes = Writes(session, batch=True)
-            for timer in sorted(timers, key=lambda t: order[t.id]):
-                instance = instances.get(timer.instance_id)
-                if instance is None or instance.status != "running":
-                    stale += 1
-                    continue
-                data = dict(timer.data)
-                data["scheduled_for"] = timer.due_at.isoformat()
-                customer = customers.get(instance.customer_id) if instance.customer_id is not None else None
-                _run(session, rt, instance, flow_of_version(session, instance.flow_version_id), customer,
-                          ev.TimerFired(timer.token, int(data.get("gen", 0)), timer.kind, data), writes)
-                fired += 1
+            ran = fire_timers(session, rt, sorted(timers, key=lambda t: order[t.id]), writes)
+            if ran is None:
+                raise _OneByOne  # the second timer must see what the first one did to the instance
+            fired, stale = len(ran), len(timers) - len(ran)
             writes.flush()
             crash_point("before_timer_fire_commit")
     except (_OneByOne, StaleDataError, EngineError) as exc:
@@ -153,9 +138,7 @@ def _fire_timer(factory: sessionmaker[Session], runtime: Callable[[], Runtime], 
             if instance is None or instance.status != "running":
                 report.timers_stale += 1
                 return True
-            data = dict(timer.data)
-            data["scheduled_for"] = timer.due_at.isoformat()
-            deliver(session, rt, instance, ev.TimerFired(timer.token, int(data.get("gen", 0)), timer.kind, data))
+            deliver(session, rt, instance, timer_event(timer))
             crash_point("before_timer_fire_commit")
         crash_point("after_timer_fire_commit")
         report.timers_fired += 1

@@ -52,7 +52,7 @@ from engine.store.instances import (
     start_instance,
     written_here,
 )
-from engine.store.models import Customer, Enrollment, Instance, Task, User
+from engine.store.models import Customer, Enrollment, Instance, Task, Timer, User
 
 # Hot statements, built once. The list of ids is one array parameter on PostgreSQL (see inlist.py).
 _CUSTOMERS = select(Customer).where(in_list(Customer.id, "b_ids"))
@@ -172,3 +172,32 @@ def complete_tasks(
              ev.TaskDone(done["token"], done["gen"], cleaned, username, done["id"]), writes)
     writes.flush()
     return [tasks[task_id] for task_id in task_ids]
+
+
+def timer_event(timer: Timer) -> ev.TimerFired:
+    """The event a fired timer delivers to its instance."""
+    data = dict(timer.data)
+    data["scheduled_for"] = timer.due_at.isoformat()
+    return ev.TimerFired(timer.token, int(data.get("gen", 0)), timer.kind, data)
+
+
+def fire_timers(session: Session, rt: Runtime, timers: Sequence[Timer], writes: Writes) -> list[Timer] | None:
+    """Deliver each fired timer's event to its instance (in this order), the instances and customers
+    loaded with one query per table and the rows gathered in ``writes``: the timers whose instance
+    was still running. None, with nothing done, when two timers belong to one instance (the second
+    must see what the first one did: fire them one per transaction)."""
+    instance_ids = [t.instance_id for t in timers]
+    if len(set(instance_ids)) != len(instance_ids):
+        return None
+    instances = _by_id(session, _INSTANCES, instance_ids) if instance_ids else {}
+    customer_ids = [i.customer_id for i in instances.values() if i.customer_id is not None]
+    customers = _by_id(session, _CUSTOMERS, customer_ids) if customer_ids else {}
+    ran = []
+    for timer in timers:
+        instance = instances.get(timer.instance_id)
+        if instance is None or instance.status != "running":
+            continue
+        customer = customers.get(instance.customer_id) if instance.customer_id is not None else None
+        _run(session, rt, instance, flow_of_version(session, instance.flow_version_id), customer, timer_event(timer), writes)
+        ran.append(timer)
+    return ran
