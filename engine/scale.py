@@ -47,7 +47,7 @@ from engine.crashpoints import crash_point
 from engine.errors import EngineError
 from engine.lease_renewal import Heartbeat
 from engine.outbox import Claimed, DispatchReport, Outgoing, Resolve, _idempotent, _unknown, _Written, deliver_claimed
-from engine.schedule import TickReport, fire_triggers
+from engine.schedule import TickReport, TriggerMemo, fire_triggers
 from engine.store.batch import fire_timers, timer_event
 from engine.store.instances import Writes, deliver
 from engine.store.models import Customer, Instance, OutboxMessage, StepExecution, Timer
@@ -247,12 +247,13 @@ class Scheduler:
         self.cf = cf
         self.publisher = publisher
         self.settings = settings or Settings.from_env()
+        self.triggers = TriggerMemo()
 
     def tick(self) -> SchedulerReport:
         report = SchedulerReport()
         ticked = TickReport()
         self.cf.load_calendar()  # another process may have changed the overrides
-        fire_triggers(self.cf.sessions, self.cf.runtime, ticked)
+        fire_triggers(self.cf.sessions, self.cf.runtime, ticked, self.triggers)
         report.tick = ticked.as_dict()
         self.publish_due(report)
         return report
