@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import func, insert, or_, select, tuple_, update
+from sqlalchemy import event, func, insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.orm.util import identity_key
@@ -341,6 +341,10 @@ def _log(session: Session, kind: str, ref_id: int, attempt: int, instance_id: in
     execute_rows(session.connection(), _LOG, [_log_row(kind, ref_id, attempt, instance_id, outcome)])
 
 
+#: A message a worker claimed when it fired a timer: id, attempt number, what sending it needs, and
+#: its instance as that transaction committed it (``engine.outbox.Outgoing``).
+Chained = tuple[int, int, Claimed, Instance | None]
+
 #: After firing a timer, a worker sends at most this many of the messages the step produced itself.
 CHAINED_MESSAGES = 10
 
@@ -371,7 +375,7 @@ def run_timers(cf: Careflow, claims: list[tuple[int, int]], *, chain: bool = Tru
             outcomes, messages = fired
             for timer_id, _attempt in claims:
                 task.heartbeat.release_timer(timer_id)
-            task.heartbeat.hold_messages((mid, a) for mid, a, _ in messages)
+            task.heartbeat.hold_messages((mid, a) for mid, a, *_ in messages)
             _send(task, messages)
             return outcomes
         for timer_id, attempt in claims:
@@ -379,7 +383,7 @@ def run_timers(cf: Careflow, claims: list[tuple[int, int]], *, chain: bool = Tru
                 outcomes.append("stale")
                 continue
             outcome, messages = _fire(task, timer_id, attempt, chain_lease)
-            task.heartbeat.hold_messages((mid, a) for mid, a, _ in messages)
+            task.heartbeat.hold_messages((mid, a) for mid, a, *_ in messages)
             task.heartbeat.release_timer(timer_id)
             outcomes.append(outcome)
             _send(task, messages)
@@ -405,6 +409,7 @@ class Task:
     def __enter__(self) -> Task:
         self._connection = self.cf.db.connect()
         self.sessions = sessionmaker(bind=self._connection, expire_on_commit=False)
+        event.listen(self.sessions, "loaded_as_persistent", _hold_instance)
         self.heartbeat.__enter__()
         return self
 
@@ -423,8 +428,24 @@ class Task:
         crash_point("after_step_tx_commit")
 
 
-def _claimed(session: Session, claims: list[tuple[int, int]]) -> list[tuple[int, int, Claimed]]:
-    """The messages just claimed in this transaction, read once here so sending does not read them again."""
+#: Session.info key: the instances a session loaded, held until it closes (see ``_hold_instance``).
+_HELD = "careflow.instances"
+
+
+def _hold_instance(session: Session, obj: Any) -> None:
+    """Keep every instance a task's transaction loads until its session closes.
+
+    A session holds unchanged objects weakly; the instances a step wrote behind the ORM's back
+    (``Writes``) would be gone by the time its messages are claimed, and recording their results
+    would read them again.
+    """
+    if isinstance(obj, Instance):
+        session.info.setdefault(_HELD, []).append(obj)
+
+
+def _claimed(session: Session, claims: list[tuple[int, int]]) -> list[Chained]:
+    """The messages just claimed in this transaction, read once here so sending does not read them again,
+    with their instances as this transaction leaves them (recording the results starts from those)."""
     if not claims:
         return []
     rows = {r.id: r for r in session.scalars(select(OutboxMessage).where(OutboxMessage.id.in_([m for m, _ in claims])))}
@@ -439,11 +460,13 @@ def _claimed(session: Session, claims: list[tuple[int, int]]) -> list[tuple[int,
         customer = session.get(Customer, row.customer_id) if row.customer_id is not None else None
         claimed = Claimed.of(row, customer)
         # The claim's UPDATE ran without syncing loaded rows: the attempt is the claim's.
-        out.append((mid, attempt, Claimed(replace(claimed.message, attempt=attempt), claimed.category, claimed.customer_id)))
+        instance = session.identity_map.get(identity_key(Instance, row.instance_id)) if row.instance_id is not None else None
+        out.append((mid, attempt, Claimed(replace(claimed.message, attempt=attempt), claimed.category, claimed.customer_id),
+                    instance))
     return out
 
 
-def _fire(task: Task, timer_id: int, attempt: int, chain_lease: timedelta | None) -> tuple[str, list[tuple[int, int, Claimed]]]:
+def _fire(task: Task, timer_id: int, attempt: int, chain_lease: timedelta | None) -> tuple[str, list[Chained]]:
     for _ in range(FIRE_TRIES):
         try:
             with task.transition() as session:
@@ -461,7 +484,7 @@ def _fire(task: Task, timer_id: int, attempt: int, chain_lease: timedelta | None
                 if instance is None or instance.status != "running":
                     return "fired", []
                 deliver(session, rt, instance, timer_event(timer))
-                messages: list[tuple[int, int, Claimed]] = []
+                messages: list[Chained] = []
                 if chain_lease is not None:
                     # Claimed in the step's own transaction: the messages commit already claimed by
                     # this worker (one commit less than claiming them after), and a crash before
@@ -484,7 +507,7 @@ class _OneByOne(Exception):
 
 
 def _fire_batch(task: Task, claims: list[tuple[int, int]],
-                chain_lease: timedelta | None) -> tuple[list[str], list[tuple[int, int, Claimed]]] | None:
+                chain_lease: timedelta | None) -> tuple[list[str], list[Chained]] | None:
     """Fire a batch of claimed timers in one transaction, or return None to fire them one by one.
 
     The guarantees are those of one timer per transaction, since the batch commits or rolls back
@@ -517,7 +540,7 @@ def _fire_batch(task: Task, claims: list[tuple[int, int]],
             if logged:
                 execute_rows(session.connection(), _LOG, logged)
             writes.flush()
-            messages: list[tuple[int, int, Claimed]] = []
+            messages: list[Chained] = []
             if chain_lease is not None and running:
                 session.flush()
                 messages = _claimed(session, claim_messages(session, rt.now, wall_now(), chain_lease,
@@ -551,7 +574,7 @@ def run_messages(cf: Careflow, claims: list[tuple[int, int]], lease: timedelta |
     """Send a batch of claimed messages one after the other, renewing the leases of those still waiting."""
     with Task(cf, lease or Settings.from_env().lease) as task:
         task.heartbeat.hold_messages(claims)
-        _send(task, [(mid, attempt, None) for mid, attempt in claims])
+        _send(task, [(mid, attempt, None, None) for mid, attempt in claims])
     return task.report
 
 
@@ -575,14 +598,15 @@ class TaskResolve:
         return self._known[name]
 
 
-def _send(task: Task, messages: Sequence[tuple[int, int, Claimed | None]]) -> None:
+def _send(task: Task, messages: Sequence[tuple[int, int, Claimed | None, Instance | None]]) -> None:
     """Send these claimed messages (``deliver_claimed``: one commit per message), fenced by their claims."""
     try:
         deliver_claimed(task.sessions, task.cf.runtime, task.resolve,
-                        [Outgoing(mid, MessageFence(attempt, task.lease), claimed) for mid, attempt, claimed in messages],
+                        [Outgoing(mid, MessageFence(attempt, task.lease), claimed, instance)
+                         for mid, attempt, claimed, instance in messages],
                         task.report, lost=task.heartbeat.lost_message, settled=task.heartbeat.release_message)
     finally:
-        for mid, _attempt, _claimed in messages:
+        for mid, *_ in messages:
             task.heartbeat.release_message(mid)
 
 
