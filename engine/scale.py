@@ -66,8 +66,10 @@ DEFAULT_MAX_IN_FLIGHT = 500
 #: Rows claimed per statement.
 DEFAULT_BATCH = 500
 #: Claims per published task: one broker message (and one task's overhead on the worker) carries
-#: this many timers or messages, each still done in its own transaction.
-DEFAULT_TASK_BATCH = 10
+#: this many timers or messages. In the benchmark's cluster 25 took about a third less CPU per
+#: transition than 10, in the workers and in PostgreSQL, and a task of 25 still runs in well under
+#: a tenth of a second.
+DEFAULT_TASK_BATCH = 25
 #: A timer whose instance another worker changed meanwhile is tried again this often at once.
 FIRE_TRIES = 5
 
