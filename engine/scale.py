@@ -410,8 +410,7 @@ class Task:
 
     def __enter__(self) -> Task:
         self._connection = self.cf.db.connect()
-        self.sessions = sessionmaker(bind=self._connection, expire_on_commit=False)
-        event.listen(self.sessions, "loaded_as_persistent", _hold_instance)
+        self.sessions = sessionmaker(bind=self._connection, expire_on_commit=False, class_=_TaskSession)
         self.heartbeat.__enter__()
         return self
 
@@ -430,12 +429,12 @@ class Task:
         crash_point("after_step_tx_commit")
 
 
-#: Session.info key: the instances a session loaded, held until it closes (see ``_hold_instance``).
+#: Session.info key: the instances a task's session loaded, held as long as the session (``_hold_instance``).
 _HELD = "careflow.instances"
 
 
 def _hold_instance(session: Session, obj: Any) -> None:
-    """Keep every instance a task's transaction loads until its session closes.
+    """Keep every instance a task's transaction loads for as long as its session.
 
     A session holds unchanged objects weakly; the instances a step wrote behind the ORM's back
     (``Writes``) would be gone by the time its messages are claimed, and recording their results
@@ -443,6 +442,14 @@ def _hold_instance(session: Session, obj: Any) -> None:
     """
     if isinstance(obj, Instance):
         session.info.setdefault(_HELD, []).append(obj)
+
+
+class _TaskSession(Session):
+    """A task's session: it holds the instances it loads (``_hold_instance``)."""
+
+
+# Once, on the class: a listener per task's sessionmaker would stay registered after the task.
+event.listen(_TaskSession, "loaded_as_persistent", _hold_instance)
 
 
 def _claimed(session: Session, claims: list[tuple[int, int]]) -> list[Chained]:
