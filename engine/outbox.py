@@ -20,8 +20,8 @@ from typing import Any, Protocol
 
 from sqlalchemy import bindparam, func, inspect, select, update
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.orm.util import identity_key
 from sqlalchemy.orm.exc import StaleDataError
+from sqlalchemy.orm.util import identity_key
 
 from connectors.base import STAFF_CHANNELS, Connector, ConnectorError, Delivery, Message
 from connectors.channels import recipient
