@@ -126,6 +126,11 @@ class BusinessCalendar:
         self._years: dict[int, frozenset[date]] = {}
         self._lock = threading.Lock()
 
+    @property
+    def overrides(self) -> Mapping[date, bool]:
+        """The admins' corrections this calendar applies: date -> working (True) / off (False)."""
+        return self._overrides
+
     def _library_working_days(self, year: int) -> frozenset[date]:
         """Every working day of ``year`` according to the library alone."""
         cached = self._years.get(year)

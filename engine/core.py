@@ -96,12 +96,19 @@ class Careflow(SecurityOperations, SegmentOperations):
         self.db.dispose()
 
     def load_calendar(self) -> BusinessCalendar:
-        """The business calendar with the admins' overrides from the database."""
+        """The business calendar with the admins' overrides from the database.
+
+        Every tick reads the overrides, since another process may have changed them; the calendar
+        is built again only when they differ from the current one's, which keeps the working days
+        it worked out per year instead of working them out again after each tick.
+        """
         if self._fixed_calendar is not None:
             return self._fixed_calendar
         with self.sessions() as s:
-            overrides = {o.day: o.working for o in s.scalars(select(CalendarOverride))}
-        self.calendar = BusinessCalendar(overrides=overrides)
+            overrides = {day: working for day, working in s.execute(select(CalendarOverride.day, CalendarOverride.working))}
+        current = getattr(self, "calendar", None)  # none yet while the engine is built
+        if current is None or current.overrides != overrides:
+            self.calendar = BusinessCalendar(overrides=overrides)
         return self.calendar
 
     def set_calendar_day(self, day: date, working: bool | None, note: str | None = None) -> None:

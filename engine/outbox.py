@@ -18,9 +18,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, inspect, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
+from sqlalchemy.orm.util import identity_key
 
 from connectors.base import STAFF_CHANNELS, Connector, ConnectorError, Delivery, Message
 from connectors.channels import recipient
@@ -30,7 +31,7 @@ from engine.reminders import CATEGORY as STAFF_CATEGORY
 from engine.runtime import events as ev
 from engine.store import customers as cust
 from engine.store.instances import Runtime, deliver, get_instance
-from engine.store.models import Customer, Incident, OutboxMessage
+from engine.store.models import Customer, Incident, Instance, OutboxMessage
 from engine.store.rows import execute as execute_rows
 
 LEASE = timedelta(seconds=120)
@@ -157,12 +158,21 @@ class Claimed:
 
 @dataclass
 class Outgoing:
-    """One claimed message to send: its id, the claim that fences it (distributed mode), and its
-    row as read when it was claimed (``claimed``; None: read it here)."""
+    """One claimed message to send: its id, the claim that fences it (distributed mode), its row as
+    read when it was claimed (``claimed``; None: read it here), and its instance as the transaction
+    that claimed it committed it (``instance``, detached; None: read it when the result is recorded).
+
+    A worker that fires a timer claims the step's messages in the same transaction, so it holds the
+    instance as it now stands; recording a message's result starts from that copy instead of
+    reading the row again. The copy is only a starting point: the instance's revision is checked
+    when it is written, and if another transaction changed it meanwhile, the result is recorded
+    again on a fresh read (``_commit``).
+    """
 
     mid: int
     fence: Fence | None = None
     claimed: Claimed | None = None
+    instance: Instance | None = None
 
 
 def read_claimed(session: Session, ids: list[int]) -> dict[int, tuple[OutboxMessage, Claimed]]:
@@ -214,7 +224,7 @@ def deliver_claimed(
                 if row is None or (out.fence is not None and (row.status != "claimed" or row.attempts != out.fence.attempt)):
                     settled(out.mid)
                     continue
-                out = Outgoing(out.mid, out.fence, claimed)
+                out = Outgoing(out.mid, out.fence, claimed, out.instance)
             todo.append(out)
         messages = todo
     results: list[tuple[Outgoing, _Attempt]] = []  # to commit with the next transaction
@@ -304,7 +314,8 @@ def _commit(factory: sessionmaker[Session], runtime: Callable[[], Runtime], repo
             with factory.begin() as session:
                 rt = runtime()
                 for out, attempt in results:
-                    recorded = _record(session, rt, out.mid, attempt, out.fence)
+                    # A retry reads every instance afresh: the copy kept is what lost the race.
+                    recorded = _record(session, rt, out.mid, attempt, out.fence, out.instance if tries == 0 else None)
                     if recorded is not None:
                         outcome, row = recorded
                         outcomes.append(outcome)
@@ -387,8 +398,8 @@ _SETTLE = (update(OutboxMessage)
 _SETTLE_FENCED = _SETTLE.where(OutboxMessage.attempts == bindparam("b_attempt"))
 
 
-def _record(session: Session, rt: Runtime, mid: int, attempt: _Attempt,
-            fence: Fence | None = None) -> tuple[str, OutboxMessage | _Written] | None:
+def _record(session: Session, rt: Runtime, mid: int, attempt: _Attempt, fence: Fence | None = None,
+            instance: Instance | None = None) -> tuple[str, OutboxMessage | _Written] | None:
     """Write one message's result; what it was (a ``DispatchReport`` field) and the row, or None if not ours.
 
     A message sent or suppressed (nearly all of them) is settled by one UPDATE that checks that
@@ -406,10 +417,10 @@ def _record(session: Session, rt: Runtime, mid: int, attempt: _Attempt,
             return None  # an admin or a reclaim changed it meanwhile, or the lease was taken over
         row = _Written(mid, status, *returned, channel=attempt.channel)
         if attempt.suppressed:
-            _settled(session, rt, row, status, {"suppressed": attempt.suppressed})
+            _settled(session, rt, row, status, {"suppressed": attempt.suppressed}, instance)
             return "suppressed", row
         delivery = attempt.delivery or Delivery()
-        _settled(session, rt, row, status, {"provider_ref": ref, **dict(delivery.detail)})
+        _settled(session, rt, row, status, {"provider_ref": ref, **dict(delivery.detail)}, instance)
         return "sent", row
     loaded = cust.load_by_id(session, OutboxMessage, _OUTBOX_BY_ID, mid)
     assert loaded is not None
@@ -496,8 +507,12 @@ def _finish(session: Session, rt: Runtime, row: OutboxMessage, status: str, resu
     _settled(session, rt, row, status, result)
 
 
-def _settled(session: Session, rt: Runtime, row: OutboxMessage | _Written, status: str, result: Mapping[str, Any]) -> None:
-    """What follows a message sent or suppressed: the customer's timeline, and the step that waited for it."""
+def _settled(session: Session, rt: Runtime, row: OutboxMessage | _Written, status: str, result: Mapping[str, Any],
+             instance: Instance | None = None) -> None:
+    """What follows a message sent or suppressed: the customer's timeline, and the step that waited for it.
+
+    ``instance``: the message's instance as last committed by this worker, if it holds it (see ``Outgoing``).
+    """
     if row.customer_id is not None:
         text = str(row.payload.get("subject") or row.payload.get("text") or row.connector)
         channel = row.channel or row.connector
@@ -510,7 +525,18 @@ def _settled(session: Session, rt: Runtime, row: OutboxMessage | _Written, statu
             row.instance_id,
         )
     if row.wait and row.instance_id is not None and row.token is not None:
-        deliver(session, rt, get_instance(session, row.instance_id), ev.ActionDone(row.token, row.gen or 0, dict(result)))
+        deliver(session, rt, _instance(session, row.instance_id, instance), ev.ActionDone(row.token, row.gen or 0, dict(result)))
+
+
+def _instance(session: Session, instance_id: int, known: Instance | None) -> Instance:
+    """The instance, from ``known`` when that is its last committed state held by no session, else read."""
+    if known is not None and known.id == instance_id and identity_key(Instance, instance_id) not in session.identity_map:
+        state = inspect(known)
+        # Expired: a rollback (see ``written_here``) made its values unknown, so they are read again.
+        if state.detached and not state.expired_attributes:
+            session.add(known)
+            return known
+    return get_instance(session, instance_id)
 
 
 def _fail(session: Session, rt: Runtime, row: OutboxMessage, message: str) -> None:

@@ -9,6 +9,7 @@ downtime, fire each thing once. APScheduler only calls ``tick`` every second (se
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
@@ -23,13 +24,13 @@ from sqlalchemy.orm.exc import StaleDataError
 from engine import expr
 from engine.calendar import birthday_keys_on
 from engine.crashpoints import crash_point
-from engine.cron import fires_between
+from engine.cron import fires_between, next_fire
 from engine.errors import EngineError, ExpressionError
 from engine.flow.model import Flow, Trigger
 from engine.segments.membership import segment_memberships
 from engine.store import customers as cust
 from engine.store.batch import fire_timers, timer_event
-from engine.store.definitions import flow_of, latest_flow_versions
+from engine.store.definitions import flow_of_version
 from engine.store.instances import NotEnrolled, Runtime, Writes, deliver, start_instance
 from engine.store.models import Customer, FlowVersion, Instance, Timer, TriggerOccurrence
 
@@ -154,23 +155,78 @@ def _fire_timer(factory: sessionmaker[Session], runtime: Callable[[], Runtime], 
         return False
 
 
-def fire_triggers(factory: sessionmaker[Session], runtime: Callable[[], Runtime], report: TickReport) -> None:
+#: The newest active version of each flow: only ids, so a tick in which no deployment changed reads
+#: no YAML source and parses nothing.
+_NEWEST = (select(FlowVersion.flow_id, func.max(FlowVersion.version).label("v"))
+           .where(FlowVersion.active.is_(True)).group_by(FlowVersion.flow_id).subquery())
+_LATEST_VERSION_IDS = (select(FlowVersion.id, FlowVersion.flow_id)
+                       .join(_NEWEST, (FlowVersion.flow_id == _NEWEST.c.flow_id) & (FlowVersion.version == _NEWEST.c.v))
+                       .order_by(FlowVersion.flow_id))
+
+
+@dataclass
+class _Deployed:
+    """A flow's newest version as a ticker knows it, with what its time triggers told the last ticks."""
+
+    version_id: int
+    flow: Flow
+    since: datetime | None
+    #: (position in the flow's triggers, trigger): the schedule and date ones
+    triggers: list[tuple[int, Trigger]]
+    #: position -> no occurrence of that trigger is due before this time
+    quiet_until: dict[int, datetime] = field(default_factory=dict)
+
+
+class TriggerMemo:
+    """What a ticker remembers between ticks, so that a tick with no trigger due runs one query.
+
+    The exactly-once guarantee stays in the database (the unique key of ``trigger_occurrence``);
+    this only skips the work of ticks that could not fire anything. A trigger found with nothing
+    due is not read again before its next occurrence after the last one recorded. That time can
+    only move later meanwhile (occurrences are only ever added, by any ticker), so nothing due is
+    ever skipped; a new deployment changes the newest version ids, read every tick, and with
+    them the triggers.
+    """
+
+    def __init__(self) -> None:
+        self.flows: dict[str, _Deployed] = {}
+
+
+#: One memo per session factory (per engine object, as the definition caches), for callers that keep none.
+_MEMOS: weakref.WeakKeyDictionary[sessionmaker[Session], TriggerMemo] = weakref.WeakKeyDictionary()
+
+
+def fire_triggers(factory: sessionmaker[Session], runtime: Callable[[], Runtime], report: TickReport,
+                  memo: TriggerMemo | None = None) -> None:
+    if memo is None:
+        memo = _MEMOS.setdefault(factory, TriggerMemo())
     with factory() as session:
-        versions = [(v.id, v.flow_id) for v in latest_flow_versions(session)]
-    for version_id, _flow_id in versions:
-        with factory() as session:
-            version = session.get(FlowVersion, version_id)
-            assert version is not None
-            flow = flow_of(version)
-            since = session.scalar(select(func.min(FlowVersion.deployed_at)).where(FlowVersion.flow_id == flow.id))
-        for trigger in flow.triggers:
-            if trigger.type not in ("schedule", "date"):
+        flows: dict[str, _Deployed] = {}
+        for version_id, flow_id in session.execute(_LATEST_VERSION_IDS).all():
+            known = memo.flows.get(flow_id)
+            if known is None or known.version_id != version_id:
+                flow = flow_of_version(session, version_id)
+                since = session.scalar(select(func.min(FlowVersion.deployed_at)).where(FlowVersion.flow_id == flow_id))
+                known = _Deployed(version_id, flow, since,
+                                  [(i, t) for i, t in enumerate(flow.triggers) if t.type in ("schedule", "date")])
+            flows[flow_id] = known
+    memo.flows = flows
+    now = runtime().now
+    for deployed in flows.values():
+        flow = deployed.flow
+        for position, trigger in deployed.triggers:
+            quiet_until = deployed.quiet_until.pop(position, None)
+            if quiet_until is not None and now < quiet_until:
+                deployed.quiet_until[position] = quiet_until
                 continue
             try:
-                _fire_trigger(factory, runtime, flow, trigger, since, report)
+                quiet = _fire_trigger(factory, runtime, flow, trigger, deployed.since, report)
             except Exception as exc:  # one broken trigger must not stop the others from firing
                 log.exception("trigger %s of flow %s failed", trigger.key, flow.id)
                 report.errors.append(f"{flow.id}: {exc}")
+                continue
+            if quiet is not None:
+                deployed.quiet_until[position] = quiet
 
 
 def _last_occurrence(session: Session, flow: Flow, trigger: Trigger) -> datetime | None:
@@ -199,16 +255,30 @@ def _due_occurrences(flow: Flow, trigger: Trigger, after: datetime, now: datetim
     return out
 
 
+def _next_occurrence(flow: Flow, trigger: Trigger, after: datetime) -> datetime:
+    """The trigger's first occurrence strictly after ``after`` (``_due_occurrences`` lists them up to a time)."""
+    tz = trigger.timezone or flow.timezone
+    if trigger.type == "schedule":
+        assert trigger.cron is not None
+        return next_fire(trigger.cron, tz, after)
+    zone = ZoneInfo(tz)
+    hour, minute = (int(x) for x in trigger.at.split(":"))
+    day = after.astimezone(zone).date()
+    fire = datetime.combine(day, time(hour, minute), zone).astimezone(timezone.utc)
+    return fire if fire > after else datetime.combine(day + timedelta(days=1), time(hour, minute), zone).astimezone(timezone.utc)
+
+
 def _fire_trigger(
     factory: sessionmaker[Session], runtime: Callable[[], Runtime], flow: Flow, trigger: Trigger,
     since: datetime | None, report: TickReport,
-) -> None:
+) -> datetime | None:
+    """Record the trigger's due occurrences; when none was due, the time before which none can be."""
     with factory() as session:
         now = runtime().now
         after = _last_occurrence(session, flow, trigger) or since or now
     due = _due_occurrences(flow, trigger, after, now)
     if not due:
-        return
+        return _next_occurrence(flow, trigger, after)
     if trigger.catch_up == "skip":
         fire = [d for d in due if now - d <= SKIP_GRACE]
     else:
@@ -217,6 +287,7 @@ def _fire_trigger(
         _record(factory, runtime, flow, trigger, missed, "missed", report)
     for occurrence in fire:
         _record(factory, runtime, flow, trigger, occurrence, "fired", report)
+    return None
 
 
 def _record(

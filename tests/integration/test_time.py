@@ -164,3 +164,57 @@ def test_the_embedded_tick_fires_timers_due_together_a_hundred_per_commit(cf, cl
     assert len(commits) == 3  # 100 + 100 + 50, where one transaction per timer made 250
     assert count(cf, Timer, Timer.status == "pending") == 0
     assert count(cf, HistoryEntry, HistoryEntry.event == "TimerFired") == 250
+
+
+def test_a_tick_with_no_trigger_due_runs_one_query_and_a_new_deploy_is_seen_at_the_next_tick(cf, clock, tmp_path):
+    from engine.schedule import TriggerMemo
+
+    cf.deploy([DATA / "hourly.yaml"])
+    memo, other = TriggerMemo(), TriggerMemo()  # two schedulers
+    fire_triggers(cf.sessions, cf.runtime, TickReport(), memo)  # learns every trigger's next occurrence
+    statements: list[str] = []
+    listen = lambda _conn, _cursor, statement, *_rest: statements.append(statement)  # noqa: E731
+    event.listen(cf.db, "before_cursor_execute", listen)
+    try:
+        clock.set(clock.now() + timedelta(minutes=10))
+        fire_triggers(cf.sessions, cf.runtime, TickReport(), memo)
+    finally:
+        event.remove(cf.db, "before_cursor_execute", listen)
+    queries = [q for q in statements if not q.startswith("BEGIN")]  # SQLite's BEGIN IMMEDIATE is one too
+    assert len(queries) == 1, queries  # the newest version ids: no flow source, no occurrence read
+    for _ in range(3):  # the hour comes: fired once, whichever scheduler ticks first
+        clock.set(clock.now() + timedelta(minutes=20))
+        fire_triggers(cf.sessions, cf.runtime, TickReport(), other)
+        fire_triggers(cf.sessions, cf.runtime, TickReport(), memo)
+    assert count(cf, Instance, Instance.flow_id == "hourly") == 1
+    # Another version, every five minutes: the next tick fires it, not the old version's next hour.
+    changed = tmp_path / "hourly.yaml"
+    changed.write_text((DATA / "hourly.yaml").read_text(encoding="utf-8").replace('"0 * * * *"', '"*/5 * * * *"'),
+                       encoding="utf-8")
+    cf.deploy([changed])
+    clock.set(clock.now() + timedelta(minutes=6))
+    report = TickReport()
+    fire_triggers(cf.sessions, cf.runtime, report, memo)
+    assert report.occurrences_fired == 1 and not report.errors
+    assert count(cf, Instance, Instance.flow_id == "hourly") == 2
+
+
+def test_the_calendar_is_kept_while_its_overrides_stay_and_another_process_s_change_is_seen_at_the_next_tick(cf, clock):
+    from datetime import date
+
+    from engine.core import Careflow
+
+    saturday = date(2026, 11, 28)
+    first = cf.load_calendar()
+    assert not first.is_working_day(saturday)
+    assert cf.load_calendar() is first  # unchanged: the years it worked out are kept
+    other = Careflow(cf.url, clock=clock, migrate_schema=False)
+    try:
+        other.set_calendar_day(saturday, True)  # 调休: made a working day elsewhere
+        cf.tick()
+        assert cf.calendar is not first and cf.calendar.is_working_day(saturday)
+        other.set_calendar_day(saturday, None)
+        cf.tick()
+        assert not cf.calendar.is_working_day(saturday)
+    finally:
+        other.close()

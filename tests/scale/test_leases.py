@@ -417,3 +417,73 @@ def run_timers_unchained(cf: Careflow, claims: list[tuple[int, int]]) -> list[st
     from engine.scale import run_timers
 
     return run_timers(cf, claims, chain=False, settings=Settings(lease=LEASE))
+
+
+def test_recording_a_chained_message_s_result_starts_from_the_instance_its_timer_left(cf: Careflow) -> None:
+    from sqlalchemy import event
+
+    from engine.scale import run_timers
+
+    start(cf, 5)
+    cf.clock.set(DUE)  # type: ignore[attr-defined]
+    claims = claim(cf, "timer", wall_now())
+    reads: list[str] = []
+
+    def watch(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        if statement.lstrip().startswith("SELECT") and "FROM instance" in statement:
+            reads.append(statement)
+
+    event.listen(cf.db, "before_cursor_execute", watch)
+    try:
+        assert run_timers(cf, claims, settings=Settings(lease=LEASE)) == ["fired"] * 5
+    finally:
+        event.remove(cf.db, "before_cursor_execute", watch)
+    assert len(reads) == 1  # the batch's instances, read once by the transaction that fired the timers
+    with cf.sessions() as s:
+        assert s.scalars(select(Instance.status)).all() == ["completed"] * 5
+        assert s.scalars(select(Instance.revision)).all() == [4] * 5  # started, fired, sent: no write lost
+    assert [a for _, a in executions(cf, "message")] == [1] * 5
+
+
+class _MeddlingProvider(LoggingProvider):
+    """Sends, and meanwhile someone else changes the message's instance (on a connection of its own)."""
+
+    db: Any = None  # the engine's database: another of its pooled connections
+
+    def send(self, message: Any, settings: Any) -> Any:
+        import sqlalchemy as sa
+
+        with self.db.begin() as conn:
+            instance_id = conn.scalar(select(OutboxMessage.instance_id).where(OutboxMessage.effect_key == message.effect_key))
+            conn.execute(sa.update(Instance).where(Instance.id == instance_id)
+                         .values(revision=Instance.revision + 1, started_by="meddler"))
+        return super().send(message, settings)
+
+
+def test_an_instance_changed_after_its_timer_fired_is_read_again_to_record_the_result(
+        database_url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from connectors.registry import Registry
+    from engine.scale import run_timers
+
+    monkeypatch.setenv("CAREFLOW_SCALE_LEDGER", str(tmp_path / "ledger.tsv"))
+    provider = _MeddlingProvider()
+    reg = Registry()
+    reg.register(provider, "scale_log")
+    cf = Careflow(database_url, clock=FixedClock(START), registry=reg)
+    provider.db = cf.db
+    try:
+        cf.deploy([FLOWS])
+        start(cf, 3)
+        cf.clock.set(DUE)  # type: ignore[attr-defined]
+        claims = claim(cf, "timer", wall_now())
+        assert run_timers(cf, claims, settings=Settings(lease=LEASE)) == ["fired"] * 3
+        with cf.sessions() as s:
+            rows = s.execute(select(Instance.status, Instance.started_by, Instance.revision)).all()
+            assert sorted(s.scalars(select(OutboxMessage.status))) == ["sent"] * 3
+        assert [a for _, a in executions(cf, "message")] == [1] * 3
+    finally:
+        cf.close()
+    # The copy the worker kept was stale: the result was recorded on the instance as the other
+    # transaction left it, and kept that transaction's change.
+    assert [tuple(r) for r in rows] == [("completed", "meddler", 5)] * 3
+    assert sum(ledger_counts(tmp_path / "ledger.tsv").values()) == 3
