@@ -15,7 +15,7 @@ instance that workers do (the timer firing, the message recorded), each fenced b
    is not counted. Every run checks that every instance completed and counts duplicate steps (the
    execution log) and duplicate sends (the provider's log).
 2. Latency from due to done: timers fall due at ``--rate`` transitions per second (the clock file
-   moves with the real time), with 4 workers; by default 1,000/s, or 60% of the measured 4-worker
+   moves with the real time), with 4 workers (``--latency-workers``); by default 1,000/s, or 60% of the measured 4-worker
    throughput when that is less (above saturation the latency only measures the backlog); due = when the clock reached the timer's due time,
    done = when the message's result committed. p50 and p99.
 3. The embedded mode on the same PostgreSQL: one process, ``Careflow.tick()`` fires the timers and
@@ -419,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="transitions/s offered in a latency run; repeat for several (default: 1000 if the "
                              "4-worker throughput reaches it, else 50%%, 75%% and 95%% of that throughput; quick: 60%%)")
     parser.add_argument("--latency-seconds", type=float, default=None, help="length of each latency run (default 10, quick 2)")
+    parser.add_argument("--latency-workers", type=int, default=4,
+                        help="workers in each latency run (default 4; on two cores 2 may keep up better)")
     parser.add_argument("--task-batch", type=int, default=DEFAULT_TASK_BATCH,
                         help="claims per published task (CAREFLOW_TASK_BATCH of the scheduler)")
     args = parser.parse_args(argv)
@@ -434,7 +436,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="careflow-bench-scale-") as tmp:
         workdir = Path(tmp)
         runs = [throughput(base_url, w, n, workdir, 120 + n * 0.2, args.task_batch) for w in (1, 2, 4)]
-        capacity = runs[-1]["transitions_per_s"]
+        # The throughput of the worker count the latency runs use (the best one measured for another count).
+        capacity = next((r["transitions_per_s"] for r in runs if r["workers"] == args.latency_workers),
+                        max(r["transitions_per_s"] for r in runs))
         if args.rate:
             rates = sorted(args.rate)
         elif args.quick:
@@ -443,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
             rates = [GOAL_RATE]
         else:
             rates = [f * capacity for f in (0.5, 0.75, 0.95)]
-        latencies = [latency(base_url, 4, rate, latency_seconds, workdir, args.task_batch) for rate in rates]
+        latencies = [latency(base_url, args.latency_workers, rate, latency_seconds, workdir, args.task_batch) for rate in rates]
     sustained = [r for r in latencies if r["sustained"]]
     # The figures of the highest rate sustained (p99 under 2 s, the rate kept up with), else of the lowest rate tried.
     lat = max(sustained, key=lambda r: r["rate_offered"]) if sustained else latencies[0]
@@ -464,6 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         "p99_due_to_done_ms": round(lat["p99_ms"], 1),
         "latency_rate_offered_per_s": round(lat["rate_offered"], 1),
         "latency_instances": lat["n"],
+        "latency_workers": args.latency_workers,
         "latency_by_rate": [{"offered_per_s": round(r["rate_offered"], 1), "achieved_per_s": round(r["rate_achieved"], 1),
                              "p50_ms": round(r["p50_ms"], 1), "p99_ms": round(r["p99_ms"], 1),
                              "sustained": r["sustained"]} for r in latencies],
@@ -499,7 +504,7 @@ def table(out: dict[str, Any]) -> str:
         f"{w} worker(s) {ms:.1f} ms" for w, ms in out["cpu_ms_per_transition_by_workers"].items()),
         f"CPU time of their PostgreSQL backends per transition: " + ", ".join(
         f"{w} worker(s) {ms:.1f} ms" for w, ms in out["pg_cpu_ms_per_transition_by_workers"].items())]
-    lines += ["", f"{'due to done, 4 workers':<28}{'offered/s':>10}{'done/s':>10}{'p50 ms':>10}{'p99 ms':>10}  sustained"]
+    lines += ["", f"{'due to done, ' + str(out['latency_workers']) + ' workers':<28}{'offered/s':>10}{'done/s':>10}{'p50 ms':>10}{'p99 ms':>10}  sustained"]
     for r in out["latency_by_rate"]:
         lines.append(f"{'':<28}{r['offered_per_s']:>10.0f}{r['achieved_per_s']:>10.0f}{r['p50_ms']:>10.0f}{r['p99_ms']:>10.0f}  "
                      f"{'yes' if r['sustained'] else 'no'}")
@@ -518,7 +523,7 @@ def table(out: dict[str, Any]) -> str:
                      f"CPU {b['cpu_ms']} (PostgreSQL {b['pg_cpu_ms']}) of {b['wall_ms']} wall")
     lines += [
         "",
-        f"due to done at {out['latency_rate_offered_per_s']:.0f} transitions/s offered (4 workers, "
+        f"due to done at {out['latency_rate_offered_per_s']:.0f} transitions/s offered ({out['latency_workers']} workers, "
         f"{out['latency_instances']} instances): p50 {out['p50_due_to_done_ms']:.0f} ms, p99 {out['p99_due_to_done_ms']:.0f} ms",
         f"raw INSERT+COMMIT {out['raw_commit_per_s']:.0f}/s; best transitions/s is {out['fraction_of_raw_commit_rate']:.1%} of it",
         f"duplicate steps {out['duplicate_steps']}, duplicate sends {out['duplicate_sends']}",
