@@ -14,14 +14,14 @@ commit still loses the whole request and nothing else.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Table, bindparam, event, insert, inspect, select, update
-from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import instance_dict, instance_state, set_committed_value
 from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.sql import Executable
@@ -271,15 +271,31 @@ def written_here(session: Session, obj: Any, *, inserted: bool = False) -> None:
     treatment (see ``_rolled_back``); without it, a savepoint rolled back and carried on from
     would leave them showing values the database no longer has.
     """
+    written_here_all(session, (obj,), inserted=inserted)
+
+
+def written_here_all(session: Session, objs: Iterable[Any], *, inserted: bool = False) -> None:
+    """``written_here`` for each object, the transaction looked up once.
+
+    An object already remembered in the same transaction or savepoint (as inserted, or not if
+    neither is) is not remembered again: a rollback would treat it the same way twice.
+    """
     root = session.get_transaction()
     current = session.get_nested_transaction() or root
     record = session.info.get(_WRITTEN)
     if record is None:
         event.listen(session, "after_soft_rollback", _rolled_back)
     if record is None or record[0] is not root:  # a new transaction: what the last one wrote is settled
-        record = session.info[_WRITTEN] = (root, [])
-    # Weakly, as the session holds its objects: one no longer used needs no expiring.
-    record[1].append((current, weakref.ref(obj), inserted))
+        record = session.info[_WRITTEN] = (root, [], {})
+    written, last = record[1], record[2]
+    for obj in objs:
+        seen = last.get(id(obj))
+        if seen is not None and seen[0] is current and seen[1]() is obj and (seen[2] or not inserted):
+            continue
+        # Weakly, as the session holds its objects: one no longer used needs no expiring.
+        entry = (current, weakref.ref(obj), inserted)
+        written.append(entry)
+        last[id(obj)] = entry
 
 
 def _rolled_back(session: Session, transaction: Any) -> None:
@@ -299,6 +315,7 @@ def _rolled_back(session: Session, transaction: Any) -> None:
             else:
                 session.expire(obj)
     record[1][:] = kept
+    record[2].clear()  # only spares duplicates: the kept ones may be remembered again
 
 
 def _within(transaction: Any, outer: Any) -> bool:
@@ -529,8 +546,7 @@ def _insert_instance(session: Session, columns: dict[str, Any]) -> Instance:
     ``columns`` names every column but the id, so nothing of the object is left to load.
     """
     session.flush()  # as the ORM would: the caller's pending rows (a new customer...) go first
-    instance = _as_loaded(session.connection().execute(_INSERT_INSTANCE, columns).scalar_one(), columns)
-    session.add(instance)
+    instance = _as_loaded(session, session.connection().execute(_INSERT_INSTANCE, columns).scalar_one(), columns)
     written_here(session, instance, inserted=True)
     return instance
 
@@ -539,28 +555,45 @@ def insert_instances(session: Session, rows: list[dict[str, Any]]) -> list[Insta
     """``_insert_instance`` for many rows: one INSERT … RETURNING, ids in the order of ``rows``."""
     session.flush()
     ids = insert_ids(session.connection(), _INSERT_INSTANCES, rows)
-    instances = []
-    for instance_id, columns in zip(ids, rows, strict=True):
-        instance = _as_loaded(instance_id, columns)
-        session.add(instance)
-        written_here(session, instance, inserted=True)
-        instances.append(instance)
+    instances = [_as_loaded(session, instance_id, columns) for instance_id, columns in zip(ids, rows, strict=True)]
+    written_here_all(session, instances, inserted=True)
     return instances
 
 
-def _as_loaded(instance_id: int, columns: dict[str, Any]) -> Instance:
-    """The Instance object of a row just inserted, as if loaded: detached, no pending changes.
+_INSTANCE_MANAGER = inspect(Instance).class_manager
+
+
+def _as_loaded(session: Session, instance_id: int, columns: dict[str, Any]) -> Instance:
+    """The Instance object of a row just inserted, in the session as if loaded (see ``attach_loaded``).
 
     The values go straight into the object's __dict__, where loading puts them, instead of through
-    the constructor's instrumented setattr calls, whose change history make_transient_to_detached
-    then discards (four times the cost, for the same object).
+    the constructor's instrumented setattr calls (four times the cost, for the same object).
     """
-    instance = Instance()
+    instance = _INSTANCE_MANAGER.new_instance()
     loaded = instance.__dict__
     loaded.update(columns)
     loaded["id"] = instance_id
-    make_transient_to_detached(instance)
+    attach_loaded(session, instance, instance_id)
     return instance
+
+
+def attach_loaded(session: Session, obj: Any, pk: Any) -> None:
+    """Make ``obj``, new (``ClassManager.new_instance``) and holding a row's column values in its
+    ``__dict__``, an object of the session as loaded from that row: persistent, nothing pending.
+
+    This is what the ORM's loading does with a row whose object is not in the session yet (``_instance``
+    in sqlalchemy/orm/loading.py): the identity key set, the state put in the identity map. Here
+    without ``make_transient_to_detached`` and ``session.add``, whose generic checks and cascade walk
+    over every mapped attribute cost three times the loading itself. The identity map still refuses
+    a second object of the same identity. For mapped classes with no relationship (nothing to cascade).
+    """
+    state = instance_state(obj)
+    state.key = (state.class_, (pk,), None)
+    state.identity_token = None
+    state.session_id = session.hash_key
+    session.identity_map.add(state)
+    if session.dispatch.loaded_as_persistent:
+        session.dispatch.loaded_as_persistent(session, state)
 
 
 def get_instance(session: Session, instance_id: int) -> Instance:
