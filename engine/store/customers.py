@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Select, bindparam, func, or_, select
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import get_history
+from sqlalchemy.orm.attributes import get_history, instance_state
 from sqlalchemy.orm.util import identity_key
 from sqlalchemy.sql import Executable
 
@@ -237,6 +237,10 @@ def _holder_query(keys: tuple[str, ...], excluding: bool) -> Select[Any]:
 
 def _stored(customer: Customer, key: str, value: Any) -> bool:
     """Whether ``value`` is the customer's ``key`` with no unflushed change (as loaded, or as written)."""
+    loaded = customer.__dict__
+    if key in loaded and key not in instance_state(customer).committed_state:
+        current = loaded[key]  # a loaded value with no history: get_history's "unchanged", compared as lists are
+        return current is value or bool(current == value)
     return list(get_history(customer, key).unchanged) == [value]
 
 

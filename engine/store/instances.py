@@ -243,13 +243,22 @@ def set_committed_values(obj: Any, values: Mapping[str, Any]) -> None:
     committing them one after the other. Anything but plain columns goes through the ORM's function.
     """
     state = instance_state(obj)
-    if not _column_keys(state.class_).issuperset(values):
+    keys = _COLUMN_KEYS.get(state.class_)
+    if keys is None:
+        keys = _COLUMN_KEYS[state.class_] = _column_keys(state.class_)
+    if not keys.issuperset(values):
         for key, value in values.items():
             set_committed_value(obj, key, value)
         return
     loaded = state.dict
     loaded.update(values)
-    state._commit(loaded, values)  # what set_committed_value itself calls, there with one key
+    # What set_committed_value itself calls, there with one key. It forgets the keys' pending
+    # changes, expiry and loader callables: for an object that has none of these, nothing.
+    if state.committed_state or state.expired_attributes or state.callables or state.expired:
+        state._commit(loaded, values)
+
+
+_COLUMN_KEYS: dict[type, frozenset[str]] = {}  # _column_keys by class, without lru_cache's call
 
 
 @lru_cache(maxsize=64)
