@@ -38,6 +38,8 @@ MAX_STEPS_PER_ADVANCE = 1000
 PickUser = Callable[[str, str, Mapping[str, Any]], str | None]
 
 _RUNNING = Status.RUNNING.value  # read after every step: an Enum's .value is a slow property
+_STATUSES = {status.value: status for status in Status}  # Status(value), without the Enum call's cost
+_VALUE_OF = {status: status.value for status in Status}
 
 
 class StepFailed(Exception):
@@ -142,9 +144,7 @@ class _Run:
         return variables[name]
 
     def log(self, kind: str, **data: Any) -> None:
-        entry = {"type": kind}
-        entry.update(data)
-        self.history.append(entry)
+        self.history.append({"type": kind, **data})
 
     def new_token(self, step: str, splits: list[str]) -> str:
         self.state["seq"] += 1
@@ -181,15 +181,17 @@ class _Run:
         return context
 
     def finish(self, outcome: str, status: Status = Status.COMPLETED) -> None:
-        check_transition(Status(self.state["status"]), status)
-        self.state["status"] = status.value
+        current = self.state["status"]
+        check_transition(_STATUSES.get(current) or Status(current), status)
+        value = _VALUE_OF[status]
+        self.state["status"] = value
         self.state["outcome"] = outcome
         if any(t["wait"] for t in self.tokens.values()):
             self.effects.append(fx.CancelTasks(None, reason=outcome))
             self.effects.append(fx.CancelTimers(None))
         self.tokens.clear()
         self.ready.clear()
-        self.log("instance_ended", outcome=outcome, status=status.value)
+        self.history.append({"type": "instance_ended", "outcome": outcome, "status": value})
 
     # ----- events --------------------------------------------------------------------------
 
