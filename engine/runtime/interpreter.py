@@ -650,8 +650,8 @@ def _stored(value: Any) -> Any:
         return value  # as the last test below, without the tests before it
     if isinstance(value, (datetime, date)):
         return value.isoformat()
-    if isinstance(value, dict):
-        return {str(k): _stored(v) for k, v in value.items()}
+    if isinstance(value, dict):  # atoms kept as they are without a call each, as above
+        return {str(k): v if type(v) in _ATOMS else _stored(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_stored(v) for v in value]
     if value is None or isinstance(value, (str, int, float, bool)):

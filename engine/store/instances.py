@@ -278,33 +278,42 @@ def written_here(session: Session, obj: Any, *, inserted: bool = False) -> None:
     The ORM expires the objects it wrote when their transaction or savepoint is rolled back
     (and removes the ones it inserted), so that they are read again. These objects get the same
     treatment (see ``_rolled_back``); without it, a savepoint rolled back and carried on from
-    would leave them showing values the database no longer has.
+    would leave them showing values the database no longer has. An object already remembered in
+    the same transaction or savepoint (as inserted, or not if neither is) is not remembered again:
+    a rollback would treat it the same way twice.
     """
-    written_here_all(session, (obj,), inserted=inserted)
+    current, written, last = _written_record(session)
+    seen = last.get(id(obj))
+    if seen is not None and seen[0] is current and seen[1]() is obj and (seen[2] or not inserted):
+        return
+    # Weakly, as the session holds its objects: one no longer used needs no expiring.
+    entry = (current, weakref.ref(obj), inserted)
+    written.append(entry)
+    last[id(obj)] = entry
 
 
 def written_here_all(session: Session, objs: Iterable[Any], *, inserted: bool = False) -> None:
-    """``written_here`` for each object, the transaction looked up once.
+    """``written_here`` for each object, the transaction looked up once."""
+    current, written, last = _written_record(session)
+    for obj in objs:
+        seen = last.get(id(obj))
+        if seen is not None and seen[0] is current and seen[1]() is obj and (seen[2] or not inserted):
+            continue
+        entry = (current, weakref.ref(obj), inserted)
+        written.append(entry)
+        last[id(obj)] = entry
 
-    An object already remembered in the same transaction or savepoint (as inserted, or not if
-    neither is) is not remembered again: a rollback would treat it the same way twice.
-    """
+
+def _written_record(session: Session) -> tuple[Any, list[Any], dict[int, Any]]:
+    """The current transaction or savepoint, the objects remembered in the session's transaction
+    and the last entry of each (by id)."""
     root = session.get_transaction()
-    current = session.get_nested_transaction() or root
     record = session.info.get(_WRITTEN)
     if record is None:
         event.listen(session, "after_soft_rollback", _rolled_back)
     if record is None or record[0] is not root:  # a new transaction: what the last one wrote is settled
         record = session.info[_WRITTEN] = (root, [], {})
-    written, last = record[1], record[2]
-    for obj in objs:
-        seen = last.get(id(obj))
-        if seen is not None and seen[0] is current and seen[1]() is obj and (seen[2] or not inserted):
-            continue
-        # Weakly, as the session holds its objects: one no longer used needs no expiring.
-        entry = (current, weakref.ref(obj), inserted)
-        written.append(entry)
-        last[id(obj)] = entry
+    return session.get_nested_transaction() or root, record[1], record[2]
 
 
 def _rolled_back(session: Session, transaction: Any) -> None:
