@@ -1035,6 +1035,32 @@ def render_value(value: Any, context: Mapping[str, Any]) -> Any:
     return value
 
 
+def value_renderer(value: Any) -> Callable[[Mapping[str, Any]], Any]:
+    """``lambda context: render_value(value, context)`` with the work that does not depend on the
+    context done now: the value's structure walked and its template strings compiled once, for a
+    value rendered over and over (a flow step's fields or parameters). The value must not change
+    afterwards. Should a template string not compile, rendering it raises the error
+    ``render_value`` raises, when ``render_value`` would."""
+    if isinstance(value, str):
+        if not is_template(value):
+            return lambda context: value
+        try:
+            _check_source(value)
+            compiled = _compile_value(value)
+        except Exception:  # noqa: BLE001 - raised again, at render time, by render_value itself
+            return lambda context: render_value(value, context)
+        return compiled.evaluate if isinstance(compiled, Expression) else compiled.render
+    if isinstance(value, dict):
+        items = [(key, value_renderer(item)) for key, item in value.items()]
+        return lambda context: {key: render(context) for key, render in items}
+    if isinstance(value, (list, tuple)):
+        renders = [value_renderer(item) for item in value]
+        if isinstance(value, list):
+            return lambda context: [render(context) for render in renders]
+        return lambda context: tuple(render(context) for render in renders)
+    return lambda context: value
+
+
 #: Template value strings already compiled, as ``_compile_value`` gave them. A flow's values are
 #: a few dozen templates rendered over and over: this spares the source check and the LRU cache's
 #: bookkeeping each time (a source that fails its check or its compilation is never kept).

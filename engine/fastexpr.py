@@ -145,6 +145,8 @@ def _compile(node: nodes.Node, reserved: frozenset[str]) -> Evaluator:  # noqa: 
             raise _Unsupported
         if node.ctx != "load" or key.startswith("_") or hasattr(dict, key):
             raise _Unsupported
+        if isinstance(node.node, nodes.Name) and node.node.ctx == "load" and node.node.name not in reserved:
+            return _name_item(node.node.name, key)
         inner = _compile(node.node, reserved)
 
         def item(ctx: Mapping[str, Any]) -> Any:
@@ -191,6 +193,20 @@ def _compile(node: nodes.Node, reserved: frozenset[str]) -> Evaluator:  # noqa: 
     if isinstance(node, nodes.Filter):
         return _compile_filter(node, reserved)
     raise _Unsupported
+
+
+def _name_item(name: str, key: str) -> Evaluator:
+    """``name.key``: the Name's evaluator and the item's in one call (the commonest expression)."""
+
+    def name_item(ctx: Mapping[str, Any]) -> Any:
+        obj = ctx.get(name, UNDEFINED)
+        if obj is UNDEFINED:
+            return UNDEFINED
+        if type(obj) is not dict:
+            raise Fallback
+        return obj.get(key, UNDEFINED)
+
+    return name_item
 
 
 def _compile_filter(node: nodes.Filter, reserved: frozenset[str]) -> Evaluator:

@@ -38,8 +38,12 @@ def scrub(value: Any) -> Any:
         return value if len(value) <= _MAX_TEXT else value[:_MAX_TEXT] + "…"
     if kind in _SCALARS:
         return value
-    if isinstance(value, Mapping):
-        return {str(k): ("••••" if str(k).lower() in SECRET_KEYS else scrub(v)) for k, v in value.items()}
+    if kind is dict or isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            key = k if type(k) is str else str(k)
+            out[key] = "••••" if key.lower() in SECRET_KEYS else scrub(v)
+        return out
     if isinstance(value, (list, tuple)):
         return [scrub(v) for v in value]
     if isinstance(value, str) and len(value) > _MAX_TEXT:

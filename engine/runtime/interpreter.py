@@ -38,6 +38,8 @@ MAX_STEPS_PER_ADVANCE = 1000
 PickUser = Callable[[str, str, Mapping[str, Any]], str | None]
 
 _RUNNING = Status.RUNNING.value  # read after every step: an Enum's .value is a slow property
+_STATUSES = {status.value: status for status in Status}  # Status(value), without the Enum call's cost
+_VALUE_OF = {status: status.value for status in Status}
 
 
 class StepFailed(Exception):
@@ -142,9 +144,7 @@ class _Run:
         return variables[name]
 
     def log(self, kind: str, **data: Any) -> None:
-        entry = {"type": kind}
-        entry.update(data)
-        self.history.append(entry)
+        self.history.append({"type": kind, **data})
 
     def new_token(self, step: str, splits: list[str]) -> str:
         self.state["seq"] += 1
@@ -181,15 +181,17 @@ class _Run:
         return context
 
     def finish(self, outcome: str, status: Status = Status.COMPLETED) -> None:
-        check_transition(Status(self.state["status"]), status)
-        self.state["status"] = status.value
+        current = self.state["status"]
+        check_transition(_STATUSES.get(current) or Status(current), status)
+        value = _VALUE_OF[status]
+        self.state["status"] = value
         self.state["outcome"] = outcome
         if any(t["wait"] for t in self.tokens.values()):
             self.effects.append(fx.CancelTasks(None, reason=outcome))
             self.effects.append(fx.CancelTimers(None))
         self.tokens.clear()
         self.ready.clear()
-        self.log("instance_ended", outcome=outcome, status=status.value)
+        self.history.append({"type": "instance_ended", "outcome": outcome, "status": value})
 
     # ----- events --------------------------------------------------------------------------
 
@@ -371,16 +373,22 @@ class _Run:
 
     def run_task(self, tid: str, step: Step) -> None:
         assert step.assignee is not None and step.form is not None
+        plan = _plan(step)
         spec = step.assignee.as_dict()
         if step.assignee.expr:
-            value = expr.compile_expression(step.assignee.expr).evaluate(self.context())
+            assignee = plan.assignee if plan is not None else expr.compile_expression(step.assignee.expr)
+            value = assignee.evaluate(self.context())
             if not value:
                 raise StepFailed(f"assignee expression {step.assignee.expr!r} gave no user")
             if isinstance(value, (list, tuple)):
                 spec["users"] = [str(v) for v in value]
             else:
                 spec["user"] = str(value)
-        title = {lang: expr.compile_template(t).render(self.context()) for lang, t in step.title.items()}
+        if plan is not None:
+            context = self.context()
+            title = {lang: template.render(context) for lang, template in plan.texts}
+        else:
+            title = {lang: expr.compile_template(t).render(self.context()) for lang, t in step.title.items()}
         due_at = self.due(step.due) if step.due else None
         # Several named people each get a task: with "all" every one must answer, with "any"
         # the first answer cancels the others' tasks.
@@ -421,7 +429,11 @@ class _Run:
 
     def run_action(self, tid: str, step: Step) -> None:
         language = (self.customer or {}).get("language") or "zh"
-        params = expr.render_value(localize(dict(step.params), language), self.context())
+        plan = _plan(step)
+        if plan is not None:
+            params = plan.params_in(language)(self.context())
+        else:
+            params = expr.render_value(localize(dict(step.params), language), self.context())
         visit = self.state["visits"][step.id]
         key = f"{self.ctx.instance.get('id')}:{step.id}:{visit}"
         backoff = step.backoff.plain.total_seconds() if step.backoff else 60.0
@@ -435,8 +447,10 @@ class _Run:
 
     def run_decision(self, tid: str, step: Step) -> None:
         ctx = self.context()
-        for case in step.cases:
-            if expr.compile_expression(case.when).evaluate(ctx):
+        plan = _plan(step)
+        whens = plan.cases if plan is not None else [None] * len(step.cases)
+        for case, when in zip(step.cases, whens):
+            if (when or expr.compile_expression(case.when)).evaluate(ctx):
                 self.log("step_completed", step=step.id, token=tid, chose=case.next)
                 self.move(tid, case.next)
                 return
@@ -490,7 +504,11 @@ class _Run:
     def run_update_customer(self, tid: str, step: Step) -> None:
         if self.customer is None:
             raise StepFailed("this instance has no customer to update")
-        values = _stored(expr.render_value(dict(step.fields), self.context()))
+        plan = _plan(step)
+        if plan is not None:
+            values = _stored(plan.fields(self.context()))
+        else:
+            values = _stored(expr.render_value(dict(step.fields), self.context()))
         problems = choice_problems(values)
         if problems:
             raise StepFailed("; ".join(f"{field}: {message}" for field, message in problems))
@@ -499,7 +517,11 @@ class _Run:
             tags = [t for t in self.customer.get("tags") or [] if t not in step.remove_tags]
             tags += [t for t in step.add_tags if t not in tags]
             self.customer["tags"] = tags
-        note = {lang: expr.compile_template(t).render(self.context()) for lang, t in step.timeline.items()}
+        if plan is not None:
+            context = self.context()
+            note = {lang: template.render(context) for lang, template in plan.texts}
+        else:
+            note = {lang: expr.compile_template(t).render(self.context()) for lang, t in step.timeline.items()}
         self.effects.append(fx.UpdateCustomer(values, step.add_tags, step.remove_tags, note))
         self.leave(tid, step)
 
@@ -554,6 +576,57 @@ _STEP_RUNNERS: dict[str, Callable[[_Run, str, Step], None]] = {
     name[len("run_"):]: function for name, function in vars(_Run).items() if name.startswith("run_") and name != "run_ready"
 }
 
+class _Plan:
+    """What running a step needs of its definition, worked out once: its templates and expressions
+    compiled, its values' structure walked (``expr.value_renderer``). Rendering them is all that is
+    left per run, which gives what compiling them each time gives, errors included."""
+
+    __slots__ = ("fields", "texts", "assignee", "cases", "_params", "_step")
+
+    def __init__(self, step: Step) -> None:
+        self._step = step
+        self.fields = expr.value_renderer(dict(step.fields))  # update_customer
+        # The per-language texts of a step: a task's title, an update_customer's timeline note.
+        texts = step.title if step.type == "task" else step.timeline if step.type == "update_customer" else {}
+        self.texts = [(lang, expr.compile_template(t)) for lang, t in texts.items()]
+        self.assignee = (expr.compile_expression(step.assignee.expr)
+                         if step.type == "task" and step.assignee is not None and step.assignee.expr else None)
+        self.cases = [expr.compile_expression(case.when) for case in step.cases] if step.type == "decision" else []
+        self._params: dict[str, Callable[[Mapping[str, Any]], Any]] = {}
+
+    def params_in(self, language: str) -> Callable[[Mapping[str, Any]], Any]:
+        """An action's parameters in the customer's language, as a renderer."""
+        render = self._params.get(language)
+        if render is None:
+            render = expr.value_renderer(localize(dict(self._step.params), language))
+            if len(self._params) < 16:  # languages are few; any other text is not kept
+                self._params[language] = render
+        return render
+
+
+#: The plan of each step run lately, by the Step object's id (the Step is kept in the entry, so
+#: its id cannot be reused meanwhile). Flow versions are never changed, only deployed anew, with
+#: Step objects of their own: a redeployed version gets plans of its own.
+_PLANS: dict[int, tuple[Step, _Plan | None]] = {}
+_MAX_PLANS = 4096
+
+
+def _plan(step: Step) -> _Plan | None:
+    """The step's plan; None if one of its templates or expressions does not compile, in which
+    case the step compiles them as it runs, and so fails as it always did."""
+    entry = _PLANS.get(id(step))
+    if entry is not None and entry[0] is step:
+        return entry[1]
+    try:
+        plan: _Plan | None = _Plan(step)
+    except Exception:  # noqa: BLE001 - raised again by the step itself when it runs
+        plan = None
+    if len(_PLANS) >= _MAX_PLANS:
+        _PLANS.clear()
+    _PLANS[id(step)] = (step, plan)
+    return plan
+
+
 LANGUAGES = frozenset({"zh", "en"})
 _ATOMS = frozenset({str, int, float, bool, type(None)})
 
@@ -577,8 +650,8 @@ def _stored(value: Any) -> Any:
         return value  # as the last test below, without the tests before it
     if isinstance(value, (datetime, date)):
         return value.isoformat()
-    if isinstance(value, dict):
-        return {str(k): _stored(v) for k, v in value.items()}
+    if isinstance(value, dict):  # atoms kept as they are without a call each, as above
+        return {str(k): v if type(v) in _ATOMS else _stored(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_stored(v) for v in value]
     if value is None or isinstance(value, (str, int, float, bool)):

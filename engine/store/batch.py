@@ -27,8 +27,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, inspect, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import instance_state
 
 from engine import forms
 from engine.crashpoints import crash_point
@@ -43,6 +44,7 @@ from engine.store.instances import (
     Runtime,
     Writes,
     _run,
+    attach_loaded,
     begin,
     columns_of,
     enrollment_allows,
@@ -50,14 +52,31 @@ from engine.store.instances import (
     instance_columns,
     set_committed_values,
     start_instance,
-    written_here,
+    written_here_all,
 )
 from engine.store.models import Customer, Enrollment, Instance, Task, Timer, User
 
-# Hot statements, built once. The list of ids is one array parameter on PostgreSQL (see inlist.py).
-_CUSTOMERS = select(Customer).where(in_list(Customer.id, "b_ids"))
-_INSTANCES = select(Instance).where(in_list(Instance.id, "b_ids"))
-_TASKS = select(Task).where(in_list(Task.id, "b_ids"))
+
+class _Loader:
+    """Objects of one mapped class by id, read with one Core query (see ``_by_id``)."""
+
+    __slots__ = ("cls", "manager", "keys", "statement")
+
+    def __init__(self, cls: type) -> None:
+        mapper = inspect(cls)
+        self.cls = cls
+        self.manager = mapper.class_manager
+        props = list(mapper.column_attrs)
+        self.keys = tuple(prop.key for prop in props)  # the select's columns, in this order; id first
+        assert self.keys[0] == "id" and all(len(prop.columns) == 1 for prop in props)
+        # The list of ids is one array parameter on PostgreSQL (see inlist.py).
+        self.statement = select(*(prop.columns[0] for prop in props)).where(in_list(props[0].columns[0], "b_ids"))
+
+
+# Hot statements, built once.
+_CUSTOMERS = _Loader(Customer)
+_INSTANCES = _Loader(Instance)
+_TASKS = _Loader(Task)
 _ENROLLMENTS = select(Enrollment).where(Enrollment.flow_id == bindparam("b_flow"), in_list(Enrollment.customer_id, "b_ids"))
 _COMPLETE_OPEN_TASK = (
     update(TASK).where(TASK.c.id == bindparam("b_id"), TASK.c.status == "open")
@@ -66,9 +85,36 @@ _COMPLETE_OPEN_TASK = (
 )
 
 
-def _by_id(session: Session, statement: Any, ids: Sequence[int]) -> dict[int, Any]:
-    """The objects with these ids, loaded with one query (objects already in the session are kept)."""
-    return {obj.id: obj for obj in session.scalars(statement, {"b_ids": sorted(set(ids))})}
+def _by_id(session: Session, loader: _Loader, ids: Sequence[int]) -> dict[int, Any]:
+    """The objects with these ids, loaded with one query, as ``session.scalars(select(cls)...)`` loads them.
+
+    The rows are read with SQLAlchemy Core and made into objects here: the ORM's loading machinery
+    costs several times more per object than the object itself. What it does is done the same way:
+    pending changes are flushed first (autoflush); an object already in the session is kept as it is
+    (its pending changes too), only its expired columns taking the row's values; any other row
+    becomes a new object holding the row's values as loaded, with nothing pending, in the session.
+    """
+    if session.autoflush:
+        session.flush()
+    cls, keys, identity_map = loader.cls, loader.keys, session.identity_map
+    found: dict[int, Any] = {}
+    for row in session.connection().execute(loader.statement, {"b_ids": sorted(set(ids))}).all():
+        obj = identity_map.get((cls, (row[0],), None))
+        if obj is None:
+            obj = loader.manager.new_instance()  # as the ORM makes a loaded object: no __init__
+            obj.__dict__.update(zip(keys, row))
+            attach_loaded(session, obj, row[0])
+        else:
+            state = instance_state(obj)
+            unloaded = state.unloaded  # expired columns (all of them after a commit): reloaded
+            if unloaded:
+                loaded = state.dict
+                for key, value in zip(keys, row):
+                    if key in unloaded:
+                        loaded[key] = value
+                state._commit(loaded, unloaded)  # what the ORM's loading does with them
+        found[row[0]] = obj
+    return found
 
 
 def start_instances(
@@ -147,10 +193,9 @@ def complete_tasks(
     if matched != len(params):
         raise Conflict(f"{len(params) - matched} task(s) of this batch were completed by someone else")
     for (task_id, _data, username), cleaned in zip(answers, cleaned_answers, strict=True):
-        task = tasks[task_id]
-        set_committed_values(task, {"status": "completed", "completed_by": username, "completed_at": rt.now,
-                                    "data": cleaned, "outcome": "completed"})
-        written_here(session, task)
+        set_committed_values(tasks[task_id], {"status": "completed", "completed_by": username, "completed_at": rt.now,
+                                              "data": cleaned, "outcome": "completed"})
+    written_here_all(session, [tasks[task_id] for task_id in task_ids])
     customers = _by_id(session, _CUSTOMERS, customer_ids)
     writes = Writes(session, batch=True)
     for (task_id, _data, username), cleaned in zip(answers, cleaned_answers, strict=True):

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Select, bindparam, func, or_, select
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import get_history
+from sqlalchemy.orm.attributes import get_history, instance_state
 from sqlalchemy.orm.util import identity_key
 from sqlalchemy.sql import Executable
 
@@ -66,37 +66,38 @@ def customer_dict(c: Customer) -> dict[str, Any]:
     if not v.keys() >= _DICT_COLUMN_SET:
         v = {key: v[key] if key in v else getattr(c, key) for key in _DICT_COLUMNS}
     birthday, last, first = v["birthday"], v["last_purchase_at"], v["first_purchase_at"]
-    out: dict[str, Any] = dict(v["attributes"] or {})
-    out.update(
-        id=v["id"],
-        name=v["name"],
-        phone=v["phone"],
-        email=v["email"],
-        birthday=birthday.isoformat() if birthday else None,
-        birthday_calendar=v["birthday_calendar"],
-        region=v["region"],
-        grade=v["grade"],
-        expected_value=v["expected_value"],
-        owner=v["owner"],
-        tags=list(v["tags"] or []),
-        preferred_channel=v["preferred_channel"],
-        language=v["language"],
-        consent=dict(v["consent"] or {}),
-        status=v["status"],
-        last_purchase_at=last.isoformat() if last else None,
-        first_purchase_at=first.isoformat() if first else None,
-        purchase_count=v["purchase_count"],
-        purchase_total=v["purchase_total"],
-        created_at=v["created_at"].isoformat(),
+    # The custom attributes, then the profile (a profile key among the attributes keeps its place
+    # and takes the profile's value, as dict.update would give it).
+    return {
+        **(v["attributes"] or {}),
+        "id": v["id"],
+        "name": v["name"],
+        "phone": v["phone"],
+        "email": v["email"],
+        "birthday": birthday.isoformat() if birthday else None,
+        "birthday_calendar": v["birthday_calendar"],
+        "region": v["region"],
+        "grade": v["grade"],
+        "expected_value": v["expected_value"],
+        "owner": v["owner"],
+        "tags": list(v["tags"] or []),
+        "preferred_channel": v["preferred_channel"],
+        "language": v["language"],
+        "consent": dict(v["consent"] or {}),
+        "status": v["status"],
+        "last_purchase_at": last.isoformat() if last else None,
+        "first_purchase_at": first.isoformat() if first else None,
+        "purchase_count": v["purchase_count"],
+        "purchase_total": v["purchase_total"],
+        "created_at": v["created_at"].isoformat(),
         # written by the grading recompute and by survey answers (engine/segments)
-        rfm_r=v["rfm_r"],
-        rfm_f=v["rfm_f"],
-        rfm_m=v["rfm_m"],
-        churn_score=v["churn_score"],
-        last_nps=v["last_nps"],
-        last_satisfaction=v["last_satisfaction"],
-    )
-    return out
+        "rfm_r": v["rfm_r"],
+        "rfm_f": v["rfm_f"],
+        "rfm_m": v["rfm_m"],
+        "churn_score": v["churn_score"],
+        "last_nps": v["last_nps"],
+        "last_satisfaction": v["last_satisfaction"],
+    }
 
 
 def load_by_id(session: Session, cls: type[_T], by_id: Executable, pk: int) -> _T | None:
@@ -129,6 +130,8 @@ def _clean(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[FieldError]]:
     def bad(name: str, message: str) -> None:
         errors.append(FieldError(f"$.{name}", name, message, "format"))
 
+    if out.keys().isdisjoint(_NORMALISED):  # most flow updates: a grade, a channel...
+        return _checked(out, errors, bad)
     for key in ("name", "region"):
         if isinstance(out.get(key), str):
             out[key] = out[key].strip()
@@ -162,6 +165,16 @@ def _clean(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[FieldError]]:
                 continue
         if isinstance(out.get(key), datetime) and out[key].tzinfo is None:
             bad(key, f"{out[key].isoformat()!r} needs a time zone (e.g. +08:00)")
+    return _checked(out, errors, bad)
+
+
+#: The fields ``_clean`` normalises or checks by themselves (consent's check included).
+_NORMALISED = frozenset({"name", "region", "phone", "email", "birthday", "last_purchase_at", "first_purchase_at",
+                         "consent"})
+
+
+def _checked(out: dict[str, Any], errors: list[FieldError], bad: Any) -> tuple[dict[str, Any], list[FieldError]]:
+    """The end of ``_clean``: the enumerated fields and the consent checked."""
     for key, message in choice_problems(out):
         bad(key, message)
     consent = out.get("consent")
@@ -237,6 +250,10 @@ def _holder_query(keys: tuple[str, ...], excluding: bool) -> Select[Any]:
 
 def _stored(customer: Customer, key: str, value: Any) -> bool:
     """Whether ``value`` is the customer's ``key`` with no unflushed change (as loaded, or as written)."""
+    loaded = customer.__dict__
+    if key in loaded and key not in instance_state(customer).committed_state:
+        current = loaded[key]  # a loaded value with no history: get_history's "unchanged", compared as lists are
+        return current is value or bool(current == value)
     return list(get_history(customer, key).unchanged) == [value]
 
 

@@ -14,14 +14,14 @@ commit still loses the whole request and nothing else.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Table, bindparam, event, insert, inspect, select, update
-from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import instance_dict, instance_state, set_committed_value
 from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.sql import Executable
@@ -243,13 +243,22 @@ def set_committed_values(obj: Any, values: Mapping[str, Any]) -> None:
     committing them one after the other. Anything but plain columns goes through the ORM's function.
     """
     state = instance_state(obj)
-    if not _column_keys(state.class_).issuperset(values):
+    keys = _COLUMN_KEYS.get(state.class_)
+    if keys is None:
+        keys = _COLUMN_KEYS[state.class_] = _column_keys(state.class_)
+    if not keys.issuperset(values):
         for key, value in values.items():
             set_committed_value(obj, key, value)
         return
     loaded = state.dict
     loaded.update(values)
-    state._commit(loaded, values)  # what set_committed_value itself calls, there with one key
+    # What set_committed_value itself calls, there with one key. It forgets the keys' pending
+    # changes, expiry and loader callables: for an object that has none of these, nothing.
+    if state.committed_state or state.expired_attributes or state.callables or state.expired:
+        state._commit(loaded, values)
+
+
+_COLUMN_KEYS: dict[type, frozenset[str]] = {}  # _column_keys by class, without lru_cache's call
 
 
 @lru_cache(maxsize=64)
@@ -269,17 +278,42 @@ def written_here(session: Session, obj: Any, *, inserted: bool = False) -> None:
     The ORM expires the objects it wrote when their transaction or savepoint is rolled back
     (and removes the ones it inserted), so that they are read again. These objects get the same
     treatment (see ``_rolled_back``); without it, a savepoint rolled back and carried on from
-    would leave them showing values the database no longer has.
+    would leave them showing values the database no longer has. An object already remembered in
+    the same transaction or savepoint (as inserted, or not if neither is) is not remembered again:
+    a rollback would treat it the same way twice.
     """
+    current, written, last = _written_record(session)
+    seen = last.get(id(obj))
+    if seen is not None and seen[0] is current and seen[1]() is obj and (seen[2] or not inserted):
+        return
+    # Weakly, as the session holds its objects: one no longer used needs no expiring.
+    entry = (current, weakref.ref(obj), inserted)
+    written.append(entry)
+    last[id(obj)] = entry
+
+
+def written_here_all(session: Session, objs: Iterable[Any], *, inserted: bool = False) -> None:
+    """``written_here`` for each object, the transaction looked up once."""
+    current, written, last = _written_record(session)
+    for obj in objs:
+        seen = last.get(id(obj))
+        if seen is not None and seen[0] is current and seen[1]() is obj and (seen[2] or not inserted):
+            continue
+        entry = (current, weakref.ref(obj), inserted)
+        written.append(entry)
+        last[id(obj)] = entry
+
+
+def _written_record(session: Session) -> tuple[Any, list[Any], dict[int, Any]]:
+    """The current transaction or savepoint, the objects remembered in the session's transaction
+    and the last entry of each (by id)."""
     root = session.get_transaction()
-    current = session.get_nested_transaction() or root
     record = session.info.get(_WRITTEN)
     if record is None:
         event.listen(session, "after_soft_rollback", _rolled_back)
     if record is None or record[0] is not root:  # a new transaction: what the last one wrote is settled
-        record = session.info[_WRITTEN] = (root, [])
-    # Weakly, as the session holds its objects: one no longer used needs no expiring.
-    record[1].append((current, weakref.ref(obj), inserted))
+        record = session.info[_WRITTEN] = (root, [], {})
+    return session.get_nested_transaction() or root, record[1], record[2]
 
 
 def _rolled_back(session: Session, transaction: Any) -> None:
@@ -299,6 +333,7 @@ def _rolled_back(session: Session, transaction: Any) -> None:
             else:
                 session.expire(obj)
     record[1][:] = kept
+    record[2].clear()  # only spares duplicates: the kept ones may be remembered again
 
 
 def _within(transaction: Any, outer: Any) -> bool:
@@ -529,8 +564,7 @@ def _insert_instance(session: Session, columns: dict[str, Any]) -> Instance:
     ``columns`` names every column but the id, so nothing of the object is left to load.
     """
     session.flush()  # as the ORM would: the caller's pending rows (a new customer...) go first
-    instance = _as_loaded(session.connection().execute(_INSERT_INSTANCE, columns).scalar_one(), columns)
-    session.add(instance)
+    instance = _as_loaded(session, session.connection().execute(_INSERT_INSTANCE, columns).scalar_one(), columns)
     written_here(session, instance, inserted=True)
     return instance
 
@@ -539,28 +573,45 @@ def insert_instances(session: Session, rows: list[dict[str, Any]]) -> list[Insta
     """``_insert_instance`` for many rows: one INSERT … RETURNING, ids in the order of ``rows``."""
     session.flush()
     ids = insert_ids(session.connection(), _INSERT_INSTANCES, rows)
-    instances = []
-    for instance_id, columns in zip(ids, rows, strict=True):
-        instance = _as_loaded(instance_id, columns)
-        session.add(instance)
-        written_here(session, instance, inserted=True)
-        instances.append(instance)
+    instances = [_as_loaded(session, instance_id, columns) for instance_id, columns in zip(ids, rows, strict=True)]
+    written_here_all(session, instances, inserted=True)
     return instances
 
 
-def _as_loaded(instance_id: int, columns: dict[str, Any]) -> Instance:
-    """The Instance object of a row just inserted, as if loaded: detached, no pending changes.
+_INSTANCE_MANAGER = inspect(Instance).class_manager
+
+
+def _as_loaded(session: Session, instance_id: int, columns: dict[str, Any]) -> Instance:
+    """The Instance object of a row just inserted, in the session as if loaded (see ``attach_loaded``).
 
     The values go straight into the object's __dict__, where loading puts them, instead of through
-    the constructor's instrumented setattr calls, whose change history make_transient_to_detached
-    then discards (four times the cost, for the same object).
+    the constructor's instrumented setattr calls (four times the cost, for the same object).
     """
-    instance = Instance()
+    instance = _INSTANCE_MANAGER.new_instance()
     loaded = instance.__dict__
     loaded.update(columns)
     loaded["id"] = instance_id
-    make_transient_to_detached(instance)
+    attach_loaded(session, instance, instance_id)
     return instance
+
+
+def attach_loaded(session: Session, obj: Any, pk: Any) -> None:
+    """Make ``obj``, new (``ClassManager.new_instance``) and holding a row's column values in its
+    ``__dict__``, an object of the session as loaded from that row: persistent, nothing pending.
+
+    This is what the ORM's loading does with a row whose object is not in the session yet (``_instance``
+    in sqlalchemy/orm/loading.py): the identity key set, the state put in the identity map. Here
+    without ``make_transient_to_detached`` and ``session.add``, whose generic checks and cascade walk
+    over every mapped attribute cost three times the loading itself. The identity map still refuses
+    a second object of the same identity. For mapped classes with no relationship (nothing to cascade).
+    """
+    state = instance_state(obj)
+    state.key = (state.class_, (pk,), None)
+    state.identity_token = None
+    state.session_id = session.hash_key
+    session.identity_map.add(state)
+    if session.dispatch.loaded_as_persistent:
+        session.dispatch.loaded_as_persistent(session, state)
 
 
 def get_instance(session: Session, instance_id: int) -> Instance:

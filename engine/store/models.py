@@ -32,15 +32,19 @@ class UTCDateTime(TypeDecorator[datetime]):
     impl = DateTime
     cache_ok = True
 
+    # datetime.combine(d, d.time(), tz) is d.replace(tzinfo=tz) (fold kept) at a quarter of the
+    # cost: replace's keyword arguments make it about 1 us, some twenty values a step transition.
+
     def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
             raise ValueError(f"naive datetime {value!r} given where UTC is required")
-        return value.astimezone(timezone.utc).replace(tzinfo=None)
+        utc = value if value.tzinfo is timezone.utc else value.astimezone(timezone.utc)
+        return datetime.combine(utc, utc.time())  # naive: time() leaves the time zone out
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        return None if value is None else value.replace(tzinfo=timezone.utc)
+        return None if value is None else datetime.combine(value, value.time(), timezone.utc)
 
     # On SQLite the column is text, written and read by SQLAlchemy's DATETIME processors after
     # the two methods above: about 3 us a value, some twenty values per step transition. With
@@ -89,7 +93,10 @@ def _sqlite_bind(value: datetime | None) -> str | None:
 
 def _sqlite_result(value: str | None) -> datetime | None:
     """SQLite DATETIME's reading (datetime.fromisoformat), then UTCDateTime.process_result_value."""
-    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=timezone.utc)
+    if value is None:
+        return None
+    naive = datetime.fromisoformat(value)
+    return datetime.combine(naive, naive.time(), timezone.utc)
 
 
 class Base(DeclarativeBase):

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event, insert, select, update
+from sqlalchemy import event, insert, inspect, select, update
 from sqlalchemy.orm.exc import StaleDataError
 
 from engine.errors import Conflict, CustomerLookupError
@@ -304,3 +304,52 @@ def test_a_batch_keeps_the_objects_a_caller_holds_right(cf):
         assert held.region == "北京"
         enrollment = s.scalars(select(Enrollment).where(Enrollment.customer_id == customers[0])).one()
         assert enrollment.active_instance_id is None
+
+
+def test_a_batch_load_keeps_the_objects_already_in_the_session(cf):
+    """As a query through the ORM: an object in the session is returned as it is, its pending
+    values kept; only columns it has expired take the row's values."""
+    from engine.store.batch import _CUSTOMERS, _by_id
+
+    deploy_call(cf)
+    customers = [new_customer(cf, n) for n in range(3)]
+    with cf.sessions.begin() as s:
+        held = s.get(Customer, customers[0])
+        expired = s.get(Customer, customers[1])
+        s.connection().execute(update(Customer.__table__).values(region="上海"))  # behind the session's back
+        s.expire(expired, ["region"])
+        statements: list[str] = []
+        event.listen(s.connection(), "before_cursor_execute", lambda *a: statements.append(a[2]))
+        loaded = _by_id(s, _CUSTOMERS, customers)
+        assert len(statements) == 1  # the expired column came with the rows, not by a query of its own
+        assert loaded[customers[0]] is held and held.region is None  # kept as loaded before
+        assert loaded[customers[1]] is expired and expired.region == "上海"
+        fresh = loaded[customers[2]]
+        assert fresh in s and s.get(Customer, customers[2]) is fresh and fresh.region == "上海"
+        assert not s.dirty and not fresh in s.new and inspect(fresh).persistent
+        fresh.grade = "A"  # a loaded object's change is flushed by the ORM as usual
+        s.flush()
+    with cf.session() as s:
+        assert s.get(Customer, customers[2]).grade == "A"
+
+
+def test_a_rolled_back_batch_leaves_no_stale_objects(cf):
+    """A savepoint rolled back over a batch expires the objects the batch loaded and changed, and
+    removes those it inserted, also when an object was written before the savepoint too."""
+    deploy_call(cf)
+    customers = [new_customer(cf, n) for n in range(2)]
+    rt = cf.runtime()
+    with cf.sessions.begin() as s:
+        instances = start_instances(s, rt, "call", customers)
+        loaded = [s.get(Customer, c) for c in customers]  # the objects the batch loaded and changed
+        assert [c.grade for c in loaded] == ["B", "B"]
+        tasks = list(s.scalars(select(Task).where(Task.instance_id.in_([i.id for i in instances]))))
+        with pytest.raises(RuntimeError), s.begin_nested():
+            complete_tasks(s, rt, [(t.id, ANSWER, "wang") for t in tasks])
+            more = start_instances(s, rt, "call", customers)
+            assert [c.region for c in loaded] == ["北京", "北京"]
+            raise RuntimeError("the caller gives up on these")
+        assert not any(i in s for i in more)
+        assert [c.region for c in loaded] == [None, None]  # read again: the savepoint's update is gone
+        assert [c.grade for c in loaded] == ["B", "B"]  # written before the savepoint: still there
+        assert all(t.status == "open" for t in tasks) and all(i.status == "running" for i in instances)

@@ -164,6 +164,32 @@ def test_render_value_recurses_and_leaves_non_strings(ctx: dict[str, Any]) -> No
     assert render_value("no markup {# here", ctx) == "no markup {# here"
 
 
+def test_value_renderer_renders_what_render_value_renders(ctx: dict[str, Any]) -> None:
+    value = {
+        "to": "{{ customer.owner }}",
+        "items": ["plain", "{{ customer.grade }}!", 7, None, {"deep": ["{{ vars.attempts }}"]}],
+        "pair": ("{{ vars.score }}", "x"),
+        "phone": "{{ customer.phone | e164 }}",
+        "note": "no markup {# here",
+    }
+    render = expr.value_renderer(value)
+    first = render(ctx)
+    assert first == render_value(value, ctx)
+    ctx["customer"]["owner"] = "u-18"  # the context is read at each rendering
+    again = render(ctx)
+    assert again["to"] == "u-18" and again["items"] is not first["items"]  # new containers each time
+    assert expr.value_renderer(42)(ctx) == 42
+
+
+def test_value_renderer_raises_what_render_value_raises_when_rendering() -> None:
+    render = expr.value_renderer({"ok": "fine", "bad": "{{ 1 +* 2 }}"})  # nothing raised yet
+    with pytest.raises(ExpressionError) as by_renderer:
+        render({})
+    with pytest.raises(ExpressionError) as by_render_value:
+        render_value({"ok": "fine", "bad": "{{ 1 +* 2 }}"}, {})
+    assert str(by_renderer.value) == str(by_render_value.value)
+
+
 def test_render_value_rejects_undefined_inside_a_native_result() -> None:
     with pytest.raises(ExpressionError, match="'missing' is undefined"):
         render_value("{{ [1, missing] }}", {})

@@ -367,3 +367,56 @@ steps:
     [incident] = d.of(fx.RaiseIncident)
     assert incident.step == "grade" and "'D' is not one of A, B, C" in incident.message
     assert d.customer == {"grade": "A"}
+
+
+VERSIONED = """
+steps:
+  - id: grade
+    type: update_customer
+    fields: {grade: "{{ '%s' }}"}
+    timeline: {zh: "{{ customer.name }} %s", en: "%s"}
+    next: done
+  - id: done
+    type: end
+"""
+
+
+def test_each_version_of_a_flow_runs_its_own_step_definitions() -> None:
+    """Steps of a redeployed flow have the same ids as before: each version still renders its own."""
+    versions = [flow(VERSIONED % (grade, grade, grade)) for grade in ("A", "B", "C")]
+    for f, grade in [*zip(versions, "ABC", strict=True), (versions[0], "A"), (versions[2], "C")]:
+        d = Driver(f, customer={"name": "张三"})
+        out = d.send(ev.Start())
+        [update] = d.of(fx.UpdateCustomer)
+        assert out.customer["grade"] == grade and update.note == {"zh": f"张三 {grade}", "en": grade}
+
+
+def test_a_decision_tries_its_cases_in_order_even_when_a_later_one_is_broken() -> None:
+    """A case after the one that holds is never compiled, as before step definitions were kept compiled."""
+    import dataclasses
+
+    from engine.flow.model import Case
+
+    text = """
+steps:
+  - id: choose
+    type: decision
+    cases:
+      - when: "customer.grade == 'A'"
+        next: vip
+    default: done
+  - id: vip
+    type: end
+    outcome: vip
+  - id: done
+    type: end
+"""
+    f = flow(text)
+    choose = f.steps["choose"]
+    broken = dataclasses.replace(choose, cases=(*choose.cases, Case(when="1 +* 2", next="done")))
+    f = dataclasses.replace(f, steps={**f.steps, "choose": broken})
+    assert Driver(f, customer={"grade": "A"}).send(ev.Start()).state["outcome"] == "vip"
+    d = Driver(f, customer={"grade": "B"})
+    assert d.send(ev.Start()).state["status"] == "running"
+    [incident] = d.of(fx.RaiseIncident)
+    assert incident.step == "choose" and "syntax error" in incident.message

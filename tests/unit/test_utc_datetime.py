@@ -53,3 +53,25 @@ def test_other_dialects_keep_the_chain() -> None:
     assert (process or (lambda v: v))(value) == datetime(2026, 11, 24, 1)
     with pytest.raises(ValueError, match="naive datetime"):
         (process or (lambda v: v))(datetime(2026, 11, 24))
+
+
+def test_the_conversions_are_astimezone_and_replace() -> None:
+    """UTCDateTime's own steps, on any dialect: the same values (folds and time zone objects too)
+    as ``value.astimezone(timezone.utc).replace(tzinfo=None)`` and ``value.replace(tzinfo=timezone.utc)``."""
+    t = UTCDateTime()
+    rng = random.Random(20261206)
+    zones = [timezone.utc, ZoneInfo("Asia/Shanghai"), timezone(timedelta(hours=-5, minutes=-30)),
+             ZoneInfo("America/New_York"), ZoneInfo("UTC")]
+
+    def exactly(d: datetime) -> tuple[object, ...]:
+        return (type(d), d.year, d.month, d.day, d.hour, d.minute, d.second, d.microsecond, d.fold, d.tzinfo)
+
+    for _ in range(5000):
+        value = datetime(rng.randint(2, 9998), rng.randint(1, 12), rng.randint(1, 28), rng.randint(0, 23),
+                         rng.randint(0, 59), rng.randint(0, 59), rng.choice([0, rng.randint(0, 999_999)]),
+                         tzinfo=rng.choice(zones), fold=rng.randint(0, 1))
+        naive = value.astimezone(timezone.utc).replace(tzinfo=None)
+        assert exactly(t.process_bind_param(value, None)) == exactly(naive), value
+        stored = naive.replace(fold=rng.randint(0, 1))
+        assert exactly(t.process_result_value(stored, None)) == exactly(stored.replace(tzinfo=timezone.utc)), stored
+    assert t.process_bind_param(None, None) is None and t.process_result_value(None, None) is None
