@@ -99,6 +99,7 @@ def start_instances(
     for instance, customer_id in zip(instances, ids, strict=True):
         begin(session, rt, flow, instance, customers[customer_id], enrollments.get(customer_id),
               ev.Start(dict(data or {}), dict(trigger or {})), writes)
+        writes.request_done()
     writes.flush()
     return instances
 
@@ -170,6 +171,7 @@ def complete_tasks(
         )
         _run(session, rt, instance, flow_of_version(session, loaded["flow_version_id"]), customer,
              ev.TaskDone(done["token"], done["gen"], cleaned, username, done["id"]), writes)
+        writes.request_done()
     writes.flush()
     return [tasks[task_id] for task_id in task_ids]
 
