@@ -20,6 +20,14 @@ parameter>)`` (``_UpdateFrom``), and new rows whose ids are wanted back as one `
 these two is the same for any number of rows, so psycopg converts and prepares it once. All send the
 values ``conn.execute`` would send (the same bind processors), in the same transaction, and count
 the rows the same way. SQLite, one row, and any statement these cannot express keep the plain path.
+
+``send`` / ``sync`` (PostgreSQL, psycopg): statements sent in pipeline mode, without waiting for
+the server, so that it runs a batch's first writes while the client computes the rest (see
+``instances.Writes``). The rows matched reach the caller's checks at ``sync``, where the first
+error of any statement is raised; every other statement on the connection, a savepoint and the
+commit sync first (engine listeners, ``watch``), so a read sees what was sent before it and
+nothing commits unchecked; a rollback leaves pipeline mode. COPY is not allowed there: a plain
+INSERT's rows go as one multi-row ``INSERT ... VALUES`` (``_InsertValues``).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
+from itertools import chain
 from typing import Any
 
 from sqlalchemy import (
@@ -531,8 +540,7 @@ class _InsertValues:
         return text
 
     def params(self, rows: Sequence[Mapping[str, Any]]) -> tuple[Any, ...]:
-        convert = self.convert
-        return tuple(value for row in rows for value in convert(row))
+        return tuple(chain.from_iterable(map(self.convert, rows)))
 
 
 def _build_insert_values(dialect: Dialect, statement: Insert, keys: frozenset[str]) -> _InsertValues | None:
