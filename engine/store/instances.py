@@ -103,9 +103,15 @@ class Writes:
     transaction is the same one; ``flush()`` waits for everything sent (``rows.sync``) and raises
     the first error or lost optimistic lock of any chunk, so a batch still fails whole before its
     commit. Any other statement on the connection (a read: the claims' check of the next chunk,
-    ``_pick_user``...) syncs first, so it sees every write sent before it. Measured on the
-    onboarding benchmark: chunks of 25 requests. COPY is not allowed in pipeline mode: the rows
-    of a plain INSERT go as one ``INSERT ... SELECT ... FROM unnest(...)`` there (see rows.py).
+    ``_pick_user``...) syncs first, so it sees every write sent before it. COPY is not allowed
+    in pipeline mode: the rows of a plain INSERT go as one multi-row ``INSERT ... VALUES`` there.
+
+    Why pipeline mode: it keeps the batch one transaction on one connection, in the order the
+    writes were made, and costs the client about what the statements sent at the end cost (the
+    extra statements of the chunks, ~4 per 100 requests each, are cheap; per-column arrays were
+    not, see rows.py). Chunks of 25 requests: smaller ones cost more client time per batch than
+    the overlap gains, larger ones leave more of the server's work after the last request
+    (measured on bench/engine.py's onboarding series, 100 requests per batch).
     """
 
     #: Requests of a batch per chunk sent without waiting (PostgreSQL).
@@ -196,7 +202,8 @@ class Writes:
         ops, self._ops, self._open = self._ops, [], {}
         conn = self.session.connection()
         run = send_rows if pipelined else execute_rows
-        # Changed objects first: a lost optimistic lock then fails the request before anything else.
+        # Changed objects first: a lost optimistic lock then fails the request before anything else
+        # (pipelined: at the sync, before the commit).
         # Changes of the same shape (table, columns) go in one executemany.
         shapes: dict[tuple[Table, tuple[str, ...], bool], list[_Change]] = {}
         for change in changes.values():
