@@ -109,13 +109,15 @@ class Writes:
     Why pipeline mode: it keeps the batch one transaction on one connection, in the order the
     writes were made, and costs the client about what the statements sent at the end cost (the
     extra statements of the chunks, ~4 per 100 requests each, are cheap; per-column arrays were
-    not, see rows.py). Chunks of 25 requests: smaller ones cost more client time per batch than
-    the overlap gains, larger ones leave more of the server's work after the last request
-    (measured on bench/engine.py's onboarding series, 100 requests per batch).
+    not, see rows.py). It pays only when the server has a core of its own: on 2 idle cores the
+    onboarding series of bench/engine.py (100 requests per batch) ran ~1,480 instances/s in
+    chunks of 25 or 34 requests against ~1,330 with everything sent at the end; with the other
+    core busy, ~10% slower (each chunk's statements cost client and server ~0.1 ms each). Chunks
+    of 15 cost more than they gain; 34 costs less than 25 when the machine is busy.
     """
 
     #: Requests of a batch per chunk sent without waiting (PostgreSQL).
-    CHUNK = 25
+    CHUNK = 34
 
     __slots__ = ("session", "batch", "claims", "_changes", "_ops", "_open", "_requests", "_pipelined")
 

@@ -481,15 +481,14 @@ def send(conn: Connection, statement: Executable, rows: Sequence[Mapping[str, An
     same_keys = all(len(row) == len(keys) and keys.issuperset(row) for row in rows[1:])
     sql = params = bulk = None
     many = raw = False
-    if len(rows) > 1 and same_keys:
-        if isinstance(statement, Insert):
-            values = _cached(_insert_values, _build_insert_values, conn.dialect, statement, keys)
-            if values is not None and len(rows) * values.width <= _MAX_PARAMS:
-                sql, params, raw = values.sql(len(rows)), values.params(rows), True
-            else:
-                bulk = _cached(_insert_selects, _build_insert_select, conn.dialect, statement, keys)
-        else:
-            bulk = _cached(_bulks, _build_bulk, conn.dialect, statement, keys)
+    if same_keys and isinstance(statement, Insert):  # one row too: a single INSERT would ask for its id back
+        values = _cached(_insert_values, _build_insert_values, conn.dialect, statement, keys)
+        if values is not None and len(rows) * values.width <= _MAX_PARAMS:
+            sql, params, raw = values.sql(len(rows)), values.params(rows), True
+        elif len(rows) > 1:
+            bulk = _cached(_insert_selects, _build_insert_select, conn.dialect, statement, keys)
+    elif len(rows) > 1 and same_keys:
+        bulk = _cached(_bulks, _build_bulk, conn.dialect, statement, keys)
         if isinstance(bulk, (_InsertSelect, _UpdateFrom)):
             params = bulk.params(rows)
             sql = None if params is None else bulk.plan.sql
