@@ -489,9 +489,9 @@ def send(conn: Connection, statement: Executable, rows: Sequence[Mapping[str, An
             bulk = _cached(_insert_selects, _build_insert_select, conn.dialect, statement, keys)
     elif len(rows) > 1 and same_keys:
         bulk = _cached(_bulks, _build_bulk, conn.dialect, statement, keys)
-        if isinstance(bulk, (_InsertSelect, _UpdateFrom)):
-            params = bulk.params(rows)
-            sql = None if params is None else bulk.plan.sql
+    if isinstance(bulk, (_InsertSelect, _UpdateFrom)):
+        params = bulk.params(rows)
+        sql = None if params is None else bulk.plan.sql
     if sql is None and same_keys:
         plan = _cached(_plans, _build, conn.dialect, statement, keys)
         if plan is not None:

@@ -364,6 +364,15 @@ def _sent_rows_are_those_execute_stores(cf: Careflow) -> None:
     strip = lambda rows: [tuple(v for k, v in zip(keys, r) if k != "effect_key") for r in rows]  # noqa: E731
     rows_a = strip(_text_rows(cf, OUTBOX, OUTBOX.c.effect_key.like("pa:%")))
     assert len(rows_a) == 2 and rows_a == strip(_text_rows(cf, OUTBOX, OUTBOX.c.effect_key.like("pb:%")))
+    # More parameters than one statement takes (4 columns x 8,000 rows): one INSERT ... SELECT unnest.
+    many = [{"instance_id": 3000 + i, "at": AT, "event": "many", "entries": [i]} for i in range(8000)]
+    with cf.db.begin() as conn, _statements(cf) as sent:
+        send(conn, _insert_into(HISTORY), many)
+        sync(conn)
+    assert len(sent) == 1 and "FROM unnest(" in sent[0]
+    with cf.db.connect() as conn:
+        assert conn.execute(select(HISTORY.c.instance_id).where(HISTORY.c.event == "many")
+                            .order_by(HISTORY.c.id)).scalars().all() == [row["instance_id"] for row in many]
 
 
 def _a_read_waits_for_the_rows_sent_before_it(cf: Careflow) -> None:
