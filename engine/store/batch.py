@@ -6,7 +6,8 @@ outcome. What changes is how the rows are read and written: the customers, insta
 enrollments of the whole batch are loaded with one query per table, and the rows of all its
 requests are written together at its end (``Writes(batch=True)``): one statement per table and
 statement shape (an executemany; on PostgreSQL a COPY or one bulk UPDATE, see rows.py), with the
-instances' optimistic lock (``revision``) checked for every row.
+instances' optimistic lock (``revision``) checked for every row. On PostgreSQL they go in chunks of
+requests sent without waiting for the server, all checked before the commit (``Writes.request_done``).
 
 The guarantees are those of one request per transaction, since the batch is one transaction:
 
@@ -145,6 +146,7 @@ def start_instances(
     for instance, customer_id in zip(instances, ids, strict=True):
         begin(session, rt, flow, instance, customers[customer_id], enrollments.get(customer_id),
               ev.Start(dict(data or {}), dict(trigger or {})), writes)
+        writes.request_done()
     writes.flush()
     return instances
 
@@ -215,6 +217,7 @@ def complete_tasks(
         )
         _run(session, rt, instance, flow_of_version(session, loaded["flow_version_id"]), customer,
              ev.TaskDone(done["token"], done["gen"], cleaned, username, done["id"]), writes)
+        writes.request_done()
     writes.flush()
     return [tasks[task_id] for task_id in task_ids]
 

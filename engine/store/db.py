@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from engine.store import jsontext
+from engine.store import jsontext, rows
 
 DEFAULT_SQLITE_PATH = "careflow.db"
 #: FULL keeps every committed transaction through a power cut, not only through a process crash.
@@ -36,7 +36,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    engine = create_engine(url, pool_pre_ping=True, **kwargs)
+    rows.watch(engine)  # a batch's writes may then be pipelined (engine/store/rows.py)
+    return engine
 
 
 def _configure_sqlite(engine: Engine) -> None:

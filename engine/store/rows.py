@@ -20,16 +20,28 @@ parameter>)`` (``_UpdateFrom``), and new rows whose ids are wanted back as one `
 these two is the same for any number of rows, so psycopg converts and prepares it once. All send the
 values ``conn.execute`` would send (the same bind processors), in the same transaction, and count
 the rows the same way. SQLite, one row, and any statement these cannot express keep the plain path.
+
+``send`` / ``sync`` (PostgreSQL, psycopg): statements sent in pipeline mode, without waiting for
+the server, so that it runs a batch's first writes while the client computes the rest (see
+``instances.Writes``). The rows matched reach the caller's checks at ``sync``, where the first
+error of any statement is raised; every other statement on the connection, a savepoint and the
+commit sync first (engine listeners, ``watch``), so a read sees what was sent before it and
+nothing commits unchecked; a rollback leaves pipeline mode. COPY is not allowed there: a plain
+INSERT's rows go as one multi-row ``INSERT ... VALUES`` (``_InsertValues``).
 """
 
 from __future__ import annotations
 
+import re
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
+from itertools import chain
 from typing import Any
 
 from sqlalchemy import (
-    JSON, Boolean, Connection, Date, DateTime, Enum, Float, Integer, String, Table, column, func, insert, select,
+    JSON, Boolean, Connection, Date, DateTime, Enum, Float, Integer, String, Table, column, event, func, insert, select,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
@@ -250,6 +262,11 @@ class _UpdateFrom:
     distinct: tuple[str, ...]
 
     def run(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> Any:
+        params = self.params(rows)
+        return None if params is None else conn.exec_driver_sql(self.plan.sql, params)
+
+    def params(self, rows: Sequence[Mapping[str, Any]]) -> Any:
+        """The driver's parameters for these rows; None if they must go by an executemany."""
         distinct = self.distinct
         try:
             keys = {tuple(row[name] for name in distinct) for row in rows}
@@ -259,9 +276,7 @@ class _UpdateFrom:
             return None
         arrays = {f"u_{name}": [row[name] for row in rows] for name in self.names}
         params = self.plan.convert(arrays)
-        if not _one_type_each(params):
-            return None
-        return conn.exec_driver_sql(self.plan.sql, params)
+        return params if _one_type_each(params) else None
 
 
 def _one_type_each(params: Mapping[str, Any]) -> bool:
@@ -296,7 +311,7 @@ def _array_item(type_: TypeEngine[Any]) -> TypeEngine[Any] | None:
 
 def _unnest(names: Sequence[str], items: Mapping[str, TypeEngine[Any]], *, ordinality: str | None = None) -> Any:
     """``unnest(:u_a, :u_b...) AS u_rows(u_a, u_b...)``: one array parameter per name, as a table."""
-    return func.unnest(*[BindParameter(f"u_{name}", type_=ARRAY(items[name])) for name in names]).table_valued(
+    return func.unnest(*[BindParameter(f"u_{name}", type_=ARRAY(items[name], dimensions=1)) for name in names]).table_valued(
         *[column(f"u_{name}", items[name]) for name in names], with_ordinality=ordinality).render_derived(name="u_rows")
 
 
@@ -318,15 +333,28 @@ class _InsertSelect:
     ORDINALITY ORDER BY ordinality RETURNING id``: what SQLAlchemy's own "insertmanyvalues" sends
     for a RETURNING in parameter order on PostgreSQL (with a VALUES list where this has arrays),
     and read the same way: the sequence numbers the rows in the order the SELECT gives them, so
-    the ids sorted are those of the rows in order."""
+    the ids sorted are those of the rows in order.
+
+    Without RETURNING (a plain ``table.insert()`` sent in pipeline mode, where COPY is not
+    allowed), a column the rows leave out but that has a Python default gets it in every row, as
+    an INSERT's executemany gives it (``defaults``)."""
 
     plan: _Plan
     names: tuple[str, ...]
+    #: (column, whether the default is a function, the value or function) for columns left out.
+    defaults: tuple[tuple[str, bool, Any], ...] = ()
+
+    def params(self, rows: Sequence[Mapping[str, Any]]) -> Any:
+        """The driver's parameters for these rows; None if an array would mix types (_one_type_each)."""
+        arrays = {f"u_{name}": [row[name] for row in rows] for name in self.names}
+        for name, is_callable, arg in self.defaults:
+            arrays[f"u_{name}"] = [arg(None) for _row in rows] if is_callable else [arg] * len(rows)
+        params = self.plan.convert(arrays)
+        return params if _one_type_each(params) else None
 
     def run(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[int] | None:
-        arrays = {f"u_{name}": [row[name] for row in rows] for name in self.names}
-        params = self.plan.convert(arrays)
-        if not _one_type_each(params):
+        params = self.params(rows)
+        if params is None:
             return None  # see _one_type_each
         ids = sorted(conn.exec_driver_sql(self.plan.sql, params).scalars())
         if len(ids) != len(rows):
@@ -335,31 +363,42 @@ class _InsertSelect:
 
 
 def _build_insert_select(dialect: Dialect, statement: Insert, keys: frozenset[str]) -> _InsertSelect | None:
+    """The bulk form of ``insert(table).returning(table.c.id, sort_by_parameter_order=True)``, or,
+    for the pipeline, of a plain ``table.insert()``."""
     table = statement.table
     if (not isinstance(table, Table) or statement._values or statement._multi_values
             or statement.select is not None or statement._post_values_clause is not None):
         return None
     returning = statement._returning
     id_column = table.c.get("id")
-    if (len(returning) != 1 or returning[0] is not id_column or id_column is None or id_column.key in keys
-            or table.autoincrement_column is not id_column or not keys.issubset(table.c.keys())):
+    if returning and (len(returning) != 1 or returning[0] is not id_column or id_column is None
+                      or id_column.key in keys or table.autoincrement_column is not id_column):
         return None
-    for column_ in table.c:  # INSERT ... SELECT computes no Python-side default per row
-        if column_.key not in keys and column_.default is not None:
+    if not keys.issubset(table.c.keys()):
+        return None
+    defaults = []
+    for column_ in table.c:  # INSERT ... SELECT computes no default per row: the arrays carry them
+        default = column_.default
+        if column_.key in keys or default is None:
+            continue
+        if returning or not (default.is_scalar or default.is_callable):
             return None
+        defaults.append((column_.key, bool(default.is_callable), default.arg))
     names = tuple(sorted(keys))
+    columns = names + tuple(name for name, _is_callable, _arg in defaults)
     items: dict[str, TypeEngine[Any]] = {}
-    for name in names:
+    for name in columns:
         item = _array_item(table.c[name].type)
         if item is None:
             return None
         items[name] = item
-    rows = _unnest(names, items, ordinality="u_order")
-    bulk = insert(table).from_select([table.c[name] for name in names],
-                                     select(*[rows.c[f"u_{name}"] for name in names]).order_by(rows.c.u_order))
-    plan = _build(dialect, bulk.returning(id_column), frozenset(f"u_{name}" for name in names), returning=True)
-    plan = None if plan is None else _binary_arrays(plan, names)
-    return None if plan is None else _InsertSelect(plan, names)
+    rows = _unnest(columns, items, ordinality="u_order")
+    bulk = insert(table).from_select([table.c[name] for name in columns],
+                                     select(*[rows.c[f"u_{name}"] for name in columns]).order_by(rows.c.u_order))
+    arrays = frozenset(f"u_{name}" for name in columns)
+    plan = _build(dialect, bulk.returning(id_column), arrays, returning=True) if returning else _build(dialect, bulk, arrays)
+    plan = None if plan is None else _binary_arrays(plan, columns)
+    return None if plan is None else _InsertSelect(plan, names, tuple(defaults))
 
 
 def _build_update_from(dialect: Dialect, statement: Update, keys: frozenset[str]) -> _UpdateFrom | None:
@@ -418,3 +457,243 @@ def _conjuncts(criteria: Sequence[Any]) -> list[Any]:
         else:
             out.append(criterion)
     return out
+
+
+# --- PostgreSQL: statements sent without waiting for their results (pipeline mode) ---------------
+
+def pipelining(conn: Connection) -> bool:
+    """Whether ``send`` may pipeline on this connection: a PostgreSQL engine watched by ``watch``,
+    through a psycopg that has pipeline mode."""
+    if conn.dialect.name != "postgresql" or conn.engine not in _watched:
+        return False
+    driver = conn.connection.driver_connection
+    pipeline = getattr(driver, "pipeline", None)
+    return pipeline is not None and type(driver).__module__.startswith("psycopg") and _psycopg_pipeline()
+
+
+def send(conn: Connection, statement: Executable, rows: Sequence[Mapping[str, Any]],
+         check: Callable[[int], None] | None = None) -> None:
+    """``execute(conn, statement, rows)`` without waiting for the server: the statement is sent in
+    pipeline mode and runs while the caller goes on. ``check`` gets the rows matched once they are
+    known (``sync``), and may raise. A statement that cannot go by the pipeline runs as ``execute``
+    does, after a sync."""
+    keys = frozenset(rows[0])
+    same_keys = all(len(row) == len(keys) and keys.issuperset(row) for row in rows[1:])
+    sql = params = bulk = None
+    many = raw = False
+    if same_keys and isinstance(statement, Insert):  # one row too: a single INSERT would ask for its id back
+        values = _cached(_insert_values, _build_insert_values, conn.dialect, statement, keys)
+        if values is not None and len(rows) * values.width <= _MAX_PARAMS:
+            sql, params, raw = values.sql(len(rows)), values.params(rows), True
+        elif len(rows) > 1:
+            bulk = _cached(_insert_selects, _build_insert_select, conn.dialect, statement, keys)
+    elif len(rows) > 1 and same_keys:
+        bulk = _cached(_bulks, _build_bulk, conn.dialect, statement, keys)
+    if isinstance(bulk, (_InsertSelect, _UpdateFrom)):
+        params = bulk.params(rows)
+        sql = None if params is None else bulk.plan.sql
+    if sql is None and same_keys:
+        plan = _cached(_plans, _build, conn.dialect, statement, keys)
+        if plan is not None:
+            sql, many = plan.sql, len(rows) > 1
+            params = [plan.convert(row) for row in rows] if many else plan.convert(rows[0])
+    if sql is None:
+        sync(conn)
+        matched = execute(conn, statement, rows).rowcount
+        if check is not None:
+            check(matched)
+        return
+    pipeline = conn.info.get(_PIPELINE)
+    if pipeline is None:
+        pipeline = conn.info[_PIPELINE] = _Pipeline(conn)
+    pipeline.send(sql, params, many, check, raw)
+
+
+#: Parameters of one statement at most (the protocol's limit is 65535).
+_MAX_PARAMS = 30000
+_insert_values: _Cache = {}
+
+
+@dataclass(slots=True)
+class _InsertValues:
+    """A plain INSERT's rows as one ``INSERT ... VALUES (...), (...)``: the statement an INSERT's
+    executemany runs once per row, with one parenthesised list of parameters per row (each cast as
+    in the plain statement, Python defaults filled in), as SQLAlchemy's "insertmanyvalues" sends
+    it. Its parameters are plain values, which psycopg converts in C; an array per column (as in
+    ``_InsertSelect``) costs some 20 us of Python per column and statement, which chunks of a
+    batch multiply. The placeholders are PostgreSQL's own ($1, $2...), sent as they are by a raw
+    cursor: psycopg parses a long statement's ``%s`` placeholders anew at each execution."""
+
+    head: str
+    row: str
+    width: int
+    convert: Callable[[Mapping[str, Any]], tuple[Any, ...]]
+    texts: dict[int, str]
+
+    def sql(self, count: int) -> str:
+        text = self.texts.get(count)
+        if text is None:
+            width, row = self.width, self.row
+            text = self.texts[count] = self.head + ", ".join(
+                row % tuple(f"${start + 1 + index}" for index in range(width)) for start in range(0, count * width, width))
+        return text
+
+    def params(self, rows: Sequence[Mapping[str, Any]]) -> tuple[Any, ...]:
+        return tuple(chain.from_iterable(map(self.convert, rows)))
+
+
+def _build_insert_values(dialect: Dialect, statement: Insert, keys: frozenset[str]) -> _InsertValues | None:
+    if statement._returning or statement._multi_values or statement.select is not None or statement._values:
+        return None
+    compiled: Any = statement.compile(dialect=dialect, column_keys=sorted(keys), for_executemany=True)
+    binds = _binds(compiled, keys)
+    text = compiled.string
+    cut = text.rfind(" VALUES (")
+    if binds is None or compiled.positional or cut < 0 or not text.endswith(")") or dialect.paramstyle != "pyformat":
+        return None
+    head, row = text[:cut + len(" VALUES ")], text[cut + len(" VALUES "):]
+    order = re.findall(r"%\((\w+)\)s", row)
+    by_name = {bind[0]: bind for bind in binds}
+    if len(order) != len(binds) or set(order) != set(by_name) or "%" in re.sub(r"%\(\w+\)s", "", text):
+        return None
+    row = re.sub(r"%\(\w+\)s", "%s", row)
+    return _InsertValues(head, row, len(order), _converter([by_name[name] for name in order], positional=True), {})
+
+
+def sync(conn: Connection) -> None:
+    """Wait for every statement ``send`` sent on this connection, then run their checks. An error
+    of any of them is raised here as ``conn.execute`` would raise it (IntegrityError...)."""
+    pipeline = conn.info.get(_PIPELINE)
+    if pipeline is not None:
+        pipeline.sync()
+
+
+def watch(engine: Any) -> None:
+    """Let ``send`` pipeline on this engine's connections, each pipeline synced before anything
+    else runs on its connection: any other statement (a read must see the writes sent before it,
+    and a statement of the ORM would not get its result in pipeline mode), a savepoint, a commit.
+    A rollback drops it (the transaction is lost anyway)."""
+    if engine in _watched:
+        return
+    event.listen(engine, "before_cursor_execute", _sync_before)
+    event.listen(engine, "commit", _sync_before_commit)
+    event.listen(engine, "rollback", _drop)
+    event.listen(engine, "reset", _drop_on_reset)
+    _watched.add(engine)
+
+
+_PIPELINE = "careflow_pipeline"
+_watched: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+@cache
+def _raw_cursor() -> Any:
+    import psycopg
+
+    return psycopg.RawCursor
+
+
+@cache
+def _psycopg_pipeline() -> bool:
+    import psycopg
+
+    return psycopg.Pipeline.is_supported()
+
+
+def _sync_before(conn: Connection, _cursor: Any, _statement: str, *_args: Any) -> None:
+    pipeline = conn.info.get(_PIPELINE)
+    if pipeline is not None and not pipeline.sending:
+        pipeline.sync()
+
+
+def _sync_before_commit(conn: Connection) -> None:
+    sync(conn)
+
+
+def _drop(conn: Connection) -> None:
+    if conn.invalidated or conn.closed:
+        return
+    pipeline = conn.info.get(_PIPELINE)
+    if pipeline is not None:
+        pipeline.drop()
+
+
+def _drop_on_reset(_dbapi_conn: Any, record: Any, _state: Any) -> None:
+    pipeline = record.info.get(_PIPELINE)
+    if pipeline is not None:
+        pipeline.drop()
+
+
+class _Pipeline:
+    """psycopg's pipeline mode on one connection, with the statements sent in it.
+
+    Each statement goes through a cursor of its own (a cursor keeps the result of its last
+    statement), between the engine's ``before_cursor_execute`` / ``after_cursor_execute`` listeners
+    as ``exec_driver_sql`` calls them, so a statement counter counts what is sent. Their results
+    arrive at ``sync``: the first error then fails the sync (later statements of the transaction
+    are not run), and each statement's rows matched go to its check.
+    """
+
+    __slots__ = ("conn", "sending", "_info", "_mode", "_sent")
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+        self._info = conn.info  # the DBAPI connection's, reachable after conn is closed (``drop``)
+        self.sending = False
+        self._sent: list[tuple[Any, str, Any, Callable[[int], None] | None]] = []
+        self._mode = conn.connection.driver_connection.pipeline()  # type: ignore[union-attr]
+        self._mode.__enter__()
+
+    def send(self, sql: str, params: Any, many: bool, check: Callable[[int], None] | None, raw: bool) -> None:
+        conn = self.conn
+        driver: Any = conn.connection.driver_connection
+        cursor = _raw_cursor()(driver) if raw else driver.cursor()
+        events = conn.dispatch
+        self.sending = True
+        try:
+            events.before_cursor_execute(conn, cursor, sql, params, None, many)
+            if many:
+                cursor.executemany(sql, params)
+            else:
+                cursor.execute(sql, params)
+            events.after_cursor_execute(conn, cursor, sql, params, None, many)
+        except Exception as exc:  # an earlier statement's error may come back while this one is sent
+            self.drop()
+            cursor.close()
+            conn._handle_dbapi_exception(exc, sql, params, cursor, None)
+        finally:
+            self.sending = False
+        self._sent.append((cursor, sql, params, check))
+
+    def sync(self) -> None:
+        conn = self.conn
+        del self._info[_PIPELINE]
+        sent, self._sent = self._sent, []
+        try:
+            self._mode.__exit__(None, None, None)
+        except Exception as exc:
+            # The first statement without a result is the one that failed: the others were not run.
+            failed = next(((sql, params) for cursor, sql, params, _check in sent if cursor.pgresult is None),
+                          (None, None))
+            for cursor, *_rest in sent:
+                cursor.close()
+            conn._handle_dbapi_exception(exc, failed[0], failed[1], None, None)
+        checks = []
+        for cursor, _sql, _params, check in sent:
+            if check is not None:
+                checks.append((check, cursor.rowcount))
+            cursor.close()
+        for check, matched in checks:
+            check(matched)
+
+    def drop(self) -> None:
+        """Leave pipeline mode without the results: the transaction is being rolled back."""
+        if self._info.get(_PIPELINE) is self:
+            del self._info[_PIPELINE]
+        sent, self._sent = self._sent, []
+        try:
+            self._mode.__exit__(None, None, None)
+        except Exception:  # noqa: S110 - the errors of a transaction being rolled back
+            pass
+        for cursor, *_rest in sent:
+            cursor.close()

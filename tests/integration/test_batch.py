@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event, insert, inspect, select, update
+from sqlalchemy import event, func, insert, inspect, select, update
 from sqlalchemy.orm.exc import StaleDataError
 
 from engine.errors import Conflict, CustomerLookupError
 from engine.store.batch import complete_tasks, start_instances
-from engine.store.instances import NotEnrolled
+from engine.store.instances import NotEnrolled, Writes
 from engine.store.models import (
     AuditEntry,
     Customer,
@@ -353,3 +354,148 @@ def test_a_rolled_back_batch_leaves_no_stale_objects(cf):
         assert [c.region for c in loaded] == [None, None]  # read again: the savepoint's update is gone
         assert [c.grade for c in loaded] == ["B", "B"]  # written before the savepoint: still there
         assert all(t.status == "open" for t in tasks) and all(i.status == "running" for i in instances)
+
+
+class _Sent:
+    """The statements the engine's before_cursor_execute listeners see meanwhile."""
+
+    def __init__(self, cf: Any):
+        self.cf = cf
+        self.sent: list[str] = []
+
+    def _seen(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        self.sent.append(statement)
+
+    def __enter__(self) -> list[str]:
+        event.listen(self.cf.db, "before_cursor_execute", self._seen)
+        return self.sent
+
+    def __exit__(self, *_exc: Any) -> None:
+        event.remove(self.cf.db, "before_cursor_execute", self._seen)
+
+
+def test_a_batch_written_in_chunks_stores_the_same_rows_as_one_request_each(cf, monkeypatch):
+    """On PostgreSQL a batch's writes go in chunks of requests, each sent without waiting for the
+    server (pipeline mode); the rows are those of one request each. SQLite writes them at the end."""
+    monkeypatch.setattr(Writes, "CHUNK", 2)
+    deploy_call(cf)
+    one_by_one = [new_customer(cf, n) for n in range(5)]
+    batched = [new_customer(cf, n) for n in range(5, 10)]
+    singles = [cf.start("call", customer_id=c, started_by="admin") for c in one_by_one]
+    for iid in singles:
+        cf.complete(task_of(cf, iid), ANSWER, "wang")
+    with _Sent(cf) as sent:
+        started = cf.start_batch("call", batched, started_by="admin")
+    assert all(isinstance(i, int) for i in started)
+    chunks = 3 if cf.db.dialect.name == "postgresql" else 1  # requests 1-2, 3-4, 5
+    assert sum(s.startswith("INSERT INTO history_entry") for s in sent) == chunks
+    with _Sent(cf) as sent:
+        done = cf.complete_batch([(task_of(cf, iid), ANSWER, "wang") for iid in started])
+    assert [d["status"] for d in done] == ["completed"] * 5  # type: ignore[index]
+    assert sum(s.startswith("UPDATE instance SET") for s in sent) == chunks
+    for single, batch in zip(singles, started, strict=True):
+        assert stored(cf, single) == stored(cf, batch)  # type: ignore[arg-type]
+
+
+LEAST_LOADED = """
+id: spread
+name: {zh: 分派, en: Spread}
+triggers: [{type: manual}]
+steps:
+  - id: call
+    type: task
+    form: follow_up
+    assignee: {role: account_manager, strategy: least_loaded}
+    next: done
+  - id: done
+    type: end
+"""
+
+
+def test_a_least_loaded_assignment_in_a_batch_counts_the_tasks_made_before_it(cf, monkeypatch):
+    """Each request's pick reads the open tasks, its batch's earlier ones included, though those
+    were sent without waiting: the read waits for them."""
+    monkeypatch.setattr(Writes, "CHUNK", 1)
+    cf.deploy_flow_text(LEAST_LOADED, "spread.yaml")
+    started = cf.start_batch("spread", [new_customer(cf, n) for n in range(6)])
+    assert all(isinstance(i, int) for i in started)
+    with cf.session() as s:
+        assignees = s.scalars(select(Task.assignee).where(Task.instance_id.in_(started))).all()
+    assert Counter(assignees) == {"li": 2, "wang": 2, "zhao": 2}
+
+
+class _Before:
+    """Another writer commits ``write()`` just before the batch sends its first statement starting with ``before``."""
+
+    def __init__(self, cf: Any, before: str, write: Any):
+        self.cf, self.before, self.write = cf, before, write
+        self.fired = False
+
+    def _before(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if not self.fired and statement.startswith(self.before):
+            self.fired = True
+            self.write()
+
+    def __enter__(self) -> _Before:
+        event.listen(self.cf.db, "before_cursor_execute", self._before)
+        return self
+
+    def __exit__(self, *_exc: Any) -> None:
+        event.remove(self.cf.db, "before_cursor_execute", self._before)
+
+
+@pytest.mark.postgres
+def test_a_lock_lost_in_an_early_chunk_fails_the_whole_batch(cf_pg, caplog, monkeypatch):
+    """The first chunk's UPDATE matches one instance of two; that is known only at the sync before
+    the commit, after the second chunk was sent: the batch still fails whole, and nothing of it stays."""
+    cf = cf_pg
+    monkeypatch.setattr(Writes, "CHUNK", 2)
+    deploy_call(cf)
+    started = cf.start_batch("call", [new_customer(cf, n) for n in range(4)])
+    tasks = [task_of(cf, iid) for iid in started]  # type: ignore[arg-type]
+    table = Instance.__table__
+
+    def bump() -> None:  # another transaction changes the first instance and commits
+        with cf.db.begin() as other:
+            other.execute(update(table).where(table.c.id == started[0]).values(revision=table.c.revision + 1))
+
+    with _Before(cf, "UPDATE instance SET", bump) as meanwhile, _Sent(cf) as sent, \
+            caplog.at_level(logging.INFO, "engine.core"):
+        results = cf.complete_batch([(t, ANSWER, "wang") for t in tasks])
+    assert meanwhile.fired
+    assert "expected to update 2 row(s); 1 were matched" in caplog.text  # the batch failed, and was rolled back
+    batch_part = sent[:sent.index(next(s for s in sent if s.startswith("UPDATE task SET") and "FROM unnest(" not in s))]
+    assert sum(s.startswith("UPDATE instance SET") and "FROM unnest(" in s for s in batch_part) == 2  # both chunks went
+    assert [r["status"] for r in results] == ["completed"] * 4  # type: ignore[index]
+    with cf.session() as s:
+        assert [s.get(Instance, iid).revision for iid in started] == [4, 3, 3, 3]  # type: ignore[union-attr]
+        done = s.scalars(select(AuditEntry.target_id).where(AuditEntry.action == "task.complete")).all()
+        history = s.scalar(select(func.count()).select_from(HistoryEntry).where(HistoryEntry.instance_id.in_(started)))
+    assert sorted(done) == sorted(str(t) for t in tasks)  # one entry each: the failed batch left none
+    assert history == 4 * 2  # one row for the start, one for the answer: none from the failed batch
+
+
+@pytest.mark.postgres
+def test_a_row_refused_in_a_pipelined_chunk_fails_the_whole_batch(cf_pg, caplog, monkeypatch):
+    """Another writer enrolls the first customer meanwhile: the first chunk's INSERT of enrollments
+    is refused (unique per flow and customer), the batch fails before its commit, and each start
+    then runs alone."""
+    cf = cf_pg
+    monkeypatch.setattr(Writes, "CHUNK", 2)
+    deploy_call(cf)
+    customers = [new_customer(cf, n) for n in range(4)]
+
+    def enroll() -> None:
+        with cf.db.begin() as other:
+            other.execute(insert(Enrollment).values(flow_id="call", customer_id=customers[0], active_instance_id=None,
+                                                    last_started_at=cf.clock.now(), count=0))
+
+    with _Before(cf, "INSERT INTO enrollment", enroll) as meanwhile, caplog.at_level(logging.INFO, "engine.core"):
+        results = cf.start_batch("call", customers)
+    assert meanwhile.fired
+    assert "UniqueViolation" in caplog.text  # the batch failed, and was rolled back
+    assert all(isinstance(i, int) for i in results)
+    with cf.session() as s:
+        counts = Counter(s.scalars(select(Instance.customer_id).where(Instance.customer_id.in_(customers))))
+        enrollments = Counter(s.scalars(select(Enrollment.customer_id).where(Enrollment.customer_id.in_(customers))))
+    assert counts == enrollments == {c: 1 for c in customers}

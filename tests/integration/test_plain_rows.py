@@ -7,6 +7,7 @@ are those of ``conn.execute``.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -14,13 +15,14 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import String, bindparam, cast, event, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
 
 from connectors.registry import Registry
 from engine.clock import FixedClock
 from engine.core import Careflow
 from engine.store.instances import _INSERT_INSTANCES, CUSTOMER, HISTORY, INSTANCE, OUTBOX, TIMELINE, _insert_into
 from engine.store.models import FlowVersion
-from engine.store.rows import execute, insert_ids
+from engine.store.rows import execute, insert_ids, send, sync
 
 AT = datetime(2026, 11, 24, 9, 30, 15, 123456, tzinfo=ZoneInfo("Asia/Shanghai"))
 #: What COPY's text format must escape (tab, newline, carriage return, backslash), what it reads as
@@ -79,6 +81,7 @@ def test_inserts_and_updates_store_the_same_rows(database_url: str, clock: Fixed
         _inserted_ids_come_in_the_rows_order(cf)
         _a_refused_row_raises_what_an_insert_raises(cf)
         _values_of_mixed_types_store_what_an_executemany_stores(cf)
+        _json_lists_in_bulk_updates_store_what_an_executemany_stores(cf)
     finally:
         cf.close()
 
@@ -284,3 +287,147 @@ def _values_of_mixed_types_store_what_an_executemany_stores(cf: Careflow) -> Non
         new = insert_ids(conn, _INSERT_INSTANCES, rows)
     with cf.db.connect() as conn:
         assert conn.execute(select(INSTANCE.c.revision).where(INSTANCE.c.id.in_(new))).scalars().all() == [1, 1]
+
+
+def _json_lists_in_bulk_updates_store_what_an_executemany_stores(cf: Careflow) -> None:
+    """A JSON value that is a list (a task's read-only fields, history entries) is one element of
+    the array parameter, not a dimension of it."""
+    customer_id = cf.create_customer({"name": "列表", "phone": "13500135000"})
+    with cf.db.begin() as conn:
+        conn.execute(_insert_into(TIMELINE), [{"customer_id": customer_id, "at": AT, "kind": f"l{tag}{i}", "title": {},
+                                               "data": {}, "instance_id": i} for tag in ("a", "b") for i in range(2)])
+    statement = update(TIMELINE).where(TIMELINE.c.kind == bindparam("b_kind")).values(data=bindparam("v_data"))
+
+    def params(tag: str) -> list[dict[str, Any]]:
+        return [{"b_kind": f"l{tag}{i}", "v_data": [i, "二", {"k": [None]}]} for i in range(2)]
+
+    with cf.db.begin() as conn:
+        assert conn.execute(statement, params("a")).rowcount == 2
+        assert execute(conn, statement, params("b")).rowcount == 2
+    with cf.db.connect() as conn:
+        data = conn.execute(select(TIMELINE.c.kind, cast(TIMELINE.c.data, String)).where(
+            TIMELINE.c.kind.like("l%")).order_by(TIMELINE.c.kind)).all()
+    stored = [json.loads(d) for _k, d in data]
+    assert stored == [[0, "二", {"k": [None]}], [1, "二", {"k": [None]}]] * 2
+    assert [d for _k, d in data][:2] == [d for _k, d in data][2:]
+
+
+def test_statements_sent_in_pipeline_mode(pg_schema_url: str, clock: FixedClock) -> None:
+    """``send`` (PostgreSQL): the rows ``execute`` stores, a read on the connection sees them, the
+    rows matched reach the checks at ``sync``, and any statement's error fails the transaction."""
+    cf = Careflow(pg_schema_url, clock=clock, registry=Registry())
+    try:
+        _sent_rows_are_those_execute_stores(cf)
+        _a_read_waits_for_the_rows_sent_before_it(cf)
+        _the_checks_run_at_sync_and_fail_it(cf)
+        _an_error_in_an_early_statement_fails_the_transaction(cf)
+    finally:
+        cf.close()
+
+
+def _sent_rows_are_those_execute_stores(cf: Careflow) -> None:
+    customer_id = cf.create_customer({"name": "管道", "phone": "13600136000"})
+
+    def timeline(tag: str) -> list[dict[str, Any]]:
+        return [{"customer_id": customer_id, "at": AT + timedelta(days=i), "kind": f"p{tag}",
+                 "title": {"zh": TRICKY}, "data": {"n": i, "x": [None, 1.5, True]},
+                 "instance_id": None if i % 2 else 7} for i in range(3)]
+
+    def timeline_defaults(tag: str) -> list[dict[str, Any]]:  # "data" left to the column's Python default
+        return [{"customer_id": customer_id, "at": AT, "kind": f"p{tag}-d", "title": {"zh": "备注"}, "instance_id": None}
+                for _i in range(2)]
+
+    def history(tag: str) -> list[dict[str, Any]]:
+        return [{"instance_id": 2000 + i, "at": AT.astimezone(timezone.utc), "event": f"p{tag}",
+                 "entries": [{"type": "step_entered", "step": "s", "token": "t1"}, None]} for i in range(2)]
+
+    def outbox(tag: str) -> list[dict[str, Any]]:  # category, wait, attempts... left to their defaults
+        return [{"effect_key": f"p{tag}:1:s:{i}", "instance_id": 1, "token": "t1", "gen": 0, "step_id": "s",
+                 "customer_id": customer_id, "connector": "timeline", "payload": {"text": TRICKY},
+                 "status": "pending", "next_attempt_at": AT, "created_at": AT} for i in range(2)]
+
+    for statement, make_rows in ((_insert_into(TIMELINE), timeline), (_insert_into(TIMELINE), timeline_defaults),
+                                 (_insert_into(HISTORY), history), (_insert_into(OUTBOX), outbox)):
+        with cf.db.begin() as conn:
+            conn.execute(statement, make_rows("a"))
+            with _statements(cf) as sent:
+                send(conn, statement, make_rows("b"))
+                sync(conn)
+        assert len(sent) == 1 and " VALUES ($1::" in sent[0] and "), ($" in sent[0]  # one multi-row INSERT
+    for table, column, (a, b) in ((TIMELINE, "kind", ("pa", "pb")), (TIMELINE, "kind", ("pa-d", "pb-d")),
+                                  (HISTORY, "event", ("pa", "pb"))):
+        keys = [c.key for c in table.c if c.key != "id"]
+        strip = lambda rows: [tuple(v for k, v in zip(keys, r) if k != column) for r in rows]  # noqa: E731
+        rows_a = strip(_text_rows(cf, table, table.c[column] == a))
+        assert rows_a and rows_a == strip(_text_rows(cf, table, table.c[column] == b))
+    keys = [c.key for c in OUTBOX.c if c.key != "id"]
+    strip = lambda rows: [tuple(v for k, v in zip(keys, r) if k != "effect_key") for r in rows]  # noqa: E731
+    rows_a = strip(_text_rows(cf, OUTBOX, OUTBOX.c.effect_key.like("pa:%")))
+    assert len(rows_a) == 2 and rows_a == strip(_text_rows(cf, OUTBOX, OUTBOX.c.effect_key.like("pb:%")))
+    # More parameters than one statement takes (4 columns x 8,000 rows): one INSERT ... SELECT unnest.
+    many = [{"instance_id": 3000 + i, "at": AT, "event": "many", "entries": [i]} for i in range(8000)]
+    with cf.db.begin() as conn, _statements(cf) as sent:
+        send(conn, _insert_into(HISTORY), many)
+        sync(conn)
+    assert len(sent) == 1 and "FROM unnest(" in sent[0]
+    with cf.db.connect() as conn:
+        assert conn.execute(select(HISTORY.c.instance_id).where(HISTORY.c.event == "many")
+                            .order_by(HISTORY.c.id)).scalars().all() == [row["instance_id"] for row in many]
+
+
+def _a_read_waits_for_the_rows_sent_before_it(cf: Careflow) -> None:
+    customer_id = cf.create_customer({"name": "读", "phone": "13600136001"})
+    rows = [{"customer_id": customer_id, "at": AT, "kind": "r", "title": {}, "data": {}, "instance_id": i}
+            for i in range(3)]
+    with cf.db.begin() as conn:
+        send(conn, _insert_into(TIMELINE), rows)
+        assert conn.execute(select(TIMELINE.c.instance_id).where(TIMELINE.c.customer_id == customer_id, TIMELINE.c.kind == "r")
+                            .order_by(TIMELINE.c.id)).scalars().all() == [0, 1, 2]
+        send(conn, update(TIMELINE).where(TIMELINE.c.customer_id == customer_id, TIMELINE.c.kind == "r").values(kind="r2"), [{}])
+        # An ORM query, and a bulk statement of rows.py's own, each wait for what was sent first too.
+        assert execute(conn, update(TIMELINE).where(TIMELINE.c.kind == bindparam("b_kind")).values(
+            data=bindparam("v_data")), [{"b_kind": "r2", "v_data": {"seen": 1}}]).rowcount == 3
+
+
+def _the_checks_run_at_sync_and_fail_it(cf: Careflow) -> None:
+    customer_id = cf.create_customer({"name": "锁", "phone": "13600136002"})
+    statement = update(CUSTOMER).where(CUSTOMER.c.id == bindparam("b_id"), CUSTOMER.c.name == bindparam("b_name")).values(
+        name=bindparam("v_name"))
+    matched: list[int] = []
+
+    def check(count: int) -> None:
+        matched.append(count)
+        if count != 2:
+            raise StaleDataError(f"2 expected, {count} matched")
+
+    with pytest.raises(StaleDataError, match="2 expected, 1 matched"), cf.db.begin() as conn:
+        send(conn, statement, [{"b_id": customer_id, "b_name": "锁", "v_name": "锁2"},
+                               {"b_id": customer_id + 1000, "b_name": "无", "v_name": "无2"}], check)
+        assert matched == []  # not known before the sync
+        sync(conn)
+    assert matched == [1]
+    with cf.db.connect() as conn:  # the transaction was rolled back, and the connection works
+        assert conn.execute(select(CUSTOMER.c.name).where(CUSTOMER.c.id == customer_id)).scalar() == "锁"
+
+
+def _an_error_in_an_early_statement_fails_the_transaction(cf: Careflow) -> None:
+    def message(key: str) -> dict[str, Any]:
+        return {"effect_key": key, "instance_id": None, "connector": "timeline", "payload": {}, "status": "pending",
+                "next_attempt_at": AT, "created_at": AT}
+
+    with pytest.raises(IntegrityError, match="pdup:1"), cf.db.begin() as conn:
+        send(conn, _insert_into(OUTBOX), [message("pdup:0"), message("pdup:1")])
+        send(conn, _insert_into(OUTBOX), [message("pdup:1"), message("pdup:2")])  # refused by the server
+        send(conn, _insert_into(OUTBOX), [message("pdup:3"), message("pdup:4")])
+        sync(conn)
+    with cf.db.connect() as conn:
+        assert conn.execute(select(OUTBOX.c.id).where(OUTBOX.c.effect_key.like("pdup:%"))).all() == []
+    # Not even a sync: the rollback leaves pipeline mode, and the next transaction runs as usual.
+    with pytest.raises(RuntimeError), cf.db.begin() as conn:
+        send(conn, _insert_into(OUTBOX), [message("pdup:5"), message("pdup:6")])
+        raise RuntimeError("the request failed")
+    with cf.db.begin() as conn:
+        assert execute(conn, _insert_into(OUTBOX), [message("pdup:7"), message("pdup:8")]).rowcount == 2
+    with cf.db.connect() as conn:
+        assert conn.execute(select(OUTBOX.c.effect_key).where(OUTBOX.c.effect_key.like("pdup:%"))
+                            .order_by(OUTBOX.c.id)).scalars().all() == ["pdup:7", "pdup:8"]
