@@ -5,8 +5,8 @@ check, which for the small documents of a step transition (state, history, title
 about twenty per instance) cost as much as the encoding itself. ``dumps`` calls the same C
 encoder with the same settings (ASCII escapes, ``", "`` and ``": "`` separators, NaN allowed), so
 the text stored is byte for byte the same, and raises the same errors. ``loads`` runs the
-C scanner directly on text with no surrounding whitespace and leaves everything else (and every
-error) to ``json.loads``.
+C scanner directly on text with no surrounding whitespace (and on UTF-8 bytes, decoded as
+``json.loads`` decodes them) and leaves everything else (and every error) to ``json.loads``.
 """
 
 from __future__ import annotations
@@ -43,8 +43,16 @@ def dumps(obj: Any) -> str:
         return json.dumps(obj)
 
 
+#: First bytes for which json.loads reads bytes as UTF-8: no byte order mark, no NUL in the first
+#: two bytes (json.detect_encoding's tests for UTF-16 and UTF-32).
+_UTF8_STARTS = frozenset(b'{["')
+
+
 def loads(text: str | bytes) -> Any:
     """``json.loads(text)``."""
+    # PostgreSQL's driver hands over each JSON value as UTF-8 bytes.
+    if type(text) is bytes and text and text[0] in _UTF8_STARTS and text[1:2] != b"\0":
+        text = text.decode("utf-8", "surrogatepass")  # as json.loads decodes it
     if _scan is not None and isinstance(text, str) and text and text[0] not in " \t\n\r" \
             and text[-1] not in " \t\n\r":
         try:

@@ -96,3 +96,12 @@ def test_threads_encoding_at_once_get_their_own_text() -> None:
     with ThreadPoolExecutor(4) as pool:
         for _ in range(5):
             assert list(pool.map(jsontext.dumps, documents)) == expected
+
+
+@pytest.mark.parametrize("data", [
+    '{"name": "张伟", "tags": ["a"], "n": 1.5}'.encode(), b"[1, 2]", b'"text"', b"{", b"[", b"[\x00", b"{\xff}",
+    b'["\xed\xa0\x80"]', b"\xef\xbb\xbf[1]", "[1]".encode("utf-16"), "[1]".encode("utf-16-le"),
+    "[1]".encode("utf-32-be"), b" [1]", b"[1] ", b"1", b"", bytearray(b"[1]"),
+])
+def test_bytes_read_as_json_loads_reads_them(data: Any) -> None:
+    assert _outcome(jsontext.loads, data) == _outcome(json.loads, data)
