@@ -69,11 +69,11 @@ _collector_pauser: object | None = None
 def collector_paused() -> Iterator[None]:
     """Python's cyclic garbage collector off for the span of one batch transaction, then on again.
 
-    A batch of a hundred requests allocates some two hundred thousand objects that live until it
-    commits (rows, loaded objects, their states), so the collector's young-generation passes, one
-    every 700 allocations, walk and promote them again and again for nothing: about 3% of a
-    batch's CPU. Paused, the garbage a batch leaves in reference cycles waits at most until it
-    ends: the collector, enabled again, runs at the next allocation (its counts are past their
+    A batch's objects (rows, loaded objects, their states) live until it commits, so the
+    collector's young-generation passes, one every 700 net allocations, walk and promote them
+    again and again for nothing: some 14 us of collection per instance of the benchmark's batches,
+    6 us with the pause. Paused, the garbage a batch leaves in reference cycles waits at most until
+    it ends: the collector, enabled again, runs at the next allocation (its counts are past their
     thresholds) and frees it, so memory stays bounded by one batch. Only the call that turned it
     off turns it on again, and only if it was on: a caller's own ``gc.disable()`` is kept, and of
     overlapping batches in threads the first to end lets the collector run.
