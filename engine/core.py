@@ -6,10 +6,12 @@ The CLI, the REST API and tests use this facade; the functions it calls in ``eng
 
 from __future__ import annotations
 
+import gc
 import logging
+import threading
 import uuid
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,39 @@ log = logging.getLogger(__name__)
 #: lock, a unique constraint). The batch is then retried one request per transaction.
 BATCH_ERRORS = (EngineError, SQLAlchemyError)
 
+_collector_lock = threading.Lock()
+_collector_pauser: object | None = None
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off for the span of one batch transaction, then on again.
+
+    A batch's objects (rows, loaded objects, their states) live until it commits, so the
+    collector's young-generation passes, one every 700 net allocations, walk and promote them
+    again and again for nothing: some 14 us of collection per instance of the benchmark's batches,
+    6 us with the pause. Paused, the garbage a batch leaves in reference cycles waits at most until
+    it ends: the collector, enabled again, runs at the next allocation (its counts are past their
+    thresholds) and frees it, so memory stays bounded by one batch. Only the call that turned it
+    off turns it on again, and only if it was on: a caller's own ``gc.disable()`` is kept, and of
+    overlapping batches in threads the first to end lets the collector run.
+    """
+    global _collector_pauser
+    token = object()
+    with _collector_lock:
+        mine = _collector_pauser is None and gc.isenabled()
+        if mine:
+            gc.disable()
+            _collector_pauser = token
+    try:
+        yield
+    finally:
+        if mine:
+            with _collector_lock:
+                _collector_pauser = None
+                gc.enable()
+
+
 #: The status of a customer whose personal data was erased (see ``Careflow.delete_customer``).
 DELETED = "deleted"
 
@@ -68,6 +103,10 @@ BUILTIN_FORMS = PROJECT_ROOT / "forms"
 
 
 class Careflow(SecurityOperations, SegmentOperations):
+    #: Whether the cyclic garbage collector is paused during a batch transaction (see
+    #: ``collector_paused``); False leaves it to the process's own settings.
+    pause_collector_in_batches = True
+
     def __init__(
         self,
         database_url: str,
@@ -595,6 +634,9 @@ class Careflow(SecurityOperations, SegmentOperations):
 
     # ----- batches (engine/store/batch.py) ---------------------------------------------------
 
+    def _batch_collector(self) -> AbstractContextManager[None]:
+        return collector_paused() if self.pause_collector_in_batches else nullcontext()
+
     def start_batch(
         self, flow_id: str, customer_ids: Iterable[int], *, data: Mapping[str, Any] | None = None,
         started_by: str | None = None,
@@ -607,7 +649,7 @@ class Careflow(SecurityOperations, SegmentOperations):
         """
         ids = list(customer_ids)
         try:
-            with self.transition() as s:
+            with self._batch_collector(), self.transition() as s:
                 rt = self.runtime()
                 instances = batch_store.start_instances(s, rt, flow_id, ids, data=data, trigger={"type": "manual"},
                                                         started_by=started_by)
@@ -634,7 +676,7 @@ class Careflow(SecurityOperations, SegmentOperations):
         the task's summary or the error its completion raised."""
         items = list(answers)
         try:
-            with self.transition() as s:
+            with self._batch_collector(), self.transition() as s:
                 rt = self.runtime()
                 tasks = batch_store.complete_tasks(s, rt, items, locale=locale)
                 audit_many(s, [(user, "task.complete", "task", task.id, {"instance_id": task.instance_id,

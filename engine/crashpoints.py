@@ -1,7 +1,7 @@
 """Named crash points for the crash sweep: kill the process at a chosen place, on a chosen hit.
 
-Armed only through the environment (``CAREFLOW_CRASH_AT=name``, ``CAREFLOW_CRASH_HIT=N``), so a
-normal run never pays more than one dictionary lookup.
+Armed only through the environment (``CAREFLOW_CRASH_AT=name``, ``CAREFLOW_CRASH_HIT=N``), read
+once per process (see ``rearm``), so a normal run pays one comparison per point.
 """
 
 from __future__ import annotations
@@ -23,12 +23,32 @@ POINTS = (
 
 _hits: dict[str, int] = {}
 
+#: (point, hit) as the environment armed them, read at the first crash point a process reaches:
+#: points are passed several times per request, and reading the environment costs each time.
+_armed: tuple[str | None, str] | None = None
+
+
+def rearm() -> None:
+    """Read the arming from the environment again at the next crash point.
+
+    A forked process does so by itself (the crash sweep's fork server arms each child after the
+    fork); call this after changing the environment in a running process.
+    """
+    global _armed
+    _armed = None
+
+
+os.register_at_fork(after_in_child=rearm)
+
 
 def crash_point(name: str) -> None:
     """Exit at once with status 137 if this point is armed and its hit count is reached."""
-    armed = os.environ.get("CAREFLOW_CRASH_AT")
-    if armed != name:
+    global _armed
+    armed = _armed
+    if armed is None:
+        armed = _armed = (os.environ.get("CAREFLOW_CRASH_AT"), os.environ.get("CAREFLOW_CRASH_HIT", "1"))
+    if armed[0] != name:
         return
     _hits[name] = _hits.get(name, 0) + 1
-    if _hits[name] >= int(os.environ.get("CAREFLOW_CRASH_HIT", "1")):
+    if _hits[name] >= int(armed[1]):
         os._exit(137)

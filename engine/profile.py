@@ -17,10 +17,15 @@ CHOICES: Mapping[str, tuple[str, ...]] = {
 }
 
 
+_CHOICE_ITEMS = tuple(CHOICES.items())
+
+
 def choice_problems(values: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(field, message) for every enumerated field given a value outside its choices."""
-    return [
-        (key, f"{values[key]!r} is not one of {', '.join(allowed)}")
-        for key, allowed in CHOICES.items()
-        if values.get(key) is not None and values[key] not in allowed
-    ]
+    # A flow's customer update is checked twice (by its step, then by the store): one lookup per field.
+    problems: list[tuple[str, str]] = []
+    for key, allowed in _CHOICE_ITEMS:
+        value = values.get(key)
+        if value is not None and value not in allowed:
+            problems.append((key, f"{value!r} is not one of {', '.join(allowed)}"))
+    return problems

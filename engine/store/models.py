@@ -54,6 +54,8 @@ class UTCDateTime(TypeDecorator[datetime]):
     def bind_processor(self, dialect: Any) -> Any:
         if _plain_sqlite_datetime(self, dialect):
             return _sqlite_bind
+        if self.impl_instance.dialect_impl(dialect).bind_processor(dialect) is None:  # PostgreSQL's drivers
+            return _naive_utc_bind
         return super().bind_processor(dialect)
 
     def result_processor(self, dialect: Any, coltype: Any) -> Any:
@@ -89,6 +91,26 @@ def _sqlite_bind(value: datetime | None) -> str | None:
     text = utc.replace(tzinfo=None).isoformat(" ", "microseconds")
     _last_bound = (value, text)
     return text
+
+
+#: As ``_last_bound``, for dialects that take the naive datetime itself.
+_last_naive: tuple[Any, datetime | None] = (None, None)
+
+
+def _naive_utc_bind(value: datetime | None) -> datetime | None:
+    """UTCDateTime.process_bind_param, the last value's result kept (see ``_last_bound``)."""
+    global _last_naive
+    last = _last_naive
+    if last[0] is value:
+        return last[1]
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r} given where UTC is required")
+    utc = value if value.tzinfo is timezone.utc else value.astimezone(timezone.utc)
+    naive = datetime.combine(utc, utc.time())
+    _last_naive = (value, naive)
+    return naive
 
 
 def _sqlite_result(value: str | None) -> datetime | None:

@@ -9,6 +9,7 @@ the other requests of its batch nothing.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 from collections import Counter
@@ -19,7 +20,9 @@ import pytest
 from sqlalchemy import event, func, insert, inspect, select, update
 from sqlalchemy.orm.exc import StaleDataError
 
+from engine import core
 from engine.errors import Conflict, CustomerLookupError
+from engine.store import batch as batch_store
 from engine.store.batch import complete_tasks, start_instances
 from engine.store.instances import NotEnrolled, Writes
 from engine.store.models import (
@@ -499,3 +502,73 @@ def test_a_row_refused_in_a_pipelined_chunk_fails_the_whole_batch(cf_pg, caplog,
         counts = Counter(s.scalars(select(Instance.customer_id).where(Instance.customer_id.in_(customers))))
         enrollments = Counter(s.scalars(select(Enrollment.customer_id).where(Enrollment.customer_id.in_(customers))))
     assert counts == enrollments == {c: 1 for c in customers}
+
+
+def _collector_seen_by(monkeypatch, module, name: str) -> list[bool]:  # type: ignore[no-untyped-def]
+    """Record whether the garbage collector is on each time module.name runs."""
+    seen: list[bool] = []
+    original = getattr(module, name)
+
+    def watching(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(gc.isenabled())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, watching)
+    return seen
+
+
+def test_the_collector_is_paused_for_a_batch_and_on_again_after(cf, monkeypatch):
+    deploy_call(cf)
+    customers = [new_customer(cf, n) for n in range(2)]
+    seen = _collector_seen_by(monkeypatch, batch_store, "start_instances")
+    assert gc.isenabled()
+    started = cf.start_batch("call", customers)
+    assert seen == [False] and gc.isenabled()
+    seen = _collector_seen_by(monkeypatch, batch_store, "complete_tasks")
+    cf.complete_batch([(task_of(cf, iid), ANSWER, "wang") for iid in started])
+    assert seen == [False] and gc.isenabled()
+
+
+def test_the_collector_is_on_again_after_a_batch_that_raises(cf, monkeypatch):
+    deploy_call(cf)
+    customers = [new_customer(cf, n) for n in range(2)]
+
+    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        assert not gc.isenabled()
+        raise KeyError("not a request's error: the batch raises it")
+
+    monkeypatch.setattr(batch_store, "start_instances", broken)
+    with pytest.raises(KeyError):
+        cf.start_batch("call", customers)
+    assert gc.isenabled()
+    monkeypatch.undo()
+    seen = _collector_seen_by(monkeypatch, cf, "start")  # a failed batch's requests, one by one
+    results = cf.start_batch("call", [customers[0], 999_999])
+    assert isinstance(results[1], CustomerLookupError) and gc.isenabled()
+    assert seen == [True, True]
+
+
+def test_a_collector_the_caller_turned_off_stays_off_and_the_pause_can_be_turned_off(cf, monkeypatch):
+    deploy_call(cf)
+    customers = [new_customer(cf, n) for n in range(2)]
+    gc.disable()
+    try:
+        cf.start_batch("call", customers[:1])
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    monkeypatch.setattr(cf, "pause_collector_in_batches", False)
+    seen = _collector_seen_by(monkeypatch, batch_store, "start_instances")
+    cf.start_batch("call", customers[1:])
+    assert seen == [True]
+
+
+def test_overlapping_pauses_leave_the_collector_on_once_the_first_ends():
+    first, second = core.collector_paused(), core.collector_paused()
+    first.__enter__()
+    assert not gc.isenabled()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert gc.isenabled()  # the collector runs, though the second batch is not over
+    second.__exit__(None, None, None)
+    assert gc.isenabled()

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.types import TypeDecorator
 
-from engine.store.models import UTCDateTime, _sqlite_bind, _sqlite_result
+from engine.store.models import UTCDateTime, _naive_utc_bind, _sqlite_bind, _sqlite_result
 
 
 def _outcome(fn, value):  # type: ignore[no-untyped-def]
@@ -42,6 +42,24 @@ def test_sqlite_text_is_the_same_both_ways() -> None:
         assert _outcome(_sqlite_bind, odd) == _outcome(chain_bind, odd)
     for text in (None, "2026-11-24 01:00:00.000000", "2026-11-24 01:00:00", "2026-11-24", "garbage"):
         assert _outcome(_sqlite_result, text) == _outcome(chain_result, text)
+
+
+def test_postgresql_gets_the_values_process_bind_param_gives() -> None:
+    dialect = postgresql.psycopg.dialect()
+    adapted = UTCDateTime().dialect_impl(dialect)
+    assert adapted.bind_processor(dialect) is _naive_utc_bind
+    chain_bind = TypeDecorator.bind_processor(adapted, dialect) or (lambda v: v)
+    rng = random.Random(20261207)
+    zones = [timezone.utc, ZoneInfo("Asia/Shanghai"), ZoneInfo("America/New_York")]
+    for _ in range(3000):
+        value = datetime(rng.randint(2, 9998), rng.randint(1, 12), rng.randint(1, 28), rng.randint(0, 23),
+                         rng.randint(0, 59), rng.randint(0, 59), rng.randint(0, 999_999), tzinfo=rng.choice(zones),
+                         fold=rng.randint(0, 1))
+        for _again in range(2):  # the second time from the last value kept
+            got, expected = _naive_utc_bind(value), chain_bind(value)
+            assert (got, got.tzinfo, got.fold) == (expected, expected.tzinfo, expected.fold), value
+    for odd in (None, datetime(2026, 1, 1), "2026-01-01"):
+        assert _outcome(_naive_utc_bind, odd) == _outcome(chain_bind, odd)
 
 
 def test_other_dialects_keep_the_chain() -> None:
