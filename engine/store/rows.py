@@ -673,7 +673,8 @@ class _Pipeline:
             self._mode.__exit__(None, None, None)
         except Exception as exc:
             # The first statement without a result is the one that failed: the others were not run.
-            failed = next(((sql, params) for cursor, sql, params, _check in sent if cursor.pgresult is None),
+            # (A status, not ``pgresult``: an executemany that ran keeps no result, only its status.)
+            failed = next(((sql, params) for cursor, sql, params, _check in sent if cursor.statusmessage is None),
                           (None, None))
             for cursor, *_rest in sent:
                 cursor.close()
