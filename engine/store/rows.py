@@ -658,9 +658,12 @@ class _Pipeline:
                 cursor.execute(sql, params)
             events.after_cursor_execute(conn, cursor, sql, params, None, many)
         except Exception as exc:  # an earlier statement's error may come back while this one is sent
+            failed = sql, params
+            if getattr(exc, "pgresult", None) is not None:  # the server's: the results before it all came
+                failed = next(((s, p) for c, s, p, _check in self._sent if c.statusmessage is None), failed)
             self.drop()
             cursor.close()
-            conn._handle_dbapi_exception(exc, sql, params, cursor, None)
+            conn._handle_dbapi_exception(exc, failed[0], failed[1], cursor, None)
         finally:
             self.sending = False
         self._sent.append((cursor, sql, params, check))

@@ -8,6 +8,7 @@ are those of ``conn.execute``.
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -424,6 +425,13 @@ def _the_error_names_the_statement_refused(cf: Careflow) -> None:
         send(conn, _insert_into(OUTBOX), [message])  # refused: the same key
         sync(conn)
     assert refused.value.statement is not None and refused.value.statement.startswith("INSERT INTO outbox_message")
+    # The refusal comes back while a later statement is sent: it is still the refused one that is named.
+    with pytest.raises(IntegrityError) as refused, cf.db.begin() as conn:
+        send(conn, _insert_into(OUTBOX), [{**message, "effect_key": "perr:1"}, {**message, "effect_key": "perr:1"}])
+        time.sleep(0.5)  # the server's answer is in when the next statement goes
+        send(conn, _insert_into(OUTBOX), [{**message, "effect_key": "perr:2"}])
+        sync(conn)
+    assert "perr:1" in refused.value.params and "perr:2" not in refused.value.params
 
 
 def _an_error_in_an_early_statement_fails_the_transaction(cf: Careflow) -> None:
