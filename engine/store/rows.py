@@ -658,9 +658,12 @@ class _Pipeline:
                 cursor.execute(sql, params)
             events.after_cursor_execute(conn, cursor, sql, params, None, many)
         except Exception as exc:  # an earlier statement's error may come back while this one is sent
+            failed = sql, params
+            if getattr(exc, "pgresult", None) is not None:  # the server's: the results before it all came
+                failed = next(((s, p) for c, s, p, _check in self._sent if c.statusmessage is None), failed)
             self.drop()
             cursor.close()
-            conn._handle_dbapi_exception(exc, sql, params, cursor, None)
+            conn._handle_dbapi_exception(exc, failed[0], failed[1], cursor, None)
         finally:
             self.sending = False
         self._sent.append((cursor, sql, params, check))
@@ -673,7 +676,8 @@ class _Pipeline:
             self._mode.__exit__(None, None, None)
         except Exception as exc:
             # The first statement without a result is the one that failed: the others were not run.
-            failed = next(((sql, params) for cursor, sql, params, _check in sent if cursor.pgresult is None),
+            # (A status, not ``pgresult``: an executemany that ran keeps no result, only its status.)
+            failed = next(((sql, params) for cursor, sql, params, _check in sent if cursor.statusmessage is None),
                           (None, None))
             for cursor, *_rest in sent:
                 cursor.close()

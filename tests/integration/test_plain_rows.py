@@ -8,6 +8,7 @@ are those of ``conn.execute``.
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -321,6 +322,7 @@ def test_statements_sent_in_pipeline_mode(pg_schema_url: str, clock: FixedClock)
         _a_read_waits_for_the_rows_sent_before_it(cf)
         _the_checks_run_at_sync_and_fail_it(cf)
         _an_error_in_an_early_statement_fails_the_transaction(cf)
+        _the_error_names_the_statement_refused(cf)
     finally:
         cf.close()
 
@@ -408,6 +410,28 @@ def _the_checks_run_at_sync_and_fail_it(cf: Careflow) -> None:
     assert matched == [1]
     with cf.db.connect() as conn:  # the transaction was rolled back, and the connection works
         assert conn.execute(select(CUSTOMER.c.name).where(CUSTOMER.c.id == customer_id)).scalar() == "锁"
+
+
+def _the_error_names_the_statement_refused(cf: Careflow) -> None:
+    """An executemany sent before the statement refused (rows matched twice by one UPDATE's parameters
+    go by one) ran without a result of its own to keep: the error still names the refused INSERT."""
+    customer_id = cf.create_customer({"name": "错", "phone": "13600136003"})
+    rename = update(CUSTOMER).where(CUSTOMER.c.id == bindparam("b_id")).values(name=bindparam("v_name"))
+    message = {"effect_key": "perr:0", "instance_id": None, "connector": "timeline", "payload": {}, "status": "pending",
+               "next_attempt_at": AT, "created_at": AT}
+    with pytest.raises(IntegrityError) as refused, cf.db.begin() as conn:
+        send(conn, rename, [{"b_id": customer_id, "v_name": "错1"}, {"b_id": customer_id, "v_name": "错2"}])
+        send(conn, _insert_into(OUTBOX), [message])
+        send(conn, _insert_into(OUTBOX), [message])  # refused: the same key
+        sync(conn)
+    assert refused.value.statement is not None and refused.value.statement.startswith("INSERT INTO outbox_message")
+    # The refusal comes back while a later statement is sent: it is still the refused one that is named.
+    with pytest.raises(IntegrityError) as refused, cf.db.begin() as conn:
+        send(conn, _insert_into(OUTBOX), [{**message, "effect_key": "perr:1"}, {**message, "effect_key": "perr:1"}])
+        time.sleep(0.5)  # the server's answer is in when the next statement goes
+        send(conn, _insert_into(OUTBOX), [{**message, "effect_key": "perr:2"}])
+        sync(conn)
+    assert "perr:1" in refused.value.params and "perr:2" not in refused.value.params
 
 
 def _an_error_in_an_early_statement_fails_the_transaction(cf: Careflow) -> None:

@@ -218,3 +218,61 @@ def test_the_calendar_is_kept_while_its_overrides_stay_and_another_process_s_cha
         assert not cf.calendar.is_working_day(saturday)
     finally:
         other.close()
+
+
+_DAILY = """\
+id: daily
+name: Daily
+timezone: Asia/Shanghai
+triggers:
+  - type: date
+    field: birthday
+    at: "{at}"
+steps:
+  - id: done
+    type: end
+"""
+
+
+def test_a_remembered_trigger_fires_each_occurrence_once_when_the_clock_goes_back_and_its_time_changes(cf, clock, tmp_path):
+    """A scheduler that remembers when a trigger is next due (``TriggerMemo``) records what one
+    that reads everything each tick records: the clock set back and forth (``--now``), a date
+    trigger's ``at`` changed by a redeploy (a trigger of its own: it catches up from the flow's
+    first deployment), two schedulers."""
+    from engine.schedule import TriggerMemo
+
+    source = tmp_path / "daily.yaml"
+
+    def deploy(at: str) -> None:
+        source.write_text(_DAILY.format(at=at), encoding="utf-8")
+        cf.deploy([source])
+
+    def tick(memo: TriggerMemo, hours: float) -> None:
+        clock.set(start + timedelta(hours=hours))
+        report = TickReport()
+        fire_triggers(cf.sessions, cf.runtime, report, memo)
+        assert not report.errors
+
+    def recorded() -> list[tuple[str, str, str]]:
+        with cf.session() as s:
+            rows = s.execute(select(TriggerOccurrence.trigger_key, TriggerOccurrence.scheduled_for, TriggerOccurrence.status)
+                             .where(TriggerOccurrence.flow_id == "daily").order_by(TriggerOccurrence.id)).all()
+        return [(key.split("|")[6], at.isoformat()[:16], status) for key, at, status in rows]
+
+    start = clock.now()  # Tuesday 09:00 in Shanghai, 01:00 UTC
+    deploy("09:00")
+    memo, other = TriggerMemo(), TriggerMemo()
+    tick(memo, 0.5)  # today's 09:00 is the deployment's own time: not due; tomorrow's is remembered
+    deploy("10:00")
+    tick(memo, 1.5)  # the new version's 10:00 today, which the old version's memo would have skipped
+    assert recorded() == [("10:00", "2026-11-24T02:00", "fired")]
+    for hours in (0.75, 1.75, 24.9, 24.5, 25.2, 24.8, 25.3):  # back and forth across tomorrow's 10:00
+        tick(memo, hours)
+        tick(other, hours)
+    assert recorded() == [("10:00", "2026-11-24T02:00", "fired"), ("10:00", "2026-11-25T02:00", "fired")]
+    deploy("09:30")
+    for hours in (47.9, 48.6, 48.4, 48.7):
+        tick(memo, hours)
+    tick(other, 48.7)
+    assert recorded()[2:] == [("09:30", "2026-11-24T01:30", "missed"), ("09:30", "2026-11-25T01:30", "fired"),
+                              ("09:30", "2026-11-26T01:30", "fired")]
