@@ -339,14 +339,7 @@ def written_here(session: Session, obj: Any, *, inserted: bool = False) -> None:
     the same transaction or savepoint (as inserted, or not if neither is) is not remembered again:
     a rollback would treat it the same way twice.
     """
-    current, written, last = _written_record(session)
-    seen = last.get(id(obj))
-    if seen is not None and seen[0] is current and seen[1]() is obj and (seen[2] or not inserted):
-        return
-    # Weakly, as the session holds its objects: one no longer used needs no expiring.
-    entry = (current, weakref.ref(obj), inserted)
-    written.append(entry)
-    last[id(obj)] = entry
+    written_here_all(session, (obj,), inserted=inserted)
 
 
 def written_here_all(session: Session, objs: Iterable[Any], *, inserted: bool = False) -> None:
@@ -356,6 +349,7 @@ def written_here_all(session: Session, objs: Iterable[Any], *, inserted: bool = 
         seen = last.get(id(obj))
         if seen is not None and seen[0] is current and seen[1]() is obj and (seen[2] or not inserted):
             continue
+        # Weakly, as the session holds its objects: one no longer used needs no expiring.
         entry = (current, weakref.ref(obj), inserted)
         written.append(entry)
         last[id(obj)] = entry

@@ -77,6 +77,13 @@ def _plain_sqlite_datetime(t: UTCDateTime, dialect: Any) -> bool:
 _last_bound: tuple[Any, str | None] = (None, None)
 
 
+def _utc(value: datetime) -> datetime:
+    """The aware datetime in UTC; a naive one is refused, as ``UTCDateTime.process_bind_param`` does."""
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r} given where UTC is required")
+    return value if value.tzinfo is timezone.utc else value.astimezone(timezone.utc)
+
+
 def _sqlite_bind(value: datetime | None) -> str | None:
     """UTCDateTime.process_bind_param, then SQLite DATETIME's text: 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC."""
     global _last_bound
@@ -85,10 +92,7 @@ def _sqlite_bind(value: datetime | None) -> str | None:
         return last[1]
     if value is None:
         return None
-    if value.tzinfo is None:
-        raise ValueError(f"naive datetime {value!r} given where UTC is required")
-    utc = value if value.tzinfo is timezone.utc else value.astimezone(timezone.utc)
-    text = utc.replace(tzinfo=None).isoformat(" ", "microseconds")
+    text = _utc(value).replace(tzinfo=None).isoformat(" ", "microseconds")
     _last_bound = (value, text)
     return text
 
@@ -105,9 +109,7 @@ def _naive_utc_bind(value: datetime | None) -> datetime | None:
         return last[1]
     if value is None:
         return None
-    if value.tzinfo is None:
-        raise ValueError(f"naive datetime {value!r} given where UTC is required")
-    utc = value if value.tzinfo is timezone.utc else value.astimezone(timezone.utc)
+    utc = _utc(value)
     naive = datetime.combine(utc, utc.time())
     _last_naive = (value, naive)
     return naive
