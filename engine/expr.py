@@ -851,6 +851,8 @@ class Expression:
         if self._fast is not None:
             try:
                 value = self._fast(context)
+                if type(value) in _NATIVE_ATOMS:
+                    return value  # what _native gives for it, without the call
                 if value is not fastexpr.UNDEFINED:
                     return _native(value)
             except Exception:  # noqa: BLE001 - Jinja evaluates it again and gives the answer or the error

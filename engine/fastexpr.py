@@ -55,6 +55,7 @@ _COMPARE: dict[str, Callable[[Any, Any], Any]] = {
     "gteq": operator.ge, "in": lambda a, b: a in b, "notin": lambda a, b: a not in b,
 }
 _PLAIN = (str, int, float, bool, type(None))
+_PLAIN_TYPES = frozenset(_PLAIN)
 
 
 def _defined(value: Any) -> Any:
@@ -106,6 +107,9 @@ def compile_template(tree: nodes.Template, reserved: frozenset[str]) -> Evaluato
                     parts.append(_compile(node, reserved))
     except _Unsupported:
         return None
+    evaluators = [part for part in parts if not isinstance(part, str)]
+    if len(evaluators) == 1:
+        return _one_value_renderer(parts, evaluators[0])
 
     def render(context: Mapping[str, Any]) -> str:
         pieces = []
@@ -118,6 +122,24 @@ def compile_template(tree: nodes.Template, reserved: frozenset[str]) -> Evaluato
                 raise Fallback
             pieces.append(str(value))
         text = "".join(pieces)
+        if len(text) > MAX_PLAIN_CHARS:
+            raise Fallback
+        return text
+
+    return render
+
+
+def _one_value_renderer(parts: list[str | Evaluator], value_of: Evaluator) -> Evaluator:
+    """``render`` of a template with one ``{{ }}``, the commonest (a name in a sentence): the text
+    around it joined once, here, instead of piece by piece at each render."""
+    at = parts.index(value_of)
+    before, after = "".join(parts[:at]), "".join(parts[at + 1:])  # type: ignore[arg-type]
+
+    def render(context: Mapping[str, Any]) -> str:
+        value = value_of(context)
+        if type(value) not in _PLAIN_TYPES:
+            raise Fallback
+        text = before + str(value) + after
         if len(text) > MAX_PLAIN_CHARS:
             raise Fallback
         return text
@@ -163,6 +185,8 @@ def _compile(node: nodes.Node, reserved: frozenset[str]) -> Evaluator:  # noqa: 
         ops = [(_COMPARE[o.op], _compile(o.expr, reserved)) for o in node.ops if o.op in _COMPARE]
         if len(ops) != len(node.ops):
             raise _Unsupported
+        if len(ops) == 1:
+            return _compare_one(first, *ops[0])
 
         def compare(ctx: Mapping[str, Any]) -> Any:
             left = _defined(first(ctx))
@@ -180,8 +204,7 @@ def _compile(node: nodes.Node, reserved: frozenset[str]) -> Evaluator:  # noqa: 
         left_and, right_and = _compile(node.left, reserved), _compile(node.right, reserved)
         return lambda ctx: _defined(left_and(ctx)) and _defined(right_and(ctx))
     if isinstance(node, nodes.Or):
-        left_or, right_or = _compile(node.left, reserved), _compile(node.right, reserved)
-        return lambda ctx: _defined(left_or(ctx)) or _defined(right_or(ctx))
+        return _or(_compile(node.left, reserved), _compile(node.right, reserved))
     if isinstance(node, nodes.Not):
         operand = _compile(node.node, reserved)
         return lambda ctx: not _defined(operand(ctx))
@@ -189,10 +212,49 @@ def _compile(node: nodes.Node, reserved: frozenset[str]) -> Evaluator:  # noqa: 
         if node.expr2 is None:
             raise _Unsupported
         test, yes, no = (_compile(n, reserved) for n in (node.test, node.expr1, node.expr2))
-        return lambda ctx: yes(ctx) if _defined(test(ctx)) else no(ctx)
+
+        def choice(ctx: Mapping[str, Any]) -> Any:
+            chosen = test(ctx)
+            if chosen is UNDEFINED:
+                raise Fallback
+            return yes(ctx) if chosen else no(ctx)
+
+        return choice
     if isinstance(node, nodes.Filter):
         return _compile_filter(node, reserved)
     raise _Unsupported
+
+
+def _compare_one(first: Evaluator, op: Callable[[Any, Any], Any], right_of: Evaluator) -> Evaluator:
+    """``a < b``: the loop of ``compare`` for one comparison."""
+
+    def compare(ctx: Mapping[str, Any]) -> Any:
+        left = first(ctx)
+        if left is UNDEFINED:
+            raise Fallback
+        right = right_of(ctx)
+        if right is UNDEFINED:
+            raise Fallback
+        return op(left, right)
+
+    return compare
+
+
+def _or(left_of: Evaluator, right_of: Evaluator) -> Evaluator:
+    """``a or b``: ``a`` if true, else ``b``; either undefined (when evaluated) needs Jinja."""
+
+    def either(ctx: Mapping[str, Any]) -> Any:
+        left = left_of(ctx)
+        if left is UNDEFINED:
+            raise Fallback
+        if left:
+            return left
+        right = right_of(ctx)
+        if right is UNDEFINED:
+            raise Fallback
+        return right
+
+    return either
 
 
 def _name_item(name: str, key: str) -> Evaluator:
@@ -230,4 +292,6 @@ def _compile_filter(node: nodes.Filter, reserved: frozenset[str]) -> Evaluator:
     function = _FILTERS.get(node.name)
     if function is None:
         raise _Unsupported
+    if not args:  # a filter without arguments (e164, lower...): no tuple of them to build
+        return lambda ctx: function(_defined(value_of(ctx)))
     return lambda ctx: function(_defined(value_of(ctx)), *(_defined(arg(ctx)) for arg in args))

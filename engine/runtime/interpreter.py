@@ -154,8 +154,9 @@ class _Run:
         return tid
 
     def move(self, tid: str, step: str) -> None:
-        token = self.tokens[tid]
-        if token["wait"] and token["wait"].get("timers"):
+        token = self.state["tokens"][tid]
+        wait = token["wait"]
+        if wait and wait.get("timers"):
             self.effects.append(fx.CancelTimers(tid))
         token["step"] = step
         token["gen"] += 1
@@ -163,7 +164,7 @@ class _Run:
         self.ready.append(tid)
 
     def park(self, tid: str, wait: dict[str, Any]) -> None:
-        self.tokens[tid]["wait"] = wait
+        self.state["tokens"][tid]["wait"] = wait
 
     def context(self) -> dict[str, Any]:
         """What expressions and templates see. Built once per run: the customer and the variables
@@ -256,7 +257,7 @@ class _Run:
         wait = token["wait"]
         answer = _copied(dict(event.data))
         self.state["vars"][step.result_name] = answer
-        self.log("task_completed", step=step.id, token=tid, by=event.user, task=event.task_id)
+        self.history.append({"type": "task_completed", "step": step.id, "token": tid, "by": event.user, "task": event.task_id})
         if wait.get("approval") == "all":
             approvals = self.own_var(f"{step.result_name}_approvals", [])
             approvals.append({"by": event.user, "data": answer})
@@ -265,8 +266,7 @@ class _Run:
                 return
         else:
             self.effects.append(fx.CancelTasks(tid, reason="completed_by_other"))
-        self.log("step_completed", step=step.id, token=tid)
-        self.move(tid, step.next or "")
+        self.leave(tid, step)
 
     def on_timer(self, event: ev.TimerFired) -> None:
         token = self.tokens.get(event.token)
@@ -374,7 +374,7 @@ class _Run:
     def run_task(self, tid: str, step: Step) -> None:
         assert step.assignee is not None and step.form is not None
         plan = _plan(step)
-        spec = step.assignee.as_dict()
+        spec = plan.assignee_spec() if plan is not None else step.assignee.as_dict()
         if step.assignee.expr:
             assignee = plan.assignee if plan is not None else expr.compile_expression(step.assignee.expr)
             value = assignee.evaluate(self.context())
@@ -451,10 +451,10 @@ class _Run:
         whens = plan.cases if plan is not None else [None] * len(step.cases)
         for case, when in zip(step.cases, whens):
             if (when or expr.compile_expression(case.when)).evaluate(ctx):
-                self.log("step_completed", step=step.id, token=tid, chose=case.next)
+                self.history.append({"type": "step_completed", "step": step.id, "token": tid, "chose": case.next})
                 self.move(tid, case.next)
                 return
-        self.log("step_completed", step=step.id, token=tid, chose=step.default)
+        self.history.append({"type": "step_completed", "step": step.id, "token": tid, "chose": step.default})
         self.move(tid, step.default or "")
 
     def run_parallel(self, tid: str, step: Step) -> None:
@@ -517,11 +517,13 @@ class _Run:
             tags = [t for t in self.customer.get("tags") or [] if t not in step.remove_tags]
             tags += [t for t in step.add_tags if t not in tags]
             self.customer["tags"] = tags
-        if plan is not None:
+        if plan is None:
+            note = {lang: expr.compile_template(t).render(self.context()) for lang, t in step.timeline.items()}
+        elif plan.texts:
             context = self.context()
             note = {lang: template.render(context) for lang, template in plan.texts}
         else:
-            note = {lang: expr.compile_template(t).render(self.context()) for lang, t in step.timeline.items()}
+            note = {}
         self.effects.append(fx.UpdateCustomer(values, step.add_tags, step.remove_tags, note))
         self.leave(tid, step)
 
@@ -546,7 +548,7 @@ class _Run:
             self.leave(tid, step)
 
     def run_end(self, tid: str, step: Step) -> None:
-        self.log("step_completed", step=step.id, token=tid)
+        self.history.append({"type": "step_completed", "step": step.id, "token": tid})
         self.finish(step.outcome)
 
     def check_goal(self) -> None:
@@ -581,7 +583,7 @@ class _Plan:
     compiled, its values' structure walked (``expr.value_renderer``). Rendering them is all that is
     left per run, which gives what compiling them each time gives, errors included."""
 
-    __slots__ = ("fields", "texts", "assignee", "cases", "_params", "_step")
+    __slots__ = ("fields", "texts", "assignee", "cases", "_spec", "_params", "_step")
 
     def __init__(self, step: Step) -> None:
         self._step = step
@@ -592,7 +594,16 @@ class _Plan:
         self.assignee = (expr.compile_expression(step.assignee.expr)
                          if step.type == "task" and step.assignee is not None and step.assignee.expr else None)
         self.cases = [expr.compile_expression(case.when) for case in step.cases] if step.type == "decision" else []
+        self._spec = step.assignee.as_dict() if step.type == "task" and step.assignee is not None else None
         self._params: dict[str, Callable[[Mapping[str, Any]], Any]] = {}
+
+    def assignee_spec(self) -> dict[str, Any]:
+        """A task's ``assignee.as_dict()``, a copy the run may change (its list of users too)."""
+        assert self._spec is not None
+        spec = dict(self._spec)
+        if "users" in spec:
+            spec["users"] = list(spec["users"])
+        return spec
 
     def params_in(self, language: str) -> Callable[[Mapping[str, Any]], Any]:
         """An action's parameters in the customer's language, as a renderer."""

@@ -195,25 +195,34 @@ def _changes(customer: Customer, values: Mapping[str, Any]) -> tuple[list[str], 
     changed: list[str] = []
     columns: dict[str, Any] = {}
     loaded = customer.__dict__  # as in customer_dict: the loaded values, the ORM loading any expired one
-    current = lambda name: loaded[name] if name in loaded else getattr(customer, name)  # noqa: E731
-    attributes = dict(current("attributes") or {})
+    attributes = None  # copied when a custom attribute is given: else they are left as they are
     for key, value in values.items():
         if key in _PROFILE_FIELD_SET:
-            if current(key) != value:
+            if (loaded[key] if key in loaded else getattr(customer, key)) != value:
                 columns[key] = value
                 changed.append(key)
         elif key not in ("id", "created_at"):
+            if attributes is None:
+                attributes = dict(_current(customer, "attributes") or {})
             if attributes.get(key) != value:
                 attributes[key] = value
                 changed.append(key)
-    if attributes != (current("attributes") or {}):
+    if attributes is not None and attributes != (_current(customer, "attributes") or {}):
         columns["attributes"] = attributes
-    birthday = columns["birthday"] if "birthday" in columns else current("birthday")
-    calendar = columns["birthday_calendar"] if "birthday_calendar" in columns else current("birthday_calendar")
-    key = birthday_key(birthday, calendar or "solar") if birthday is not None else None
-    if key != current("birthday_key"):
+    birthday = columns["birthday"] if "birthday" in columns else _current(customer, "birthday")
+    key = None
+    if birthday is not None:
+        calendar = columns["birthday_calendar"] if "birthday_calendar" in columns else _current(customer, "birthday_calendar")
+        key = birthday_key(birthday, calendar or "solar")
+    if key != _current(customer, "birthday_key"):
         columns["birthday_key"] = key
     return changed, columns
+
+
+def _current(customer: Customer, name: str) -> Any:
+    """The customer's loaded value of ``name`` (the ORM loading it if expired)."""
+    loaded = customer.__dict__
+    return loaded[name] if name in loaded else getattr(customer, name)
 
 
 def _check_unique(session: Session, values: Mapping[str, Any], exclude: Customer | None = None) -> None:

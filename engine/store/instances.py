@@ -16,7 +16,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any
 
@@ -509,9 +509,27 @@ def _instance_info(instance: Instance) -> dict[str, Any]:
     return {
         "id": loaded["id"],
         "flow": loaded["flow_id"],
-        "started_at": loaded["started_at"].isoformat(),
+        "started_at": _started_text(loaded["started_at"]),
         "parent_id": loaded["parent_id"],
     }
+
+
+def _started_text(started_at: datetime) -> str:
+    """``started_at.isoformat()``; the instances of a batch start at the same time, so the text of the
+    last UTC time is kept (an equal UTC datetime has the same text; in other zones equal times
+    may not: another offset, an ambiguous hour's fold)."""
+    global _last_started
+    if started_at.tzinfo is not timezone.utc:
+        return started_at.isoformat()
+    last = _last_started  # one (time, text) pair, replaced whole: safe to share between threads
+    if last is not None and last[0] == started_at:
+        return last[1]
+    text = started_at.isoformat()
+    _last_started = (started_at, text)
+    return text
+
+
+_last_started: tuple[datetime, str] | None = None
 
 
 _INFO_COLUMNS = frozenset({"id", "flow_id", "started_at", "parent_id"})
@@ -699,15 +717,22 @@ def _run(
         pick_user=lambda role, strategy, c: _pick_user(session, writes, role, strategy, c),
     )
     outcome = advance(flow, loaded["state"], event, ctx)
-    writes.change(instance, INSTANCE, {"state": outcome.state, "status": outcome.state["status"],
-                                       "outcome": outcome.state.get("outcome")}, versioned=True)
+    state = outcome.state
+    columns = {"state": state, "status": state["status"], "outcome": state.get("outcome")}
+    # An instance this event ends gets its end time in the same change, unless it starts a subflow:
+    # only a subflow's end can move the instance on (or end it) while its effects are applied.
+    end_known = columns["status"] != _RUNNING and not any(type(e) is fx.StartSubflow for e in outcome.effects)
+    if end_known:
+        columns["ended_at"] = rt.now
+    writes.change(instance, INSTANCE, columns, versioned=True)
     writes.add(HISTORY, {"instance_id": loaded["id"], "at": rt.now, "event": type(event).__name__,
                          "entries": outcome.history})
     for effect in outcome.effects:
-        _apply(session, rt, instance, customer, outcome, effect, writes)
+        _APPLIERS.get(type(effect), _apply)(session, rt, instance, customer, outcome, effect, writes)
     ended = instance.status != _RUNNING  # read again: a subflow that ended at once may have moved it on
     if ended:
-        writes.change(instance, INSTANCE, {"ended_at": rt.now}, versioned=True)  # the same UPDATE as the state
+        if not end_known:
+            writes.change(instance, INSTANCE, {"ended_at": rt.now}, versioned=True)  # the same UPDATE as the state
         _record_end(rt, instance, flow, writes)
         _release_enrollment(instance, writes)
     if writes.batch and not (ended and loaded["parent_id"] is not None):
@@ -773,62 +798,129 @@ def _apply(
     session: Session, rt: Runtime, instance: Instance, customer: Customer | None, outcome: Outcome, effect: fx.Effect,
     writes: Writes,
 ) -> None:
-    if isinstance(effect, fx.CreateTask):
-        _create_task(session, rt, instance, customer, outcome, effect, writes)
-    elif isinstance(effect, fx.CancelTasks):
-        _cancel_tasks(session, rt, instance, effect, writes)
-    elif isinstance(effect, fx.SetTimer):
-        writes.add(TIMER, {"instance_id": instance.id, "token": effect.token, "kind": effect.kind, "due_at": effect.due_at,
-                           "status": "pending", "data": dict(effect.data)})
-    elif isinstance(effect, fx.CancelTimers):
-        where: dict[str, Any] = {"instance_id": instance.id, "status": "pending"}
-        params: dict[str, Any] = {"b_instance": instance.id}
-        if effect.token is not None:
-            where["token"] = params["b_token"] = effect.token
-        writes.update(TIMER, _CANCEL_TIMERS if effect.token is None else _CANCEL_TOKEN_TIMERS, params,
-                      then=_Sync(Timer, "instance_id", where, {"status": "cancelled"}))
-    elif isinstance(effect, fx.SendMessage):
-        writes.add(OUTBOX, {
-            "effect_key": effect.effect_key, "instance_id": instance.id, "token": effect.token,
-            "gen": _token_gen(outcome, effect.token), "step_id": effect.step, "customer_id": instance.customer_id,
-            "connector": effect.connector, "payload": dict(effect.params),
-            "category": "marketing" if effect.params.get("category") == "marketing" else "service",
-            "status": "pending", "wait": effect.wait, "attempts": 0, "max_attempts": effect.max_attempts,
-            "backoff_seconds": effect.backoff_seconds, "next_attempt_at": rt.now, "created_at": rt.now,
-        })
-    elif isinstance(effect, fx.UpdateCustomer):
-        if customer is not None:
-            _changed, columns = _prepare_customer_update(session, customer, {**effect.fields, **_tags(customer, effect)},
-                                                         rt.now, writes)
-            writes.change(customer, CUSTOMER, columns)
-            if effect.note:
-                writes.timeline(customer.id, rt.now, "note", effect.note, dict(effect.fields), instance.id)
-    elif isinstance(effect, fx.EscalateTasks):
-        for task in _open_tasks_of(session, writes, instance, effect.token):
-            task.role = effect.to_role
-            task.assignee = None
-            task.escalation_level = effect.level
-            writes.add(NOTIFICATION, {"user": None, "role": effect.to_role, "task_id": task.id, "kind": "escalated", "at": rt.now})
-            _tell_staff(session, writes, task, "escalated", effect.level, rt.now)
-    elif isinstance(effect, fx.RemindTasks):
-        for task in _open_tasks_of(session, writes, instance, effect.token):
-            task.reminders_sent += 1
-            writes.add(NOTIFICATION, {"user": task.assignee, "role": None if task.assignee else task.role, "task_id": task.id,
-                                      "kind": f"reminder_{effect.when}", "at": rt.now})
-            _tell_staff(session, writes, task, f"reminder_{effect.when}", task.reminders_sent, rt.now)
-    elif isinstance(effect, fx.StartSubflow):
-        writes.flush()  # the child may read what this request wrote so far
-        _start_subflow(session, rt, instance, outcome, effect)
-    elif isinstance(effect, fx.RaiseIncident):
-        writes.add(INCIDENT, {"instance_id": instance.id, "token": effect.token, "step_id": effect.step, "kind": "step_failed",
-                              "message": effect.message, "status": "open", "created_at": rt.now})
-    elif isinstance(effect, fx.ResolveIncidents):
-        writes.update(INCIDENT, update(Incident)
-                      .where(Incident.instance_id == instance.id, Incident.token == effect.token, Incident.status == "open")
-                      .values(status="resolved", resolution=effect.resolution, resolved_at=rt.now))
-    elif isinstance(effect, fx.Timeline):
-        if instance.customer_id is not None:
-            writes.timeline(instance.customer_id, rt.now, effect.kind, effect.title, dict(effect.data), instance.id)
+    """Apply one effect, by the applier of its type (``_APPLIERS``; of the nearest base type that has one)."""
+    for cls in type(effect).__mro__:
+        applier = _APPLIERS.get(cls)
+        if applier is not None:
+            applier(session, rt, instance, customer, outcome, effect, writes)
+            return
+
+
+def _create_task_effect(session: Session, rt: Runtime, instance: Instance, customer: Customer | None, outcome: Outcome,
+                        effect: fx.CreateTask, writes: Writes) -> None:
+    _create_task(session, rt, instance, customer, outcome, effect, writes)
+
+
+def _cancel_tasks_effect(session: Session, rt: Runtime, instance: Instance, customer: Customer | None, outcome: Outcome,
+                         effect: fx.CancelTasks, writes: Writes) -> None:
+    _cancel_tasks(session, rt, instance, effect, writes)
+
+
+def _set_timer(session: Session, rt: Runtime, instance: Instance, customer: Customer | None, outcome: Outcome,
+               effect: fx.SetTimer, writes: Writes) -> None:
+    writes.add(TIMER, {"instance_id": instance.id, "token": effect.token, "kind": effect.kind, "due_at": effect.due_at,
+                       "status": "pending", "data": dict(effect.data)})
+
+
+def _cancel_timers(session: Session, rt: Runtime, instance: Instance, customer: Customer | None, outcome: Outcome,
+                   effect: fx.CancelTimers, writes: Writes) -> None:
+    where: dict[str, Any] = {"instance_id": instance.id, "status": "pending"}
+    params: dict[str, Any] = {"b_instance": instance.id}
+    if effect.token is not None:
+        where["token"] = params["b_token"] = effect.token
+    writes.update(TIMER, _CANCEL_TIMERS if effect.token is None else _CANCEL_TOKEN_TIMERS, params,
+                  then=_Sync(Timer, "instance_id", where, {"status": "cancelled"}))
+
+
+def _send_message(session: Session, rt: Runtime, instance: Instance, customer: Customer | None, outcome: Outcome,
+                  effect: fx.SendMessage, writes: Writes) -> None:
+    loaded = columns_of(instance, _MESSAGE_COLUMNS)
+    params = effect.params
+    writes.add(OUTBOX, {
+        "effect_key": effect.effect_key, "instance_id": loaded["id"], "token": effect.token,
+        "gen": _token_gen(outcome, effect.token), "step_id": effect.step, "customer_id": loaded["customer_id"],
+        "connector": effect.connector, "payload": dict(params),
+        "category": "marketing" if params.get("category") == "marketing" else "service",
+        "status": "pending", "wait": effect.wait, "attempts": 0, "max_attempts": effect.max_attempts,
+        "backoff_seconds": effect.backoff_seconds, "next_attempt_at": rt.now, "created_at": rt.now,
+    })
+
+
+_MESSAGE_COLUMNS = frozenset({"id", "customer_id"})
+
+
+def _update_customer(session: Session, rt: Runtime, instance: Instance, customer: Customer | None, outcome: Outcome,
+                     effect: fx.UpdateCustomer, writes: Writes) -> None:
+    if customer is None:
+        return
+    # The fields as they are when no tag changes (preparing the update copies them before changing anything).
+    data = {**effect.fields, **_tags(customer, effect)} if effect.add_tags or effect.remove_tags else effect.fields
+    _changed, columns = _prepare_customer_update(session, customer, data, rt.now, writes)
+    writes.change(customer, CUSTOMER, columns)
+    if effect.note:
+        writes.timeline(customer.id, rt.now, "note", effect.note, dict(effect.fields), instance.id)
+
+
+def _escalate_tasks(session: Session, rt: Runtime, instance: Instance, customer: Customer | None, outcome: Outcome,
+                    effect: fx.EscalateTasks, writes: Writes) -> None:
+    for task in _open_tasks_of(session, writes, instance, effect.token):
+        task.role = effect.to_role
+        task.assignee = None
+        task.escalation_level = effect.level
+        writes.add(NOTIFICATION, {"user": None, "role": effect.to_role, "task_id": task.id, "kind": "escalated", "at": rt.now})
+        _tell_staff(session, writes, task, "escalated", effect.level, rt.now)
+
+
+def _remind_tasks(session: Session, rt: Runtime, instance: Instance, customer: Customer | None, outcome: Outcome,
+                  effect: fx.RemindTasks, writes: Writes) -> None:
+    for task in _open_tasks_of(session, writes, instance, effect.token):
+        task.reminders_sent += 1
+        writes.add(NOTIFICATION, {"user": task.assignee, "role": None if task.assignee else task.role, "task_id": task.id,
+                                  "kind": f"reminder_{effect.when}", "at": rt.now})
+        _tell_staff(session, writes, task, f"reminder_{effect.when}", task.reminders_sent, rt.now)
+
+
+def _start_subflow_effect(session: Session, rt: Runtime, instance: Instance, customer: Customer | None, outcome: Outcome,
+                          effect: fx.StartSubflow, writes: Writes) -> None:
+    writes.flush()  # the child may read what this request wrote so far
+    _start_subflow(session, rt, instance, outcome, effect)
+
+
+def _raise_incident(session: Session, rt: Runtime, instance: Instance, customer: Customer | None, outcome: Outcome,
+                    effect: fx.RaiseIncident, writes: Writes) -> None:
+    writes.add(INCIDENT, {"instance_id": instance.id, "token": effect.token, "step_id": effect.step, "kind": "step_failed",
+                          "message": effect.message, "status": "open", "created_at": rt.now})
+
+
+def _resolve_incidents(session: Session, rt: Runtime, instance: Instance, customer: Customer | None, outcome: Outcome,
+                       effect: fx.ResolveIncidents, writes: Writes) -> None:
+    writes.update(INCIDENT, update(Incident)
+                  .where(Incident.instance_id == instance.id, Incident.token == effect.token, Incident.status == "open")
+                  .values(status="resolved", resolution=effect.resolution, resolved_at=rt.now))
+
+
+def _timeline(session: Session, rt: Runtime, instance: Instance, customer: Customer | None, outcome: Outcome,
+              effect: fx.Timeline, writes: Writes) -> None:
+    if instance.customer_id is not None:
+        writes.timeline(instance.customer_id, rt.now, effect.kind, effect.title, dict(effect.data), instance.id)
+
+
+#: How each type of effect is applied: looked up by the effect's type, one dict lookup where a
+#: chain of isinstance tests took up to a dozen.
+_APPLIERS: dict[type, Any] = {
+    fx.CreateTask: _create_task_effect,
+    fx.CancelTasks: _cancel_tasks_effect,
+    fx.SetTimer: _set_timer,
+    fx.CancelTimers: _cancel_timers,
+    fx.SendMessage: _send_message,
+    fx.UpdateCustomer: _update_customer,
+    fx.EscalateTasks: _escalate_tasks,
+    fx.RemindTasks: _remind_tasks,
+    fx.StartSubflow: _start_subflow_effect,
+    fx.RaiseIncident: _raise_incident,
+    fx.ResolveIncidents: _resolve_incidents,
+    fx.Timeline: _timeline,
+}
 
 
 def _tell_staff(session: Session, writes: Writes, task: Task, kind: str, occurrence: int, now: datetime) -> None:
