@@ -946,20 +946,25 @@ def _prepare(
     if not isinstance(data, Mapping):
         return {}, [FieldError("$", "", _text("not_object", lang), "type")]
     effective = dict(data)
+    conditional = False  # whether any field has an x-show-if
     for item in form.fields:
+        name = item.name
         if item.readonly or item.hidden:
             # Fields the user cannot edit keep the value the task already had.
-            effective.pop(item.name, None)
-            if current is not None and item.name in current:
-                effective[item.name] = current[item.name]
-        if item.name in effective and effective[item.name] is None and not _allows_null(item.schema):
-            del effective[item.name]
-        if item.name not in effective and "default" in item.schema:
-            effective[item.name] = copy.deepcopy(item.schema["default"])
-    shown = _shown_names(form.fields, effective)
-    for item in form.fields:
-        if item.show_if is not None and item.name not in shown:
-            effective.pop(item.name, None)
+            effective.pop(name, None)
+            if current is not None and name in current:
+                effective[name] = current[name]
+        if name in effective and effective[name] is None and not _allows_null(item.schema):
+            del effective[name]
+        if name not in effective and "default" in item.schema:
+            effective[name] = copy.deepcopy(item.schema["default"])
+        if item.show_if is not None:
+            conditional = True
+    if conditional:  # else every field is shown and nothing is dropped
+        shown = _shown_names(form.fields, effective)
+        for item in form.fields:
+            if item.show_if is not None and item.name not in shown:
+                effective.pop(item.name, None)
     problem = _size_problem(effective)
     if problem:
         return {}, [FieldError("$", "", _text(problem, lang), problem)]
@@ -975,6 +980,13 @@ def _allows_null(schema: Mapping[str, Any]) -> bool:
 
 def _size_problem(data: Any) -> str | None:
     """"too_deep" or "too_large" when the data could make the validator recurse or crawl."""
+    if type(data) is dict and len(data) < _MAX_DATA_NODES:
+        for value in data.values():
+            kind = type(value)
+            if not (kind is str or kind is int or kind is bool or kind is float or value is None):
+                break
+        else:
+            return None  # flat (most submissions): 1 + len(data) nodes, 2 levels deep, within both limits
     stack: list[tuple[Any, int]] = [(data, 1)]
     nodes = 0
     while stack:

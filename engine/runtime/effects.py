@@ -11,7 +11,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from engine.runtime.records import quick_init
 
+
+@quick_init
 @dataclass(frozen=True, slots=True)
 class CreateTask:
     token: str
@@ -25,6 +28,7 @@ class CreateTask:
     hidden: tuple[str, ...] = ()
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class CancelTasks:
     """Cancel the open tasks of a token (or of every token when ``token`` is None)."""
@@ -33,6 +37,7 @@ class CancelTasks:
     reason: str = "cancelled"
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class SetTimer:
     token: str
@@ -41,6 +46,7 @@ class SetTimer:
     data: Mapping[str, Any] = field(default_factory=dict)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class CancelTimers:
     """Cancel pending timers of a token (or of every token when ``token`` is None)."""
@@ -48,6 +54,7 @@ class CancelTimers:
     token: str | None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class SendMessage:
     token: str
@@ -60,6 +67,7 @@ class SendMessage:
     wait: bool
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class UpdateCustomer:
     fields: Mapping[str, Any]
@@ -68,6 +76,7 @@ class UpdateCustomer:
     note: Mapping[str, str] = field(default_factory=dict)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class EscalateTasks:
     token: str
@@ -75,12 +84,14 @@ class EscalateTasks:
     level: int
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class RemindTasks:
     token: str
     when: str  # "before" or "after" the due time
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class StartSubflow:
     token: str
@@ -89,6 +100,7 @@ class StartSubflow:
     wait: bool
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class RaiseIncident:
     token: str
@@ -96,12 +108,14 @@ class RaiseIncident:
     message: str
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ResolveIncidents:
     token: str
     resolution: str
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Timeline:
     kind: str

@@ -6,13 +6,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.runtime.records import quick_init
 
+
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Start:
     data: Mapping[str, Any] = field(default_factory=dict)
     trigger: Mapping[str, Any] = field(default_factory=dict)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class TaskDone:
     token: str
@@ -22,6 +26,7 @@ class TaskDone:
     task_id: int | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class SendBack:
     token: str
@@ -31,6 +36,7 @@ class SendBack:
     user: str | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class TimerFired:
     token: str
@@ -39,6 +45,7 @@ class TimerFired:
     data: Mapping[str, Any] = field(default_factory=dict)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Message:
     """A named event delivered to the instance (e.g. ``customer_replied``)."""
@@ -47,6 +54,7 @@ class Message:
     data: Mapping[str, Any] = field(default_factory=dict)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ActionDone:
     token: str
@@ -54,6 +62,7 @@ class ActionDone:
     result: Mapping[str, Any] = field(default_factory=dict)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ActionFailed:
     token: str
@@ -61,6 +70,7 @@ class ActionFailed:
     message: str
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class SubflowDone:
     token: str
@@ -69,6 +79,7 @@ class SubflowDone:
     variables: Mapping[str, Any] = field(default_factory=dict)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Retry:
     """An admin retries the step a token is stuck on."""
@@ -76,6 +87,7 @@ class Retry:
     token: str
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Skip:
     """An admin skips the step a token is stuck on, moving to its next step."""
@@ -83,6 +95,7 @@ class Skip:
     token: str
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Cancel:
     reason: str = "cancelled"

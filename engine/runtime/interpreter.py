@@ -345,9 +345,10 @@ class _Run:
             if self.steps_run > MAX_STEPS_PER_ADVANCE:
                 self.incident(tid, step, f"more than {MAX_STEPS_PER_ADVANCE} steps ran without waiting")
                 continue
+            step_id = step.id
             visits = state["visits"]
-            visits[step.id] = visits.get(step.id, 0) + 1
-            history.append({"type": "step_entered", "step": step.id, "token": tid})
+            visits[step_id] = visits.get(step_id, 0) + 1
+            history.append({"type": "step_entered", "step": step_id, "token": tid})
             run = _STEP_RUNNERS.get(step.type)
             try:
                 if run is None:

@@ -61,10 +61,16 @@ def customer_dict(c: Customer) -> dict[str, Any]:
     """The customer as flows see it: plain JSON-able values, custom attributes alongside."""
     # Read from the loaded values (the object's __dict__, where the ORM keeps them) rather than
     # through the ORM's attribute descriptors: the same values, at a fraction of the cost (a step
-    # transition builds this dict several times). A value not loaded (expired) makes the ORM load it.
-    v = c.__dict__
-    if not v.keys() >= _DICT_COLUMN_SET:
-        v = {key: v[key] if key in v else getattr(c, key) for key in _DICT_COLUMNS}
+    # transition builds this dict several times). A value not loaded (expired) is missing there:
+    # then the ORM loads it (the KeyError comes before anything else is done).
+    try:
+        return _customer_dict(c.__dict__)
+    except KeyError:
+        v = c.__dict__
+        return _customer_dict({key: v[key] if key in v else getattr(c, key) for key in _DICT_COLUMNS})
+
+
+def _customer_dict(v: Mapping[str, Any]) -> dict[str, Any]:
     birthday, last, first = v["birthday"], v["last_purchase_at"], v["first_purchase_at"]
     # The custom attributes, then the profile (a profile key among the attributes keeps its place
     # and takes the profile's value, as dict.update would give it).
