@@ -1054,7 +1054,14 @@ def value_renderer(value: Any) -> Callable[[Mapping[str, Any]], Any]:
         return compiled.evaluate if isinstance(compiled, Expression) else compiled.render
     if isinstance(value, dict):
         items = [(key, value_renderer(item)) for key, item in value.items()]
-        return lambda context: {key: render(context) for key, render in items}
+
+        def render_dict(context: Mapping[str, Any]) -> dict[Any, Any]:
+            rendered = {}  # a loop rather than a comprehension in a lambda: one Python frame, not two
+            for key, render in items:
+                rendered[key] = render(context)
+            return rendered
+
+        return render_dict
     if isinstance(value, (list, tuple)):
         renders = [value_renderer(item) for item in value]
         if isinstance(value, list):
