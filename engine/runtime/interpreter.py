@@ -187,10 +187,13 @@ class _Run:
         value = _VALUE_OF[status]
         self.state["status"] = value
         self.state["outcome"] = outcome
-        if any(t["wait"] for t in self.tokens.values()):
-            self.effects.append(fx.CancelTasks(None, reason=outcome))
-            self.effects.append(fx.CancelTimers(None))
-        self.tokens.clear()
+        tokens = self.state["tokens"]
+        for token in tokens.values():
+            if token["wait"]:  # some token waits: its tasks and timers go
+                self.effects.append(fx.CancelTasks(None, reason=outcome))
+                self.effects.append(fx.CancelTimers(None))
+                break
+        tokens.clear()
         self.ready.clear()
         self.history.append({"type": "instance_ended", "outcome": outcome, "status": value})
 
@@ -198,10 +201,10 @@ class _Run:
 
     def handle(self, event: ev.Event) -> None:
         if isinstance(event, ev.Start):
-            self.state["vars"].update(_copied(dict(event.data)))
+            self.state["vars"].update(_copied(_as_dict(event.data)))
             self.log("instance_started", trigger=dict(event.trigger))
             self.new_token(self.flow.start, [])
-        elif not self.running:
+        elif self.state["status"] != _RUNNING:
             self.log("ignored", reason=f"instance is {self.state['status']}", event=type(event).__name__)
             return
         elif isinstance(event, ev.Cancel):
@@ -255,7 +258,7 @@ class _Run:
 
     def on_task_done(self, tid: str, token: dict[str, Any], step: Step, event: ev.TaskDone) -> None:
         wait = token["wait"]
-        answer = _copied(dict(event.data))
+        answer = _copied(_as_dict(event.data))
         self.state["vars"][step.result_name] = answer
         self.history.append({"type": "task_completed", "step": step.id, "token": tid, "by": event.user, "task": event.task_id})
         if wait.get("approval") == "all":
@@ -554,7 +557,7 @@ class _Run:
 
     def check_goal(self) -> None:
         goal = self.flow.goal
-        if not (self.running and goal and goal.when):
+        if not (goal and goal.when and self.running):
             return
         try:
             reached = expr.compile_expression(goal.when).evaluate(self.context())
@@ -641,6 +644,11 @@ def _plan(step: Step) -> _Plan | None:
 
 LANGUAGES = frozenset({"zh", "en"})
 _ATOMS = frozenset({str, int, float, bool, type(None)})
+
+
+def _as_dict(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``dict(data)``; a dict as it is, for ``_copied`` to copy it once rather than twice."""
+    return data if type(data) is dict else dict(data)
 
 
 def _copied(value: Any) -> Any:

@@ -1017,7 +1017,7 @@ def _create_task(
         assignee = _pick_user(session, writes, role, strategy, customer_data)
     form = latest_form(session, effect.form)
     initial: dict[str, Any] = {}
-    if any(item.prefill is not None for item in form.fields):  # else prefill gives {} whatever the context
+    if _prefills(form):  # else prefill gives {} whatever the context
         if customer_data is None and customer is not None:
             customer_data = cust.customer_dict(customer)
         context = {"customer": customer_data or {}, "vars": outcome.state["vars"], "instance": _instance_info(instance)}
@@ -1028,3 +1028,20 @@ def _create_task(
         "status": "open", "due_at": effect.due_at, "readonly": list(effect.readonly), "hidden": list(effect.hidden),
         "initial": initial, "created_at": rt.now, "escalation_level": 0, "reminders_sent": 0,
     })
+
+
+def _prefills(form: forms.Form) -> bool:
+    """Whether a field of the form has a prefill; worked out once per form object (a loaded form
+    never changes, and the latest version's object is cached), kept with the form so that its id
+    is not reused meanwhile."""
+    entry = _PREFILLS.get(id(form))
+    if entry is not None and entry[0] is form:
+        return entry[1]
+    prefills = any(item.prefill is not None for item in form.fields)
+    if len(_PREFILLS) >= 256:
+        _PREFILLS.clear()
+    _PREFILLS[id(form)] = (form, prefills)
+    return prefills
+
+
+_PREFILLS: dict[int, tuple[forms.Form, bool]] = {}

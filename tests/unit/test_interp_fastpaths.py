@@ -374,3 +374,13 @@ def test_size_problems_are_those_of_the_walk() -> None:
         samples.append({f"k{i}": rng.choice([1, "x", None, 2.5, True, [1], {"a": {"b": 1}}, (1,)]) for i in range(5)})
     for data in samples:
         assert forms._size_problem(data) == walked_size_problem(data)
+
+
+def test_whether_a_form_prefills_is_its_own_answer_for_each_form() -> None:
+    form = forms.load_form(ROOT / "bench/forms/bench_call.schema.json")
+    with_prefill = dataclasses.replace(
+        form, fields=(dataclasses.replace(form.fields[0], prefill="{{ customer.name }}"), *form.fields[1:]))
+    for _ in range(2):
+        assert instances._prefills(form) is False
+        assert instances._prefills(with_prefill) is True
+        assert instances._prefills(forms.view(with_prefill, readonly=[form.fields[1].name])) is True
