@@ -16,7 +16,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -509,27 +509,9 @@ def _instance_info(instance: Instance) -> dict[str, Any]:
     return {
         "id": loaded["id"],
         "flow": loaded["flow_id"],
-        "started_at": _started_text(loaded["started_at"]),
+        "started_at": loaded["started_at"].isoformat(),
         "parent_id": loaded["parent_id"],
     }
-
-
-def _started_text(started_at: datetime) -> str:
-    """``started_at.isoformat()``; the instances of a batch start at the same time, so the text of the
-    last UTC time is kept (an equal UTC datetime has the same text; in other zones equal times
-    may not: another offset, an ambiguous hour's fold)."""
-    global _last_started
-    if started_at.tzinfo is not timezone.utc:
-        return started_at.isoformat()
-    last = _last_started  # one (time, text) pair, replaced whole: safe to share between threads
-    if last is not None and last[0] == started_at:
-        return last[1]
-    text = started_at.isoformat()
-    _last_started = (started_at, text)
-    return text
-
-
-_last_started: tuple[datetime, str] | None = None
 
 
 _INFO_COLUMNS = frozenset({"id", "flow_id", "started_at", "parent_id"})
@@ -721,7 +703,7 @@ def _run(
     columns = {"state": state, "status": state["status"], "outcome": state.get("outcome")}
     # An instance this event ends gets its end time in the same change, unless it starts a subflow:
     # only a subflow's end can move the instance on (or end it) while its effects are applied.
-    end_known = columns["status"] != _RUNNING and not any(type(e) is fx.StartSubflow for e in outcome.effects)
+    end_known = columns["status"] != _RUNNING and not any(isinstance(e, fx.StartSubflow) for e in outcome.effects)
     if end_known:
         columns["ended_at"] = rt.now
     writes.change(instance, INSTANCE, columns, versioned=True)

@@ -266,13 +266,6 @@ def test_an_effect_of_a_derived_type_is_applied_as_its_base(monkeypatch: pytest.
     assert applied == [effect]
 
 
-def test_started_at_text_is_its_isoformat() -> None:
-    shanghai = datetime(2026, 11, 24, 9, 0, tzinfo=timezone.utc).astimezone()
-    for when in [NOW, NOW.replace(microsecond=5), NOW, shanghai, NOW.replace(tzinfo=None), NOW]:
-        assert instances._started_text(when) == when.isoformat()
-        assert instances._started_text(when) == when.isoformat()
-
-
 # --- customers: the changes of an update, the dict flows see -------------------------------------
 
 
