@@ -470,8 +470,7 @@ def _claimed(session: Session, claims: list[tuple[int, int]]) -> list[Chained]:
         claimed = Claimed.of(row, customer)
         # The claim's UPDATE ran without syncing loaded rows: the attempt is the claim's.
         instance = session.identity_map.get(identity_key(Instance, row.instance_id)) if row.instance_id is not None else None
-        out.append((mid, attempt, Claimed(replace(claimed.message, attempt=attempt), claimed.category, claimed.customer_id),
-                    instance))
+        out.append((mid, attempt, replace(claimed, message=replace(claimed.message, attempt=attempt)), instance))
     return out
 
 
@@ -573,6 +572,11 @@ class MessageFence:
     def recorded(self, session: Session, row: OutboxMessage | _Written) -> None:
         _log(session, "message", row.id, self.attempt, row.instance_id, "retry" if row.status == "pending" else "done")
 
+    def recorded_group(self, session: Session, rows: Sequence[tuple[MessageFence, _Written]]) -> None:
+        execute_rows(session.connection(), _LOG,
+                     [_log_row("message", row.id, fence.attempt, row.instance_id,
+                               "retry" if row.status == "pending" else "done") for fence, row in rows])
+
 
 def run_message(cf: Careflow, message_id: int, attempt: int, lease: timedelta | None = None) -> DispatchReport:
     """Send one claimed outbox message, if the claim is still this attempt's."""
@@ -608,12 +612,14 @@ class TaskResolve:
 
 
 def _send(task: Task, messages: Sequence[tuple[int, int, Claimed | None, Instance | None]]) -> None:
-    """Send these claimed messages (``deliver_claimed``: one commit per message), fenced by their claims."""
+    """Send these claimed messages, fenced by their claims (``deliver_claimed``: through a provider
+    that recognises a repeat, as a group whose results commit in one transaction)."""
     try:
         deliver_claimed(task.sessions, task.cf.runtime, task.resolve,
                         [Outgoing(mid, MessageFence(attempt, task.lease), claimed, instance)
                          for mid, attempt, claimed, instance in messages],
-                        task.report, lost=task.heartbeat.lost_message, settled=task.heartbeat.release_message)
+                        task.report, lost=task.heartbeat.lost_message, settled=task.heartbeat.release_message,
+                        group=True)
     finally:
         for mid, *_ in messages:
             task.heartbeat.release_message(mid)
