@@ -48,7 +48,7 @@ from engine.errors import EngineError
 from engine.lease_renewal import Heartbeat
 from engine.outbox import Claimed, DispatchReport, Outgoing, Resolve, _idempotent, _unknown, _Written, deliver_claimed
 from engine.schedule import TickReport, TriggerMemo, fire_triggers
-from engine.store.batch import fire_timers, timer_event
+from engine.store.batch import _by_id, _Loader, fire_timers, timer_event
 from engine.store.instances import Writes, deliver
 from engine.store.models import Customer, Instance, OutboxMessage, StepExecution, Timer
 from engine.store.rows import execute as execute_rows
@@ -262,11 +262,16 @@ class Scheduler:
 
     def publish_due(self, report: SchedulerReport) -> None:
         s = self.settings
+        reclaim = True
         while True:
             wall = wall_now()
             with self.cf.sessions.begin() as session:
                 now = self.cf.clock.now()
-                report.reclaimed += reclaim_messages(session, self.cf.resolve, now, wall)
+                if reclaim:
+                    # Once per tick, not per round of claims: a lease that ran out meanwhile is
+                    # handed back by the next tick, a fraction of the lease later.
+                    report.reclaimed += reclaim_messages(session, self.cf.resolve, now, wall)
+                    reclaim = False
                 flying = in_flight(session, wall)
                 room = min(s.batch, s.max_in_flight - flying)
                 if flying:
@@ -346,6 +351,11 @@ def _log(session: Session, kind: str, ref_id: int, attempt: int, instance_id: in
 #: A message a worker claimed when it fired a timer: id, attempt number, what sending it needs, and
 #: its instance as that transaction committed it (``engine.outbox.Outgoing``).
 Chained = tuple[int, int, Claimed, Instance | None]
+
+#: A batch's timers and the messages its steps produced, each read with one Core query (``batch._by_id``:
+#: the ORM's loading costs more per row than the rest of reading them).
+_TIMERS = _Loader(Timer)
+_MESSAGES = _Loader(OutboxMessage)
 
 #: After firing a timer, a worker sends at most this many of the messages the step produced itself.
 CHAINED_MESSAGES = 10
@@ -457,7 +467,7 @@ def _claimed(session: Session, claims: list[tuple[int, int]]) -> list[Chained]:
     with their instances as this transaction leaves them (recording the results starts from those)."""
     if not claims:
         return []
-    rows = {r.id: r for r in session.scalars(select(OutboxMessage).where(OutboxMessage.id.in_([m for m, _ in claims])))}
+    rows = _by_id(session, _MESSAGES, [m for m, _ in claims])
     # The step's customers are loaded already (one query for the batch): these are lookups.
     customer_ids = {r.customer_id for r in rows.values() if r.customer_id is not None}
     missing = [c for c in customer_ids if session.identity_map.get(identity_key(Customer, c)) is None]
@@ -531,7 +541,7 @@ def _fire_batch(task: Task, claims: list[tuple[int, int]],
                 update(Timer).where(tuple_(Timer.id, Timer.attempt).in_(claims), Timer.status == "pending")
                 .values(status="fired", fired_at=rt.now, lease_until=None)
                 .returning(Timer.id).execution_options(synchronize_session=False)))
-            timers = {t.id: t for t in session.scalars(select(Timer).where(Timer.id.in_(fired)))}
+            timers = _by_id(session, _TIMERS, list(fired)) if fired else {}
             outcomes, logged = [], []
             for timer_id, attempt in claims:
                 timer = timers.get(timer_id)
