@@ -3,7 +3,8 @@
 A message moves ``pending → claimed → sending → sent`` (or ``failed`` / ``suppressed`` /
 ``unknown``). Claiming commits a batch; each message is then marked ``sending`` in a commit just
 before the provider is called, and the result commits after (for a provider that recognises a
-repeat, in the commit that marks the next message: ``deliver_claimed``). A crash leaves rows whose
+repeat, in the commit that marks the next message, or in distributed mode a group's results in
+one transaction: ``deliver_claimed``). A crash leaves rows whose
 lease runs out: a ``claimed`` one never reached the provider and is simply sent again; a
 ``sending`` one may have, so it is sent again only through a connector that de-duplicates on the
 key, and otherwise becomes ``unknown`` with an incident, since resending blindly could reach the

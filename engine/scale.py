@@ -18,8 +18,10 @@ RELIABILITY T04–T14, docs/decisions/0010-leases-and-fencing.md):
   tests count duplicates in. A batch of timers fires in one transaction (every timer fenced,
   every instance's revision checked; on any failure one transaction per timer), which also claims
   the messages those steps produced (a claim like a scheduler's, with its own lease and attempt
-  number); the worker then sends them itself, each in its own transactions, saving a scheduler
-  round trip. While it works, a heartbeat renews the leases of the claims it still holds
+  number); the worker then sends them itself, saving a scheduler round trip. Messages through a
+  provider that recognises a repeat go as a group: marked ``sending`` in one commit, sent, and
+  their results recorded in one transaction (``engine.outbox._send_group``,
+  docs/decisions/0012-grouped-message-results.md); any other message in commits of its own. While it works, a heartbeat renews the leases of the claims it still holds
   (``engine.lease_renewal``), so a slow provider call is never handed to a second worker.
 
 Leases run on the wall clock, never on the engine clock, which tests move by days.
