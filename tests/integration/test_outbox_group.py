@@ -166,3 +166,31 @@ def test_two_results_of_one_instance_are_not_delivered_together(database_url: st
             assert s.scalar(select(Instance.revision).where(Instance.id == instance_id)) == before
     finally:
         cf.close()
+
+
+def test_a_marketing_cap_counts_the_group_s_messages_not_yet_recorded(database_url: str, ledger: Any) -> None:
+    """All of a group is prepared before any result commits: the cap must count the group's own
+    sends, or every message of the group would pass a cap that only counts recorded ones."""
+    from engine.scale import claim_messages, run_messages
+
+    reg = Registry()
+    reg.register(LoggingProvider(), "scale_log")
+    cf = Careflow(database_url, clock=FixedClock(START), registry=reg,
+                  connector_settings={"scale_log": {"marketing_per_week": 2}})
+    try:
+        cid = cf.create_customer({"name": "张伟", "email": "z@example.com", "owner": "wang", "preferred_channel": "email"},
+                                 fire_triggers=False)
+        with cf.sessions.begin() as s:
+            for i in range(3):
+                s.add(OutboxMessage(effect_key=f"offer-{i}", connector="scale_log", payload={"text": f"offer {i}"},
+                                    customer_id=cid, category="marketing", status="pending", attempts=0,
+                                    max_attempts=1, backoff_seconds=0, next_attempt_at=START, created_at=START))
+        with cf.sessions.begin() as s:
+            claims = claim_messages(s, cf.clock.now(), wall_now(), LEASE, 100)
+        run_messages(cf, claims, LEASE)
+        with cf.sessions() as s:
+            statuses = [(m.status, m.last_error) for m in s.scalars(select(OutboxMessage).order_by(OutboxMessage.id))]
+    finally:
+        cf.close()
+    assert statuses == [("sent", None), ("sent", None), ("suppressed", "frequency_cap")]
+    assert sum(ledger_counts(ledger).values()) == 2
