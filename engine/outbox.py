@@ -185,6 +185,12 @@ class Outgoing:
     instance: Instance | None = None
 
 
+#: A provider call prepared for one message: the connector, the message as sent, its settings.
+_Call = tuple[Connector, Message, Mapping[str, Any]]
+#: Messages marked ``sending`` by one commit at most: all of them are in doubt until the group's results commit.
+GROUP_LIMIT = 50
+
+
 def read_claimed(session: Session, ids: list[int]) -> dict[int, tuple[OutboxMessage, Claimed]]:
     """The rows of these messages and what sending them needs: one query per table, not per message."""
     if not ids:
@@ -289,12 +295,6 @@ def deliver_claimed(
     # runs out, and the reclaim decides, as after a crash.
     if results:
         _commit(factory, runtime, report, results, settled)
-
-
-#: A provider call prepared for one message: the connector, the message as sent, its settings.
-_Call = tuple[Connector, Message, Mapping[str, Any]]
-#: Messages marked ``sending`` by one commit at most: all of them are in doubt until the group's results commit.
-GROUP_LIMIT = 50
 
 
 def _call(attempt: _Attempt, call: _Call) -> None:
@@ -409,7 +409,7 @@ def _record_all(session: Session, rt: Runtime, sent: list[tuple[Outgoing, _Attem
 def _prepare(
     factory: sessionmaker[Session], runtime: Callable[[], Runtime], resolve: Resolve, claimed: Claimed,
     unrecorded: Sequence[tuple[Outgoing, _Attempt]] = (),
-) -> tuple[_Attempt, tuple[Connector, Message, Mapping[str, Any]] | None]:
+) -> tuple[_Attempt, _Call | None]:
     """Route a message and apply consent and caps; the provider call to make, or None (suppressed, failed).
 
     ``unrecorded``: results of this call not committed yet, which a marketing cap counts too.
