@@ -3,7 +3,8 @@
 A message moves ``pending → claimed → sending → sent`` (or ``failed`` / ``suppressed`` /
 ``unknown``). Claiming commits a batch; each message is then marked ``sending`` in a commit just
 before the provider is called, and the result commits after (for a provider that recognises a
-repeat, in the commit that marks the next message: ``deliver_claimed``). A crash leaves rows whose
+repeat, in the commit that marks the next message, or in distributed mode a group's results in
+one transaction: ``deliver_claimed``). A crash leaves rows whose
 lease runs out: a ``claimed`` one never reached the provider and is simply sent again; a
 ``sending`` one may have, so it is sent again only through a connector that de-duplicates on the
 key, and otherwise becomes ``unknown`` with an incident, since resending blindly could reach the
@@ -12,16 +13,16 @@ customer twice. A provider call that got no answer (``AmbiguousSendError``) is t
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, func, inspect, select, update
+from sqlalchemy import bindparam, func, select, tuple_, update
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
-from sqlalchemy.orm.util import identity_key
 
 from connectors.base import STAFF_CHANNELS, Connector, ConnectorError, Delivery, Message
 from connectors.channels import recipient
@@ -30,9 +31,12 @@ from engine.errors import Conflict, EngineError
 from engine.reminders import CATEGORY as STAFF_CATEGORY
 from engine.runtime import events as ev
 from engine.store import customers as cust
-from engine.store.instances import Runtime, deliver, get_instance
+from engine.store.batch_results import Result, attach_known, deliver_results
+from engine.store.instances import Runtime, Writes, deliver, get_instance
 from engine.store.models import Customer, Incident, Instance, OutboxMessage
 from engine.store.rows import execute as execute_rows
+
+log = logging.getLogger(__name__)
 
 LEASE = timedelta(seconds=120)
 #: How often recording a result is tried again when the instance changed meanwhile.
@@ -148,12 +152,18 @@ class Claimed:
     message: Message
     category: str
     customer_id: int | None
+    #: Where its result goes, fixed when the row was written: the instance, and the token and
+    #: generation that wait for it (``wait``). A group's results are recorded from these.
+    instance_id: int | None = None
+    token: str | None = None
+    gen: int | None = None
+    wait: bool = False
 
     @classmethod
     def of(cls, row: OutboxMessage, customer: Customer | None) -> Claimed:
         customer_data = cust.customer_dict(customer) if customer is not None else None
         return cls(Message(row.effect_key, row.connector, dict(row.payload), customer_data, row.attempts),
-                   row.category, row.customer_id)
+                   row.category, row.customer_id, row.instance_id, row.token, row.gen, bool(row.wait))
 
 
 @dataclass
@@ -175,6 +185,12 @@ class Outgoing:
     instance: Instance | None = None
 
 
+#: A provider call prepared for one message: the connector, the message as sent, its settings.
+_Call = tuple[Connector, Message, Mapping[str, Any]]
+#: Messages marked ``sending`` by one commit at most: all of them are in doubt until the group's results commit.
+GROUP_LIMIT = 50
+
+
 def read_claimed(session: Session, ids: list[int]) -> dict[int, tuple[OutboxMessage, Claimed]]:
     """The rows of these messages and what sending them needs: one query per table, not per message."""
     if not ids:
@@ -189,7 +205,7 @@ def read_claimed(session: Session, ids: list[int]) -> dict[int, tuple[OutboxMess
 def deliver_claimed(
     factory: sessionmaker[Session], runtime: Callable[[], Runtime], resolve: Resolve, messages: list[Outgoing],
     report: DispatchReport, *, lost: Callable[[int], bool] = lambda _mid: False,
-    settled: Callable[[int], None] = lambda _mid: None,
+    settled: Callable[[int], None] = lambda _mid: None, group: bool = False,
 ) -> None:
     """Send claimed messages one after the other, each to its provider once, each result recorded once.
 
@@ -203,8 +219,13 @@ def deliver_claimed(
     again with its key, which is harmless for such a provider only. For any other provider the
     mark keeps a commit of its own, so that a crash never turns an unsent message into an
     ``unknown`` one, and so does the result, right after the call: a crash while the next message
-    is prepared must not leave a message in doubt that only an incident can settle. A result that needs no provider call (suppressed, no connector) goes with the
-    next commit.
+    is prepared must not leave a message in doubt that only an incident can settle. A result that
+    needs no provider call (suppressed, no connector) goes with the next commit.
+
+    With ``group`` (distributed mode), consecutive messages through a provider that recognises a
+    repeat go as a group instead (``_send_group``, docs/decisions/0012-grouped-message-results.md):
+    all marked ``sending`` in one commit, sent, and all their results recorded in one more, their
+    instances advanced together. Any other message still goes as above, after the group before it.
 
     With a ``fence`` (distributed mode) a message is marked, and its result recorded, only while
     its claim is still the one the task was published for: a worker whose lease was taken over
@@ -228,34 +249,38 @@ def deliver_claimed(
             todo.append(out)
         messages = todo
     results: list[tuple[Outgoing, _Attempt]] = []  # to commit with the next transaction
+    grouped: list[tuple[Outgoing, _Attempt, _Call]] = []  # prepared, to be marked and sent together
     for out in messages:
         if lost(out.mid):  # taken over while it waited: the newer claim sends it
             settled(out.mid)
             continue
         assert out.claimed is not None
-        attempt, call = _prepare(factory, runtime, resolve, out.claimed, results)
+        attempt, call = _prepare(factory, runtime, resolve, out.claimed,
+                                 [*results, *((o, a) for o, a, _c in grouped)])
         if call is None:
             results.append((out, attempt))
             continue
+        if group and attempt.resendable:
+            grouped.append((out, attempt, call))
+            if len(grouped) >= GROUP_LIMIT:
+                _send_group(factory, runtime, report, results, grouped, lost, settled)
+                results, grouped = [], []
+            continue
+        if grouped:
+            _send_group(factory, runtime, report, results, grouped, lost, settled)
+            results, grouped = [], []
         if results and not attempt.resendable:
             # A crash right after the commit that marks this message would leave it in doubt
             # though never sent; it must then not share that commit with the previous results.
             _commit(factory, runtime, report, results, settled)
             results = []
         crash_point("before_provider_call")
-        marked = _commit(factory, runtime, report, results, settled, mark=out)
+        marked = _commit(factory, runtime, report, results, settled, mark=[out])
         results = []
-        if not marked:
+        if out.mid not in marked:
             settled(out.mid)  # claimed again by someone else meanwhile: nothing sent, nothing to record
             continue
-        connector, message, provider_settings = call
-        try:
-            attempt.delivery = connector.send(message, provider_settings)
-            crash_point("after_provider_accept_before_ledger")
-        except ConnectorError as exc:
-            attempt.error = exc
-        except (LookupError, EngineError) as exc:
-            attempt.error = ConnectorError(str(exc))
+        _call(attempt, call)
         results.append((out, attempt))
         if not attempt.resendable:
             # In doubt until recorded, and a message in doubt whose provider cannot recognise a
@@ -263,16 +288,128 @@ def deliver_claimed(
             # capped and reach ``before_provider_call``.
             _commit(factory, runtime, report, results, settled)
             results = []
+    if grouped:
+        _send_group(factory, runtime, report, results, grouped, lost, settled)
+        results = []
     # Not in a ``finally``: after an unexpected error the result stays unrecorded, the claim's lease
     # runs out, and the reclaim decides, as after a crash.
     if results:
         _commit(factory, runtime, report, results, settled)
 
 
+def _call(attempt: _Attempt, call: _Call) -> None:
+    """Call the provider; what it answered goes into ``attempt``."""
+    connector, message, provider_settings = call
+    try:
+        attempt.delivery = connector.send(message, provider_settings)
+        crash_point("after_provider_accept_before_ledger")
+    except ConnectorError as exc:
+        attempt.error = exc
+    except (LookupError, EngineError) as exc:
+        attempt.error = ConnectorError(str(exc))
+
+
+def _send_group(factory: sessionmaker[Session], runtime: Callable[[], Runtime], report: DispatchReport,
+                results: list[tuple[Outgoing, _Attempt]], grouped: list[tuple[Outgoing, _Attempt, _Call]],
+                lost: Callable[[int], bool], settled: Callable[[int], None]) -> None:
+    """Mark a group of messages ``sending`` in one commit (with ``results``, still unrecorded), send
+    each, and record all their results in one more (``_record_group``).
+
+    Only for providers that recognise a repeat and are not routed per customer (``_idempotent``):
+    after a crash anywhere in between, every message of the group is ``sending``, and the reclaim
+    sends each again with its key, which the provider drops if it had it already. The rule that
+    at most one message is in doubt buys nothing there. A message is still never sent before the
+    commit that marks it, nor after its claim was taken over.
+    """
+    marked = _commit(factory, runtime, report, results, settled, mark=[out for out, _a, _c in grouped])
+    sent: list[tuple[Outgoing, _Attempt]] = []
+    for out, attempt, call in grouped:
+        if out.mid not in marked or lost(out.mid):
+            settled(out.mid)  # claimed again by someone else meanwhile: the newer claim sends it
+            continue
+        crash_point("before_provider_call")
+        _call(attempt, call)
+        sent.append((out, attempt))
+    _record_group(factory, runtime, report, sent, settled)
+
+
+def _record_group(factory: sessionmaker[Session], runtime: Callable[[], Runtime], report: DispatchReport,
+                  sent: list[tuple[Outgoing, _Attempt]], settled: Callable[[int], None]) -> None:
+    """The results of a group in one transaction (``_record_all``); if that cannot be, one per result."""
+    if len(sent) > 1 and all(attempt.error is None for _out, attempt in sent):
+        try:
+            with factory.begin() as session:
+                _record_all(session, runtime(), sent)
+        except (_OneByOne, StaleDataError, EngineError) as exc:
+            # Rolled back whole: each result is recorded on its own below, as without a group.
+            log.debug("the results of a group of %d messages are recorded one by one: %r", len(sent), exc)
+        else:
+            report.sent += len(sent)
+            for out, _attempt in sent:
+                settled(out.mid)
+                crash_point("after_ledger_before_ack")
+            return
+    for out, attempt in sent:
+        # The instances are read afresh: the copies kept may be what made the group fail.
+        _commit(factory, runtime, report, [(replace(out, instance=None), attempt)], settled)
+
+
+class _OneByOne(Exception):
+    """A group's results cannot be recorded in one transaction (two of one instance, a claim lost)."""
+
+
+_SETTLE_SENT = (update(OutboxMessage)
+                .where(OutboxMessage.id == bindparam("b_id"), OutboxMessage.status == "sending")
+                .values(status="sent", channel=bindparam("b_channel"),
+                        provider_ref=func.coalesce(bindparam("b_ref", type_=OutboxMessage.provider_ref.type),
+                                                   OutboxMessage.provider_ref),
+                        sent_at=bindparam("b_at", type_=OutboxMessage.sent_at.type), last_error=None, lease_until=None))
+_SETTLE_SENT_FENCED = _SETTLE_SENT.where(OutboxMessage.attempts == bindparam("b_attempt"))
+
+
+def _record_all(session: Session, rt: Runtime, sent: list[tuple[Outgoing, _Attempt]]) -> None:
+    """What ``_record`` does for each message sent, for all of them: one UPDATE settles every row
+    (each still ``sending`` under its claim, or the group fails), one INSERT logs them (fenced),
+    and the instances that waited are advanced together (``batch_results.deliver_results``)."""
+    fenced = [out.fence for out, _a in sent if out.fence is not None]
+    if fenced and len(fenced) != len(sent):
+        raise _OneByOne("fenced and unfenced messages in one group")
+    params = []
+    for out, attempt in sent:
+        row = {"b_id": out.mid, "b_channel": attempt.channel, "b_ref": (attempt.delivery or Delivery()).provider_ref,
+               "b_at": rt.now}
+        if out.fence is not None:
+            row["b_attempt"] = out.fence.attempt
+        params.append(row)
+    matched = execute_rows(session.connection(), _SETTLE_SENT_FENCED if fenced else _SETTLE_SENT, params).rowcount
+    if matched != len(params):
+        raise _OneByOne(f"{len(params) - matched} message(s) of the group changed meanwhile")
+    written = []
+    for out, attempt in sent:
+        claimed = out.claimed
+        assert claimed is not None
+        written.append(_Written(out.mid, "sent", claimed.instance_id, claimed.token, claimed.gen, claimed.wait,
+                                claimed.customer_id, claimed.message.params, claimed.message.connector,
+                                claimed.message.effect_key, attempt.channel))
+    if fenced:
+        fenced[0].recorded_group(session, list(zip(fenced, written, strict=True)))
+    writes = Writes(session, batch=True)
+    waiting = []
+    for (out, attempt), row, param in zip(sent, written, params, strict=True):
+        result = {"provider_ref": param["b_ref"], **dict((attempt.delivery or Delivery()).detail)}
+        if row.customer_id is not None:
+            writes.timeline(row.customer_id, rt.now, *_timeline_entry(row, "sent", result), row.instance_id)
+        if row.wait and row.instance_id is not None and row.token is not None:
+            waiting.append(Result(row.instance_id, ev.ActionDone(row.token, row.gen or 0, result), out.instance))
+    if not deliver_results(session, rt, waiting, writes):
+        raise _OneByOne("two messages of one instance")
+    writes.flush()
+
+
 def _prepare(
     factory: sessionmaker[Session], runtime: Callable[[], Runtime], resolve: Resolve, claimed: Claimed,
     unrecorded: Sequence[tuple[Outgoing, _Attempt]] = (),
-) -> tuple[_Attempt, tuple[Connector, Message, Mapping[str, Any]] | None]:
+) -> tuple[_Attempt, _Call | None]:
     """Route a message and apply consent and caps; the provider call to make, or None (suppressed, failed).
 
     ``unrecorded``: results of this call not committed yet, which a marketing cap counts too.
@@ -302,8 +439,9 @@ def _prepare(
 
 
 def _commit(factory: sessionmaker[Session], runtime: Callable[[], Runtime], report: DispatchReport,
-            results: list[tuple[Outgoing, _Attempt]], settled: Callable[[int], None], mark: Outgoing | None = None) -> bool:
-    """One transaction: record these results, then mark ``mark`` (if any) ``sending``; whether it was marked.
+            results: list[tuple[Outgoing, _Attempt]], settled: Callable[[int], None],
+            mark: Sequence[Outgoing] = ()) -> set[int]:
+    """One transaction: record these results, then mark the messages of ``mark`` ``sending``; the ids marked.
 
     An instance another transition changed meanwhile (a worker elsewhere fired its timer) fails
     the transaction; it is tried again on the fresh state, the marking with it.
@@ -321,7 +459,7 @@ def _commit(factory: sessionmaker[Session], runtime: Callable[[], Runtime], repo
                         outcomes.append(outcome)
                         if out.fence is not None:
                             out.fence.recorded(session, row)
-                marked = mark is None or _mark_sending(session, mark.mid, mark.fence)
+                marked = _mark_sending(session, mark) if mark else set()
             break
         except StaleDataError:
             if tries == RECORD_TRIES - 1:
@@ -344,19 +482,38 @@ _MARK_SENDING_FENCED = (update(OutboxMessage)
                         .values(status="sending", lease_until=bindparam("b_until")))
 
 
-def _mark_sending(session: Session, mid: int, fence: Fence | None = None) -> bool:
-    """That the provider is about to be called (committed before it is); False if the claim was lost meanwhile.
+def _mark_sending(session: Session, messages: Sequence[Outgoing]) -> set[int]:
+    """That their providers are about to be called (committed before they are); the ids still
+    claimed as the caller holds them (a claim lost meanwhile is not marked).
 
-    A Core statement on the session's connection: no loaded object is this row (the result
-    recorded in the same transaction is another message's), so the ORM has nothing to sync.
+    Core statements on the session's connection: no loaded object is one of these rows (the
+    results recorded in the same transaction are other messages'), so the ORM has nothing to
+    sync. A group (``_send_group``) is marked by one statement that returns the ids it marked.
     """
     conn = session.connection()
-    if fence is None:
-        result = execute_rows(conn, _MARK_SENDING, [{"b_id": mid}])
-    else:
-        result = execute_rows(conn, _MARK_SENDING_FENCED,
-                              [{"b_id": mid, "b_attempt": fence.attempt, "b_until": fence.lease_until()}])
-    return bool(result.rowcount)
+    if len(messages) == 1:
+        mid, fence = messages[0].mid, messages[0].fence
+        if fence is None:
+            result = execute_rows(conn, _MARK_SENDING, [{"b_id": mid}])
+        else:
+            result = execute_rows(conn, _MARK_SENDING_FENCED,
+                                  [{"b_id": mid, "b_attempt": fence.attempt, "b_until": fence.lease_until()}])
+        return {mid} if result.rowcount else set()
+    marked: set[int] = set()
+    plain = [out.mid for out in messages if out.fence is None]
+    if plain:
+        marked.update(conn.scalars(update(OutboxMessage).where(OutboxMessage.id.in_(plain), OutboxMessage.status == "claimed")
+                                   .values(status="sending").returning(OutboxMessage.id)))
+    fences = [(out.mid, out.fence) for out in messages if out.fence is not None]
+    if fences:
+        # The task's claims share one lease: the latest end any of them asks for.
+        until = max(fence.lease_until() for _mid, fence in fences)
+        pairs = [(mid, fence.attempt) for mid, fence in fences]
+        marked.update(conn.scalars(
+            update(OutboxMessage)
+            .where(tuple_(OutboxMessage.id, OutboxMessage.attempts).in_(pairs), OutboxMessage.status == "claimed")
+            .values(status="sending", lease_until=until).returning(OutboxMessage.id)))
+    return marked
 
 
 class Fence(Protocol):
@@ -367,6 +524,9 @@ class Fence(Protocol):
     def lease_until(self) -> datetime: ...
 
     def recorded(self, session: Session, row: OutboxMessage | _Written) -> None: ...
+
+    def recorded_group(self, session: Session, rows: Sequence[tuple[Fence, _Written]]) -> None:
+        """``recorded`` for each of these rows under its fence (this one among them), in one go."""
 
 
 @dataclass(frozen=True)
@@ -514,29 +674,25 @@ def _settled(session: Session, rt: Runtime, row: OutboxMessage | _Written, statu
     ``instance``: the message's instance as last committed by this worker, if it holds it (see ``Outgoing``).
     """
     if row.customer_id is not None:
-        text = str(row.payload.get("subject") or row.payload.get("text") or row.connector)
-        channel = row.channel or row.connector
-        zh, en = ("已发送", "sent") if status == "sent" else SUPPRESSED[str(result.get("suppressed"))]
-        cust.add_timeline(
-            session, row.customer_id, rt.now, f"message_{status}",
-            {"zh": f"{channel} {zh}：{text}", "en": f"{channel} {en}: {text}"},
-            {"connector": row.connector, "channel": channel, "effect_key": row.effect_key, "status": status,
-             **({"reason": result["suppressed"]} if status == "suppressed" else {})},
-            row.instance_id,
-        )
+        cust.add_timeline(session, row.customer_id, rt.now, *_timeline_entry(row, status, result), row.instance_id)
     if row.wait and row.instance_id is not None and row.token is not None:
         deliver(session, rt, _instance(session, row.instance_id, instance), ev.ActionDone(row.token, row.gen or 0, dict(result)))
 
 
+def _timeline_entry(row: OutboxMessage | _Written, status: str,
+                    result: Mapping[str, Any]) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """The customer's timeline entry for a message sent or suppressed: its kind, title and data."""
+    text = str(row.payload.get("subject") or row.payload.get("text") or row.connector)
+    channel = row.channel or row.connector
+    zh, en = ("已发送", "sent") if status == "sent" else SUPPRESSED[str(result.get("suppressed"))]
+    return (f"message_{status}", {"zh": f"{channel} {zh}：{text}", "en": f"{channel} {en}: {text}"},
+            {"connector": row.connector, "channel": channel, "effect_key": row.effect_key, "status": status,
+             **({"reason": result["suppressed"]} if status == "suppressed" else {})})
+
+
 def _instance(session: Session, instance_id: int, known: Instance | None) -> Instance:
     """The instance, from ``known`` when that is its last committed state held by no session, else read."""
-    if known is not None and known.id == instance_id and identity_key(Instance, instance_id) not in session.identity_map:
-        state = inspect(known)
-        # Expired: a rollback (see ``written_here``) made its values unknown, so they are read again.
-        if state.detached and not state.expired_attributes:
-            session.add(known)
-            return known
-    return get_instance(session, instance_id)
+    return attach_known(session, instance_id, known) or get_instance(session, instance_id)
 
 
 def _fail(session: Session, rt: Runtime, row: OutboxMessage, message: str) -> None:

@@ -18,8 +18,10 @@ RELIABILITY T04–T14, docs/decisions/0010-leases-and-fencing.md):
   tests count duplicates in. A batch of timers fires in one transaction (every timer fenced,
   every instance's revision checked; on any failure one transaction per timer), which also claims
   the messages those steps produced (a claim like a scheduler's, with its own lease and attempt
-  number); the worker then sends them itself, each in its own transactions, saving a scheduler
-  round trip. While it works, a heartbeat renews the leases of the claims it still holds
+  number); the worker then sends them itself, saving a scheduler round trip. Messages through a
+  provider that recognises a repeat go as a group: marked ``sending`` in one commit, sent, and
+  their results recorded in one transaction (``engine.outbox._send_group``,
+  docs/decisions/0012-grouped-message-results.md); any other message in commits of its own. While it works, a heartbeat renews the leases of the claims it still holds
   (``engine.lease_renewal``), so a slow provider call is never handed to a second worker.
 
 Leases run on the wall clock, never on the engine clock, which tests move by days.
@@ -48,7 +50,7 @@ from engine.errors import EngineError
 from engine.lease_renewal import Heartbeat
 from engine.outbox import Claimed, DispatchReport, Outgoing, Resolve, _idempotent, _unknown, _Written, deliver_claimed
 from engine.schedule import TickReport, TriggerMemo, fire_triggers
-from engine.store.batch import fire_timers, timer_event
+from engine.store.batch import _by_id, _Loader, fire_timers, timer_event
 from engine.store.instances import Writes, deliver
 from engine.store.models import Customer, Instance, OutboxMessage, StepExecution, Timer
 from engine.store.rows import execute as execute_rows
@@ -262,11 +264,16 @@ class Scheduler:
 
     def publish_due(self, report: SchedulerReport) -> None:
         s = self.settings
+        reclaim = True
         while True:
             wall = wall_now()
             with self.cf.sessions.begin() as session:
                 now = self.cf.clock.now()
-                report.reclaimed += reclaim_messages(session, self.cf.resolve, now, wall)
+                if reclaim:
+                    # Once per tick, not per round of claims: a lease that ran out meanwhile is
+                    # handed back by the next tick, a fraction of the lease later.
+                    report.reclaimed += reclaim_messages(session, self.cf.resolve, now, wall)
+                    reclaim = False
                 flying = in_flight(session, wall)
                 room = min(s.batch, s.max_in_flight - flying)
                 if flying:
@@ -346,6 +353,11 @@ def _log(session: Session, kind: str, ref_id: int, attempt: int, instance_id: in
 #: A message a worker claimed when it fired a timer: id, attempt number, what sending it needs, and
 #: its instance as that transaction committed it (``engine.outbox.Outgoing``).
 Chained = tuple[int, int, Claimed, Instance | None]
+
+#: A batch's timers and the messages its steps produced, each read with one Core query (``batch._by_id``:
+#: the ORM's loading costs more per row than the rest of reading them).
+_TIMERS = _Loader(Timer)
+_MESSAGES = _Loader(OutboxMessage)
 
 #: After firing a timer, a worker sends at most this many of the messages the step produced itself.
 CHAINED_MESSAGES = 10
@@ -457,7 +469,7 @@ def _claimed(session: Session, claims: list[tuple[int, int]]) -> list[Chained]:
     with their instances as this transaction leaves them (recording the results starts from those)."""
     if not claims:
         return []
-    rows = {r.id: r for r in session.scalars(select(OutboxMessage).where(OutboxMessage.id.in_([m for m, _ in claims])))}
+    rows = _by_id(session, _MESSAGES, [m for m, _ in claims])
     # The step's customers are loaded already (one query for the batch): these are lookups.
     customer_ids = {r.customer_id for r in rows.values() if r.customer_id is not None}
     missing = [c for c in customer_ids if session.identity_map.get(identity_key(Customer, c)) is None]
@@ -470,8 +482,7 @@ def _claimed(session: Session, claims: list[tuple[int, int]]) -> list[Chained]:
         claimed = Claimed.of(row, customer)
         # The claim's UPDATE ran without syncing loaded rows: the attempt is the claim's.
         instance = session.identity_map.get(identity_key(Instance, row.instance_id)) if row.instance_id is not None else None
-        out.append((mid, attempt, Claimed(replace(claimed.message, attempt=attempt), claimed.category, claimed.customer_id),
-                    instance))
+        out.append((mid, attempt, replace(claimed, message=replace(claimed.message, attempt=attempt)), instance))
     return out
 
 
@@ -532,7 +543,7 @@ def _fire_batch(task: Task, claims: list[tuple[int, int]],
                 update(Timer).where(tuple_(Timer.id, Timer.attempt).in_(claims), Timer.status == "pending")
                 .values(status="fired", fired_at=rt.now, lease_until=None)
                 .returning(Timer.id).execution_options(synchronize_session=False)))
-            timers = {t.id: t for t in session.scalars(select(Timer).where(Timer.id.in_(fired)))}
+            timers = _by_id(session, _TIMERS, list(fired)) if fired else {}
             outcomes, logged = [], []
             for timer_id, attempt in claims:
                 timer = timers.get(timer_id)
@@ -573,6 +584,11 @@ class MessageFence:
     def recorded(self, session: Session, row: OutboxMessage | _Written) -> None:
         _log(session, "message", row.id, self.attempt, row.instance_id, "retry" if row.status == "pending" else "done")
 
+    def recorded_group(self, session: Session, rows: Sequence[tuple[MessageFence, _Written]]) -> None:
+        execute_rows(session.connection(), _LOG,
+                     [_log_row("message", row.id, fence.attempt, row.instance_id,
+                               "retry" if row.status == "pending" else "done") for fence, row in rows])
+
 
 def run_message(cf: Careflow, message_id: int, attempt: int, lease: timedelta | None = None) -> DispatchReport:
     """Send one claimed outbox message, if the claim is still this attempt's."""
@@ -608,12 +624,14 @@ class TaskResolve:
 
 
 def _send(task: Task, messages: Sequence[tuple[int, int, Claimed | None, Instance | None]]) -> None:
-    """Send these claimed messages (``deliver_claimed``: one commit per message), fenced by their claims."""
+    """Send these claimed messages, fenced by their claims (``deliver_claimed``: through a provider
+    that recognises a repeat, as a group whose results commit in one transaction)."""
     try:
         deliver_claimed(task.sessions, task.cf.runtime, task.resolve,
                         [Outgoing(mid, MessageFence(attempt, task.lease), claimed, instance)
                          for mid, attempt, claimed, instance in messages],
-                        task.report, lost=task.heartbeat.lost_message, settled=task.heartbeat.release_message)
+                        task.report, lost=task.heartbeat.lost_message, settled=task.heartbeat.release_message,
+                        group=True)
     finally:
         for mid, *_ in messages:
             task.heartbeat.release_message(mid)
