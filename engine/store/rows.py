@@ -101,6 +101,12 @@ def insert_ids(conn: Connection, statement: Insert, rows: Sequence[Mapping[str, 
             ids = bulk.run(conn, rows)
             if ids is not None:
                 return ids
+    if len(rows) > 1 and conn.dialect.name == "sqlite":
+        numbered = _cached(_numbered_inserts, _build_numbered_insert, conn.dialect, statement, keys)
+        if numbered is not None:
+            ids = numbered.run(conn, rows)
+            if ids is not None:
+                return ids
     return list(conn.execute(statement, list(rows)).scalars().all())
 
 
@@ -457,6 +463,56 @@ def _conjuncts(criteria: Sequence[Any]) -> list[Any]:
         else:
             out.append(criterion)
     return out
+
+
+# --- SQLite: new rows numbered by the caller ------------------------------------------------------
+
+_numbered_inserts: _Cache = {}
+_MAX_ROWID = 2**63 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class _NumberedInsert:
+    """New rows of a table whose id is SQLite's rowid (an INTEGER PRIMARY KEY), given their ids here and inserted by one
+    executemany: the ids SQLite would have given them, without a statement per row.
+
+    SQLite has no ordering guarantee for the rows of a multi-row INSERT's RETURNING, so SQLAlchemy
+    sends ``insert(...).returning(id, sort_by_parameter_order=True)`` one row per statement. For
+    a rowid table without AUTOINCREMENT SQLite gives a new row the largest id in the table plus
+    one: rows inserted in order get ``max(id) + 1``, ``+ 2``... That is what is given here, read
+    in the same transaction. A writer that slipped in between (a transaction that does not take
+    the write lock up front, unlike ``db.make_engine``'s BEGIN IMMEDIATE) makes the INSERT fail
+    on the primary key, or the transaction fail as stale in WAL mode; it never shifts an id.
+    """
+
+    top: str
+    insert: Executable
+
+    def run(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[int] | None:
+        first = (conn.exec_driver_sql(self.top).scalar() or 0) + 1
+        if first + len(rows) - 1 > _MAX_ROWID:
+            return None  # SQLite would pick ids at random: let it
+        ids = list(range(first, first + len(rows)))
+        inserted = execute(conn, self.insert, [{**row, "id": id_} for row, id_ in zip(rows, ids)]).rowcount
+        if inserted != len(rows):
+            raise AssertionError(f"{len(rows)} rows to insert, {inserted} inserted")
+        return ids
+
+
+def _build_numbered_insert(dialect: Dialect, statement: Insert, keys: frozenset[str]) -> _NumberedInsert | None:
+    table = statement.table
+    if (not isinstance(table, Table) or statement._values or statement._multi_values
+            or statement.select is not None or statement._post_values_clause is not None):
+        return None
+    returning = statement._returning
+    id_column = table.c.get("id")
+    if (id_column is None or len(returning) != 1 or returning[0] is not id_column or "id" in keys
+            or table.autoincrement_column is not id_column or table.dialect_options["sqlite"]["autoincrement"]
+            or id_column.type.compile(dialect=dialect) != "INTEGER" or not keys.issubset(table.c.keys())):
+        return None
+    quote = dialect.identifier_preparer
+    return _NumberedInsert(f"SELECT max({quote.format_column(id_column)}) FROM {quote.format_table(table)}",
+                           insert(table))
 
 
 # --- PostgreSQL: statements sent without waiting for their results (pipeline mode) ---------------
