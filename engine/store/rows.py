@@ -181,11 +181,13 @@ def _json_as_text(compiled: Any, name: str, process: Callable[[Any], Any] | None
     if process is None or bind is None:
         return process
     impl = bind.type.dialect_impl(dialect)
-    if dialect.driver == "psycopg" and type(impl) is _json_type("postgresql"):
+    if dialect.driver == "psycopg" and type(impl) is _pg_json():
         if compiled.string.count(f"%({name})s") != compiled.string.count(f"%({name})s::JSON"):
             return process  # no cast: the server would take the text for a string
-    elif not (dialect.name == "sqlite" and type(impl) is _json_type("sqlite")
-              and impl._str_impl.bind_processor(dialect) is None):  # SQLAlchemy's gives the serializer's text too
+    elif not (dialect.name == "sqlite" and isinstance(impl, JSON)  # SQLAlchemy's gives the serializer's text too
+              and type(impl).bind_processor is JSON.bind_processor
+              and type(impl)._make_bind_processor is JSON._make_bind_processor
+              and impl._str_impl.bind_processor(dialect) is None):
         return process
     null, serialize, none_as_null = bind.type.NULL, dialect._json_serializer or json.dumps, bind.type.none_as_null
 
@@ -201,15 +203,11 @@ def _json_as_text(compiled: Any, name: str, process: Callable[[Any], Any] | None
 
 
 @cache
-def _json_type(dialect: str) -> type:
-    """The JSON type SQLAlchemy's dialect binds parameters with."""
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql.psycopg import _PGJSON
+def _pg_json() -> type:
+    """The JSON type SQLAlchemy's psycopg dialect binds parameters with (a ``Json`` wrapper)."""
+    from sqlalchemy.dialects.postgresql.psycopg import _PGJSON
 
-        return _PGJSON
-    from sqlalchemy.dialects.sqlite import JSON as SQLiteJSON
-
-    return SQLiteJSON
+    return _PGJSON
 
 
 def _converter(binds: list[_Bind], positional: bool) -> Any:

@@ -56,6 +56,7 @@ def _sqlalchemys_text(dialect_name: str, value: Any) -> Any:
 @pytest.mark.parametrize("document", DOCUMENTS, ids=repr)
 def test_the_text_is_the_one_sqlalchemys_processor_gives(document: Any, column: str, dialect_name: str) -> None:
     ours, sqlalchemys = _processor(column, dialect_name)
+    assert ours.json_serializer is jsontext.dumps  # the converter's shortcut is on
     text = ours(document)
     assert text is None or type(text) is str
     assert text == _sqlalchemys_text(dialect_name, sqlalchemys(document))
