@@ -32,6 +32,7 @@ INSERT's rows go as one multi-row ``INSERT ... VALUES`` (``_InsertValues``).
 
 from __future__ import annotations
 
+import json
 import re
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -47,7 +48,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import Executable, operators, visitors
 from sqlalchemy.sql.dml import Insert, Update
-from sqlalchemy.sql.elements import BinaryExpression, BindParameter, BooleanClauseList, ColumnClause
+from sqlalchemy.sql.elements import BinaryExpression, BindParameter, BooleanClauseList, ColumnClause, Null
 from sqlalchemy.sql.selectable import FromClause, ReturnsRows
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
@@ -99,6 +100,12 @@ def insert_ids(conn: Connection, statement: Insert, rows: Sequence[Mapping[str, 
         bulk = _cached(_insert_selects, _build_insert_select, conn.dialect, statement, keys)
         if bulk is not None:
             ids = bulk.run(conn, rows)
+            if ids is not None:
+                return ids
+    if len(rows) > 1 and conn.dialect.name == "sqlite":
+        numbered = _cached(_numbered_inserts, _build_numbered_insert, conn.dialect, statement, keys)
+        if numbered is not None:
+            ids = numbered.run(conn, rows)
             if ids is not None:
                 return ids
     return list(conn.execute(statement, list(rows)).scalars().all())
@@ -156,8 +163,51 @@ def _binds(compiled: Any, keys: frozenset[str]) -> list[_Bind] | None:
             if bind is None or bind.callable is not None or bind.value is None and bind.required:
                 return None
             source, fixed = 1, bind.effective_value
-        binds.append((name, source, fixed, processors.get(name)))
+        binds.append((name, source, fixed, _json_as_text(compiled, name, processors.get(name))))
     return binds
+
+
+def _json_as_text(compiled: Any, name: str, process: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
+    """A JSON parameter's processor, as SQLAlchemy's (``JSON._make_bind_processor``) but known to
+    give the document's text from the dialect's serializer, so that ``_converter`` may call the
+    serializer itself for a dict or list (the usual document), one call fewer per value.
+
+    On psycopg SQLAlchemy's gives a ``psycopg.types.json.Json`` wrapper, which psycopg then turns
+    into the same text (with the same serializer) through a dumper written in Python; this one
+    gives the text, sent as a plain string converted in C, which the SQL casts to JSON (a ``json``
+    value keeps its text as given). Any other parameter keeps ``process``."""
+    dialect = compiled.dialect
+    bind = compiled.binds.get(name)
+    if process is None or bind is None:
+        return process
+    impl = bind.type.dialect_impl(dialect)
+    if dialect.driver == "psycopg" and type(impl) is _pg_json():
+        if compiled.string.count(f"%({name})s") != compiled.string.count(f"%({name})s::JSON"):
+            return process  # no cast: the server would take the text for a string
+    elif not (dialect.name == "sqlite" and isinstance(impl, JSON)  # SQLAlchemy's gives the serializer's text too
+              and type(impl).bind_processor is JSON.bind_processor
+              and type(impl)._make_bind_processor is JSON._make_bind_processor
+              and impl._str_impl.bind_processor(dialect) is None):
+        return process
+    null, serialize, none_as_null = bind.type.NULL, dialect._json_serializer or json.dumps, bind.type.none_as_null
+
+    def as_text(value: Any) -> Any:
+        if value is null:
+            value = None
+        elif value is None and none_as_null or isinstance(value, Null):
+            return None
+        return serialize(value)
+
+    as_text.json_serializer = serialize  # type: ignore[attr-defined]
+    return as_text
+
+
+@cache
+def _pg_json() -> type:
+    """The JSON type SQLAlchemy's psycopg dialect binds parameters with (a ``Json`` wrapper)."""
+    from sqlalchemy.dialects.postgresql.psycopg import _PGJSON
+
+    return _PGJSON
 
 
 def _converter(binds: list[_Bind], positional: bool) -> Any:
@@ -172,7 +222,12 @@ def _converter(binds: list[_Bind], positional: bool) -> Any:
             names[f"c{index}"] = fixed
         if process is not None:
             names[f"p{index}"] = process
-            value = f"p{index}({value})"
+            serialize = getattr(process, "json_serializer", None)
+            if serialize is not None and source == 0:  # a JSON document: a dict or a list goes straight to text
+                names[f"s{index}"] = serialize
+                value = f"(s{index}(v{index}) if type(v{index} := {value}) is dict or type(v{index}) is list else p{index}(v{index}))"
+            else:
+                value = f"p{index}({value})"
         parts.append(value if positional else f"{name!r}: {value}")
     body = f"({', '.join(parts)},)" if positional else f"{{{', '.join(parts)}}}"
     return eval(f"lambda row: {body}", names)  # noqa: S307 - built from bind names of our own statements
@@ -457,6 +512,56 @@ def _conjuncts(criteria: Sequence[Any]) -> list[Any]:
         else:
             out.append(criterion)
     return out
+
+
+# --- SQLite: new rows numbered by the caller ------------------------------------------------------
+
+_numbered_inserts: _Cache = {}
+_MAX_ROWID = 2**63 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class _NumberedInsert:
+    """New rows of a table whose id is SQLite's rowid (an INTEGER PRIMARY KEY), given their ids here and inserted by one
+    executemany: the ids SQLite would have given them, without a statement per row.
+
+    SQLite has no ordering guarantee for the rows of a multi-row INSERT's RETURNING, so SQLAlchemy
+    sends ``insert(...).returning(id, sort_by_parameter_order=True)`` one row per statement. For
+    a rowid table without AUTOINCREMENT SQLite gives a new row the largest id in the table plus
+    one: rows inserted in order get ``max(id) + 1``, ``+ 2``... That is what is given here, read
+    in the same transaction. A writer that slipped in between (a transaction that does not take
+    the write lock up front, unlike ``db.make_engine``'s BEGIN IMMEDIATE) makes the INSERT fail
+    on the primary key, or the transaction fail as stale in WAL mode; it never shifts an id.
+    """
+
+    top: str
+    insert: Executable
+
+    def run(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[int] | None:
+        first = (conn.exec_driver_sql(self.top).scalar() or 0) + 1
+        if first + len(rows) - 1 > _MAX_ROWID:
+            return None  # SQLite would pick ids at random: let it
+        ids = list(range(first, first + len(rows)))
+        inserted = execute(conn, self.insert, [{**row, "id": id_} for row, id_ in zip(rows, ids)]).rowcount
+        if inserted != len(rows):
+            raise AssertionError(f"{len(rows)} rows to insert, {inserted} inserted")
+        return ids
+
+
+def _build_numbered_insert(dialect: Dialect, statement: Insert, keys: frozenset[str]) -> _NumberedInsert | None:
+    table = statement.table
+    if (not isinstance(table, Table) or statement._values or statement._multi_values
+            or statement.select is not None or statement._post_values_clause is not None):
+        return None
+    returning = statement._returning
+    id_column = table.c.get("id")
+    if (id_column is None or len(returning) != 1 or returning[0] is not id_column or "id" in keys
+            or table.autoincrement_column is not id_column or table.dialect_options["sqlite"]["autoincrement"]
+            or id_column.type.compile(dialect=dialect) != "INTEGER" or not keys.issubset(table.c.keys())):
+        return None
+    quote = dialect.identifier_preparer
+    return _NumberedInsert(f"SELECT max({quote.format_column(id_column)}) FROM {quote.format_table(table)}",
+                           insert(table))
 
 
 # --- PostgreSQL: statements sent without waiting for their results (pipeline mode) ---------------
