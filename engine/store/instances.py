@@ -698,12 +698,16 @@ def _run(
         calendar=rt.calendar,
         pick_user=lambda role, strategy, c: _pick_user(session, writes, role, strategy, c),
     )
+    # An instance that had ended already only logs the event as ignored (an ended status is final):
+    # it must not end again (its end time, the customer's timeline, its parent told once more).
+    was_running = loaded["state"]["status"] == _RUNNING
     outcome = advance(flow, loaded["state"], event, ctx)
     state = outcome.state
     columns = {"state": state, "status": state["status"], "outcome": state.get("outcome")}
     # An instance this event ends gets its end time in the same change, unless it starts a subflow:
     # only a subflow's end can move the instance on (or end it) while its effects are applied.
-    end_known = columns["status"] != _RUNNING and not any(isinstance(e, fx.StartSubflow) for e in outcome.effects)
+    end_known = (was_running and columns["status"] != _RUNNING
+                 and not any(isinstance(e, fx.StartSubflow) for e in outcome.effects))
     if end_known:
         columns["ended_at"] = rt.now
     writes.change(instance, INSTANCE, columns, versioned=True)
@@ -711,7 +715,7 @@ def _run(
                          "entries": outcome.history})
     for effect in outcome.effects:
         _APPLIERS.get(type(effect), _apply)(session, rt, instance, customer, outcome, effect, writes)
-    ended = instance.status != _RUNNING  # read again: a subflow that ended at once may have moved it on
+    ended = was_running and instance.status != _RUNNING  # read again: a subflow that ended at once may have moved it on
     if ended:
         if not end_known:
             writes.change(instance, INSTANCE, {"ended_at": rt.now}, versioned=True)  # the same UPDATE as the state
