@@ -97,3 +97,44 @@ def test_a_group_s_result_for_an_instance_cancelled_meanwhile_leaves_its_end_as_
         assert [_end_of(cf, i)[0] for i in ids] == ["completed", "completed", "cancelled", "completed"]
     finally:
         cf.close()
+
+
+KID = """
+id: kid
+name: {zh: 子流程, en: Kid}
+triggers: [{type: manual}]
+enrollment: {concurrent: unlimited, reenroll: always}
+steps:
+  - id: done
+    type: end
+    outcome: kid_done
+"""
+
+MOM = """
+id: mom
+name: {zh: 母流程, en: Mom}
+triggers: [{type: manual}]
+steps:
+  - id: sub
+    type: subflow
+    flow: kid
+    wait: true
+    next: done
+  - id: done
+    type: end
+"""
+
+
+def test_a_parent_that_a_subflow_ending_at_once_ends_is_ended_once(cf: Careflow) -> None:
+    """The child's end moves the parent on, in a delivery of its own that ends the parent and
+    records that end; the parent's own run, which started the child, must not end it again."""
+    cf.deploy_flow_text(KID, "kid.yaml", by="test")
+    cf.deploy_flow_text(MOM, "mom.yaml", by="test")
+    customer_id = cf.create_customer({"name": "客户", "phone": "13800138000"}, fire_triggers=False)
+    parent_id = cf.start("mom", customer_id=customer_id)
+    with cf.sessions() as s:
+        ended = list(s.scalars(select(TimelineEntry.instance_id).where(TimelineEntry.customer_id == customer_id,
+                                                                       TimelineEntry.kind == "flow_ended")))
+        instances = {i.flow_id: (i.id, i.status) for i in s.scalars(select(Instance).where(Instance.customer_id == customer_id))}
+    assert instances == {"mom": (parent_id, "completed"), "kid": (instances["kid"][0], "completed")}
+    assert ended == [instances["kid"][0], parent_id]  # once each: the child, then its parent
