@@ -698,12 +698,18 @@ def _run(
         calendar=rt.calendar,
         pick_user=lambda role, strategy, c: _pick_user(session, writes, role, strategy, c),
     )
+    # Whether this event ends the instance: its end (end time, the customer's timeline, the parent
+    # told) is then recorded here, once. Not when it had ended already (an ended status is final:
+    # the event is only logged as ignored), nor when a subflow that ended at once moves it on to
+    # its end while the effects are applied: that delivery of its own records the end.
+    was_running = loaded["state"]["status"] == _RUNNING
     outcome = advance(flow, loaded["state"], event, ctx)
     state = outcome.state
     columns = {"state": state, "status": state["status"], "outcome": state.get("outcome")}
-    # An instance this event ends gets its end time in the same change, unless it starts a subflow:
-    # only a subflow's end can move the instance on (or end it) while its effects are applied.
-    end_known = columns["status"] != _RUNNING and not any(isinstance(e, fx.StartSubflow) for e in outcome.effects)
+    ends = was_running and columns["status"] != _RUNNING
+    # The end time goes in the same change as the state, unless a subflow starts first (its start
+    # writes the state, and the child's end may deliver to this instance meanwhile).
+    end_known = ends and not any(isinstance(e, fx.StartSubflow) for e in outcome.effects)
     if end_known:
         columns["ended_at"] = rt.now
     writes.change(instance, INSTANCE, columns, versioned=True)
@@ -711,16 +717,15 @@ def _run(
                          "entries": outcome.history})
     for effect in outcome.effects:
         _APPLIERS.get(type(effect), _apply)(session, rt, instance, customer, outcome, effect, writes)
-    ended = instance.status != _RUNNING  # read again: a subflow that ended at once may have moved it on
-    if ended:
+    if ends:
         if not end_known:
-            writes.change(instance, INSTANCE, {"ended_at": rt.now}, versioned=True)  # the same UPDATE as the state
+            writes.change(instance, INSTANCE, {"ended_at": rt.now}, versioned=True)
         _record_end(rt, instance, flow, writes)
         _release_enrollment(instance, writes)
-    if writes.batch and not (ended and loaded["parent_id"] is not None):
+    if writes.batch and not (ends and loaded["parent_id"] is not None):
         return outcome  # the batch writes everything at its end
     writes.flush()
-    if ended:
+    if ends:
         _notify_parent(session, rt, instance)
     return outcome
 
