@@ -417,12 +417,21 @@ class _InsertSelect:
         return ids
 
 
-def _build_insert_select(dialect: Dialect, statement: Insert, keys: frozenset[str]) -> _InsertSelect | None:
-    """The bulk form of ``insert(table).returning(table.c.id, sort_by_parameter_order=True)``, or,
-    for the pipeline, of a plain ``table.insert()``."""
+def _plain_insert_table(statement: Insert) -> Table | None:
+    """The table of ``insert(table)`` with no values, VALUES list, SELECT or suffix of its own: a
+    statement whose rows come only from the parameters, which the bulk forms below can rewrite."""
     table = statement.table
     if (not isinstance(table, Table) or statement._values or statement._multi_values
             or statement.select is not None or statement._post_values_clause is not None):
+        return None
+    return table
+
+
+def _build_insert_select(dialect: Dialect, statement: Insert, keys: frozenset[str]) -> _InsertSelect | None:
+    """The bulk form of ``insert(table).returning(table.c.id, sort_by_parameter_order=True)``, or,
+    for the pipeline, of a plain ``table.insert()``."""
+    table = _plain_insert_table(statement)
+    if table is None:
         return None
     returning = statement._returning
     id_column = table.c.get("id")
@@ -549,9 +558,8 @@ class _NumberedInsert:
 
 
 def _build_numbered_insert(dialect: Dialect, statement: Insert, keys: frozenset[str]) -> _NumberedInsert | None:
-    table = statement.table
-    if (not isinstance(table, Table) or statement._values or statement._multi_values
-            or statement.select is not None or statement._post_values_clause is not None):
+    table = _plain_insert_table(statement)
+    if table is None:
         return None
     returning = statement._returning
     id_column = table.c.get("id")
