@@ -267,7 +267,9 @@ class _Run:
             wait["pending"] -= 1
             if wait["pending"] > 0:
                 return
-        else:
+        elif wait.get("tasks", 2) > 1:
+            # The others' tasks for this step go. A step that made one task (the one answered) has
+            # none left; a state saved before "tasks" was recorded counts as having several.
             self.effects.append(fx.CancelTasks(tid, reason="completed_by_other"))
         self.leave(tid, step)
 
@@ -422,7 +424,8 @@ class _Run:
             timers = True
         all_must_answer = bool(people) and step.approval == "all"
         pending = len(people) if all_must_answer else 1
-        self.park(tid, {"kind": "task", "approval": "all" if all_must_answer else "any", "pending": pending, "timers": timers})
+        self.park(tid, {"kind": "task", "approval": "all" if all_must_answer else "any", "pending": pending, "timers": timers,
+                        "tasks": len(people) if people else 1})
 
     def add_to(self, start: datetime, duration: Any) -> datetime:
         return add_duration(start, duration, self.flow.timezone, self.ctx.calendar)

@@ -420,3 +420,34 @@ steps:
     assert d.send(ev.Start()).state["status"] == "running"
     [incident] = d.of(fx.RaiseIncident)
     assert incident.step == "choose" and "syntax error" in incident.message
+
+
+SINGLE_TASK = """
+steps:
+  - id: check
+    type: task
+    form: f
+    assignee: {user: wang}
+    next: done
+  - id: done
+    type: end
+"""
+
+
+def test_answering_the_only_task_of_a_step_cancels_nothing() -> None:
+    d = Driver(flow(SINGLE_TASK))
+    d.send(ev.Start())
+    assert len(d.of(fx.CreateTask)) == 1
+    tid, gen = d.token_at("check")
+    out = d.send(ev.TaskDone(tid, gen, {}, "wang"))
+    assert out.state["outcome"] == "completed"
+    assert not [e for e in out.effects if isinstance(e, fx.CancelTasks)]
+
+
+def test_a_task_wait_saved_without_its_task_count_still_cancels_the_others() -> None:
+    d = Driver(flow(SINGLE_TASK))
+    d.send(ev.Start())
+    tid, gen = d.token_at("check")
+    del d.state["tokens"][tid]["wait"]["tasks"]  # as a state written before the count was kept
+    out = d.send(ev.TaskDone(tid, gen, {}, "wang"))
+    assert fx.CancelTasks(tid, reason="completed_by_other") in out.effects
