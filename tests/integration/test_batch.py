@@ -152,6 +152,27 @@ def test_a_customer_twice_in_a_batch_is_enrolled_once(cf):
         assert list(s.scalars(select(Instance.id).where(Instance.customer_id == cid))) == [results[0]]
 
 
+def test_a_batch_finds_each_customers_enrollment_in_its_own_flow(cf):
+    """The batch reads the enrollments of its customers in the flow started (one probe per customer
+    on PostgreSQL): an active one refuses the start, one in another flow does not count. Called
+    directly, as ``Careflow.start_batch`` would hide a wrong refusal by retrying each start alone."""
+    deploy_call(cf)  # one active instance per customer (the default policy)
+    deploy_call(cf, "recall")
+    customers = [new_customer(cf, n) for n in range(4)]
+    rt = cf.runtime()
+    with cf.sessions.begin() as s:
+        start_instances(s, rt, "recall", customers)
+    with cf.sessions.begin() as s:
+        start_instances(s, rt, "call", customers[1:3])
+    with cf.sessions.begin() as s, pytest.raises(NotEnrolled):
+        start_instances(s, rt, "call", customers)
+    with cf.sessions.begin() as s:
+        start_instances(s, rt, "call", [customers[0], customers[3]])
+    with cf.session() as s:
+        rows = s.execute(select(Enrollment.flow_id, Enrollment.customer_id, Enrollment.count)).all()
+    assert sorted(rows) == sorted([("recall", c, 1) for c in customers] + [("call", c, 1) for c in customers])
+
+
 def test_a_phone_another_customer_has_fails_only_its_own_start(cf):
     deploy_call(cf)  # its first step writes the customer's phone in E.164
     holder = new_customer(cf, 7)  # +8613800130007
