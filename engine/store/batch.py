@@ -42,6 +42,7 @@ from engine.store.rows import execute as execute_rows
 from engine.store import tasks as task_store
 from engine.store.definitions import flow_of_version, latest_flow
 from engine.store.instances import (
+    INSTANCE,
     TASK,
     Runtime,
     Writes,
@@ -52,6 +53,7 @@ from engine.store.instances import (
     enrollment_allows,
     insert_instances,
     instance_columns,
+    new_instances,
     set_committed_values,
     start_instance,
     written_here_all,
@@ -152,9 +154,21 @@ def start_instances(
     enrollments = {e.customer_id: e for e in session.scalars(lookup, {"b_flow": flow.id, "b_ids": ids})}
     for customer_id in ids:
         enrollment_allows(flow, enrollments.get(customer_id), customer_id, rt.now)
-    instances = insert_instances(session, [instance_columns(rt, flow, version_id, c, started_by) for c in ids])
+    rows = [instance_columns(rt, flow, version_id, c, started_by) for c in ids]
     writes = Writes(session, batch=True)
-    for instance, customer_id in zip(instances, ids, strict=True):
+    # Each new instance's row is written once, with the state its first run leaves: its id is given
+    # beforehand. On PostgreSQL (ids from a sequence) each row is queued with its own request, so a
+    # chunk sent early holds its requests' rows as they end; on SQLite all at once (see new_instances).
+    instances = new_instances(session, writes, rows)
+    per_request = instances is not None and session.connection().dialect.name == "postgresql"
+    if instances is None:
+        instances = insert_instances(session, rows)
+    elif not per_request:
+        for instance, row in zip(instances, rows, strict=True):
+            writes.add_new(instance, INSTANCE, {**row, "id": instance.id})
+    for instance, row, customer_id in zip(instances, rows, ids, strict=True):
+        if per_request:
+            writes.add_new(instance, INSTANCE, {**row, "id": instance.id})
         begin(session, rt, flow, instance, customers[customer_id], enrollments.get(customer_id),
               ev.Start(dict(data or {}), dict(trigger or {})), writes)
         writes.request_done()

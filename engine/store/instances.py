@@ -36,7 +36,7 @@ from engine.runtime.interpreter import Context, Outcome, advance, start_state
 from engine.runtime.state import Status
 from engine.store import customers as cust
 from engine.store.inlist import in_list
-from engine.store.rows import execute as execute_rows, insert_ids, pipelining, send as send_rows, sync as sync_rows
+from engine.store.rows import execute as execute_rows, insert_ids, new_ids, pipelining, send as send_rows, sync as sync_rows
 from engine import forms
 from engine.store.definitions import flow_of_version, latest_flow, latest_form
 from engine.store.models import (
@@ -87,6 +87,8 @@ class Writes:
       object takes them at once, as if loaded so; the row gets one UPDATE of the changed columns
       at flush, the instance's with its optimistic-lock check (``revision``), as an ORM flush.
     * ``add``: appended rows, grouped per table, so each table gets one (multi-row) INSERT.
+    * ``add_new``: the row of a new object whose id was given beforehand (``rows.new_ids``): until
+      it is written, ``change`` puts the object's new values in the row, written once.
     * ``update``: bulk UPDATE statements, in order. An UPDATE of a table runs after the rows
       added to that table before it and before the rows added after it (a task cancelled, then
       created again by a send-back, stays open). An UPDATE never reads another table, so rows of
@@ -119,7 +121,7 @@ class Writes:
     #: Requests of a batch per chunk sent without waiting (PostgreSQL).
     CHUNK = 34
 
-    __slots__ = ("session", "batch", "claims", "_changes", "_ops", "_open", "_requests", "_pipelined")
+    __slots__ = ("session", "batch", "claims", "_changes", "_ops", "_open", "_requests", "_pipelined", "_new")
 
     def __init__(self, session: Session, *, batch: bool = False):
         self.session = session
@@ -133,6 +135,8 @@ class Writes:
         self._open: dict[Table, list[dict[str, Any]]] = {}
         self._requests = 0
         self._pipelined: bool | None = None  # known at the first chunk
+        # Rows queued by add_new and not written yet, by id(obj): [row, whether its revision moved].
+        self._new: dict[int, list[Any]] = {}
 
     def change(self, obj: Any, table: Table, values: Mapping[str, Any], *, versioned: bool = False) -> None:
         """Give a loaded object new column values now and write them at flush.
@@ -145,12 +149,33 @@ class Writes:
         if not new:
             return
         set_committed_values(obj, new)
+        queued = self._new.get(id(obj))
+        if queued is not None:
+            self._change_new(obj, queued, new, versioned)
+            return
         written_here(self.session, obj)
         pending = self._changes.get(id(obj))
         if pending is None:
             self._changes[id(obj)] = _Change(obj, table, new, versioned)
         else:
             pending.values.update(new)
+
+    @staticmethod
+    def _change_new(obj: Any, queued: list[Any], new: dict[str, Any], versioned: bool) -> None:
+        """A change of an object whose row waits to be inserted: the row takes the new values. Its
+        revision moves once, as one UPDATE of the row would move it (no other writer knows the row yet)."""
+        row = queued[0]
+        row.update(new)
+        if versioned and not queued[1]:
+            queued[1] = True
+            row["revision"] += 1
+            set_committed_value(obj, "revision", row["revision"])
+
+    def add_new(self, obj: Any, table: Table, row: dict[str, Any]) -> None:
+        """Queue the INSERT of a new object's row, its id given (the object attached as loaded, see
+        ``new_instances``); the object's changes go in the row until it is written."""
+        self._new[id(obj)] = [row, False]
+        self.add(table, row)
 
     def add(self, table: Table, row: dict[str, Any]) -> None:
         rows = self._open.get(table)
@@ -202,6 +227,7 @@ class Writes:
             return
         changes, self._changes = self._changes, {}
         ops, self._ops, self._open = self._ops, [], {}
+        self._new.clear()  # their rows are written now: a later change is an UPDATE
         conn = self.session.connection()
         run = send_rows if pipelined else execute_rows
         # Changed objects first: a lost optimistic lock then fails the request before anything else
@@ -618,6 +644,24 @@ def _insert_instance(session: Session, columns: dict[str, Any]) -> Instance:
     instance = _as_loaded(session, session.connection().execute(_INSERT_INSTANCE, columns).scalar_one(), columns)
     written_here(session, instance, inserted=True)
     return instance
+
+
+def new_instances(session: Session, writes: Writes, rows: list[dict[str, Any]]) -> list[Instance] | None:
+    """Instance objects for new rows, their ids given now (``rows.new_ids``) and their rows written
+    later by ``writes`` (``Writes.add_new``), each once, with the values its first run leaves; None
+    where ids cannot be given beforehand.
+
+    The caller queues each row (``add_new``) before anything that refers to it, and on SQLite all
+    of them at once: another new instance of the transaction (a subflow's) takes ``max(id) + 1``
+    when it is inserted, which must not be one of these ids (``writes`` writes them all first).
+    """
+    session.flush()
+    ids = new_ids(session.connection(), INSTANCE, len(rows))
+    if ids is None:
+        return None
+    instances = [_as_loaded(session, instance_id, columns) for instance_id, columns in zip(ids, rows, strict=True)]
+    written_here_all(session, instances, inserted=True)
+    return instances
 
 
 def insert_instances(session: Session, rows: list[dict[str, Any]]) -> list[Instance]:

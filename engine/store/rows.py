@@ -572,6 +572,34 @@ def _build_numbered_insert(dialect: Dialect, statement: Insert, keys: frozenset[
                            insert(table))
 
 
+def new_ids(conn: Connection, table: Table, count: int) -> list[int] | None:
+    """Ids for ``count`` new rows of ``table`` whose INSERT comes later in this transaction, the
+    id given in each row; None where this cannot be done (the rows then go by ``insert_ids``).
+
+    PostgreSQL: the next values of the id column's sequence, as its default would take them.
+    SQLite, for a rowid table without AUTOINCREMENT: ``max(id) + 1``, ``+ 2``... (see
+    ``_NumberedInsert``), read under the transaction's write lock. SQLite gives any other new row of
+    the table the same ``max(id) + 1``: the caller writes these rows before another one can be added.
+    """
+    if count < 1:
+        return []
+    id_column = table.c.get("id")
+    if id_column is None or table.autoincrement_column is not id_column:
+        return None
+    if conn.dialect.name == "postgresql":
+        sequence = func.pg_get_serial_sequence(conn.dialect.identifier_preparer.format_table(table), "id")
+        ids = list(conn.execute(select(func.nextval(sequence)).select_from(func.generate_series(1, count))).scalars())
+        return None if None in ids else ids  # no sequence: nextval(NULL) is NULL
+    if conn.dialect.name == "sqlite":
+        if table.dialect_options["sqlite"]["autoincrement"] or id_column.type.compile(dialect=conn.dialect) != "INTEGER":
+            return None
+        first = (conn.execute(select(func.max(id_column))).scalar() or 0) + 1
+        if first + count - 1 > _MAX_ROWID:
+            return None  # SQLite would pick ids at random: let it
+        return list(range(first, first + count))
+    return None
+
+
 # --- PostgreSQL: statements sent without waiting for their results (pipeline mode) ---------------
 
 def pipelining(conn: Connection) -> bool:

@@ -593,3 +593,70 @@ def test_overlapping_pauses_leave_the_collector_on_once_the_first_ends():
     assert gc.isenabled()  # the collector runs, though the second batch is not over
     second.__exit__(None, None, None)
     assert gc.isenabled()
+
+
+def test_a_started_instance_is_written_once_with_the_state_its_first_run_leaves(cf, monkeypatch):
+    """Its id given beforehand, a new instance's row is inserted once, as its run leaves it: no
+    INSERT of the start state followed by an UPDATE, on SQLite (all at the end) as on PostgreSQL
+    (in chunks of requests)."""
+    monkeypatch.setattr(Writes, "CHUNK", 2)
+    deploy_call(cf)
+    customers = [new_customer(cf, n) for n in range(5)]
+    with _Sent(cf) as sent:
+        started = cf.start_batch("call", customers)
+    assert all(isinstance(i, int) for i in started)
+    assert not [s for s in sent if s.startswith("UPDATE instance")]
+    assert sum(s.startswith("INSERT INTO instance") for s in sent) == (3 if cf.db.dialect.name == "postgresql" else 1)
+    with cf.session() as s:
+        rows = s.execute(select(Instance.id, Instance.revision, Instance.status).where(Instance.id.in_(started))).all()
+        waiting = {t.instance_id for t in s.scalars(select(Task).where(Task.instance_id.in_(started)))}
+    assert sorted(rows) == [(i, 2, "running") for i in sorted(started)]  # revision 2, as after INSERT + UPDATE
+    assert waiting == set(started)
+
+
+SUB_KID = """
+id: kid
+name: {zh: 子流程, en: Kid}
+triggers: [{type: manual}]
+enrollment: {concurrent: unlimited, reenroll: always}
+steps:
+  - id: done
+    type: end
+    outcome: kid_done
+"""
+
+SUB_MOM = """
+id: mom
+name: {zh: 母流程, en: Mom}
+triggers: [{type: manual}]
+steps:
+  - id: sub
+    type: subflow
+    flow: kid
+    wait: %s
+    next: done
+  - id: done
+    type: end
+"""
+
+
+@pytest.mark.parametrize("wait", ["true", "false"])
+def test_subflows_started_in_a_batch_take_ids_the_batch_did_not_give(cf, wait):
+    """The batch gives its instances their ids first; a subflow that one of them starts takes the
+    next free id when it is inserted (on SQLite max(id) + 1): the batch's rows are written before
+    it, so no id is given twice and the batch needs no retry (called directly, it would raise)."""
+    cf.deploy_flow_text(SUB_KID, "kid.yaml", by="test")
+    cf.deploy_flow_text(SUB_MOM % wait, "mom.yaml", by="test")
+    customers = [new_customer(cf, n) for n in range(3)]
+    rt = cf.runtime()
+    with cf.sessions.begin() as s:
+        parents = [p.id for p in start_instances(s, rt, "mom", customers)]
+    with cf.session() as s:
+        rows = s.execute(select(Instance.id, Instance.flow_id, Instance.customer_id, Instance.parent_id, Instance.status)).all()
+    assert len(rows) == 6
+    moms = sorted((r.id, r.customer_id, r.status) for r in rows if r.flow_id == "mom")
+    assert moms == [(p, c, "completed") for p, c in zip(parents, customers, strict=True)]
+    kids = [r for r in rows if r.flow_id == "kid"]
+    assert sorted(r.customer_id for r in kids) == customers and all(r.status == "completed" for r in kids)
+    if wait == "true":
+        assert sorted(r.parent_id for r in kids) == parents
