@@ -38,7 +38,7 @@ from engine.crashpoints import crash_point
 from engine.errors import Conflict, CustomerLookupError, InstanceLookupError, PermissionDenied, TaskLookupError
 from engine.runtime import events as ev
 from engine.store.inlist import in_list
-from engine.store.rows import execute as execute_rows
+from engine.store.rows import execute as execute_rows, pipelining, send as send_rows
 from engine.store import tasks as task_store
 from engine.store.definitions import flow_of_version, latest_flow
 from engine.store.instances import (
@@ -212,18 +212,27 @@ def complete_tasks(
         cleaned_answers.append(forms.check_submission(form, data, locale=locale, current=loaded["initial"] or {}))
         crash_point("during_form_submit_tx")
     session.flush()  # the caller's pending rows go first, as with one request
+    customers = _by_id(session, _CUSTOMERS, customer_ids)
     # Compare-and-set every task from open to completed: of two submissions exactly one wins. If
-    # any task was completed meanwhile, the batch fails (and its caller retries it one by one).
+    # any task was completed meanwhile, the batch fails (and its caller retries it one by one). On
+    # PostgreSQL the UPDATE is sent without waiting (rows.send), and checked with the batch's other
+    # writes, before the commit: the server runs it while the requests are computed.
     params = [{"b_id": task_id, "b_by": username, "b_at": rt.now, "b_data": cleaned}
               for (task_id, _data, username), cleaned in zip(answers, cleaned_answers, strict=True)]
-    matched = execute_rows(session.connection(), _COMPLETE_OPEN_TASK, params).rowcount
-    if matched != len(params):
-        raise Conflict(f"{len(params) - matched} task(s) of this batch were completed by someone else")
+
+    def check(matched: int) -> None:
+        if matched != len(params):
+            raise Conflict(f"{len(params) - matched} task(s) of this batch were completed by someone else")
+
+    conn = session.connection()
+    if pipelining(conn):
+        send_rows(conn, _COMPLETE_OPEN_TASK, params, check)
+    else:
+        check(execute_rows(conn, _COMPLETE_OPEN_TASK, params).rowcount)
     for (task_id, _data, username), cleaned in zip(answers, cleaned_answers, strict=True):
         set_committed_values(tasks[task_id], {"status": "completed", "completed_by": username, "completed_at": rt.now,
                                               "data": cleaned, "outcome": "completed"})
     written_here_all(session, [tasks[task_id] for task_id in task_ids])
-    customers = _by_id(session, _CUSTOMERS, customer_ids)
     writes = Writes(session, batch=True)
     for (task_id, _data, username), cleaned in zip(answers, cleaned_answers, strict=True):
         done = columns_of(tasks[task_id], _TASK_COLUMNS)  # none of these is changed by running the request
