@@ -159,16 +159,18 @@ def start_instances(
     # Each new instance's row is written once, with the state its first run leaves: its id is given
     # beforehand. On PostgreSQL (ids from a sequence) each row is queued with its own request, so a
     # chunk sent early holds its requests' rows as they end; on SQLite all at once (see new_instances).
-    instances = new_instances(session, writes, rows)
-    per_request = instances is not None and session.connection().dialect.name == "postgresql"
+    instances = new_instances(session, rows)
     if instances is None:
-        instances = insert_instances(session, rows)
-    elif not per_request:
-        for instance, row in zip(instances, rows, strict=True):
-            writes.add_new(instance, INSTANCE, {**row, "id": instance.id})
-    for instance, row, customer_id in zip(instances, rows, ids, strict=True):
+        instances, new_rows = insert_instances(session, rows), []
+    else:
+        new_rows = [{**row, "id": instance.id} for instance, row in zip(instances, rows, strict=True)]
+    per_request = bool(new_rows) and session.connection().dialect.name == "postgresql"
+    if new_rows and not per_request:
+        for instance, row in zip(instances, new_rows, strict=True):
+            writes.add_new(instance, INSTANCE, row)
+    for n, (instance, customer_id) in enumerate(zip(instances, ids, strict=True)):
         if per_request:
-            writes.add_new(instance, INSTANCE, {**row, "id": instance.id})
+            writes.add_new(instance, INSTANCE, new_rows[n])
         begin(session, rt, flow, instance, customers[customer_id], enrollments.get(customer_id),
               ev.Start(dict(data or {}), dict(trigger or {})), writes)
         writes.request_done()

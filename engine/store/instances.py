@@ -646,14 +646,14 @@ def _insert_instance(session: Session, columns: dict[str, Any]) -> Instance:
     return instance
 
 
-def new_instances(session: Session, writes: Writes, rows: list[dict[str, Any]]) -> list[Instance] | None:
-    """Instance objects for new rows, their ids given now (``rows.new_ids``) and their rows written
-    later by ``writes`` (``Writes.add_new``), each once, with the values its first run leaves; None
-    where ids cannot be given beforehand.
+def new_instances(session: Session, rows: list[dict[str, Any]]) -> list[Instance] | None:
+    """Instance objects for new rows, their ids given now (``rows.new_ids``), attached as loaded;
+    their rows are written later, each once, with the values its first run leaves (``Writes.add_new``).
+    None where ids cannot be given beforehand.
 
     The caller queues each row (``add_new``) before anything that refers to it, and on SQLite all
     of them at once: another new instance of the transaction (a subflow's) takes ``max(id) + 1``
-    when it is inserted, which must not be one of these ids (``writes`` writes them all first).
+    when it is inserted, which must not be one of these ids (any write of the batch writes them all first).
     """
     session.flush()
     ids = new_ids(session.connection(), INSTANCE, len(rows))
