@@ -183,9 +183,8 @@ def _normalise(out: dict[str, Any], errors: list[FieldError]) -> None:
             _bad(errors, key, f"{out[key].isoformat()!r} needs a time zone (e.g. +08:00)")
 
 
-#: The fields ``_normalise`` normalises or checks (consent, checked by ``_clean``, included).
-_NORMALISED = frozenset({"name", "region", "phone", "email", "birthday", "last_purchase_at", "first_purchase_at",
-                         "consent"})
+#: The fields ``_normalise`` normalises or checks.
+_NORMALISED = frozenset({"name", "region", "phone", "email", "birthday", "last_purchase_at", "first_purchase_at"})
 
 
 def _apply(customer: Customer, values: Mapping[str, Any]) -> list[str]:
