@@ -202,7 +202,9 @@ class _Run:
 
     def handle(self, event: ev.Event) -> None:
         if isinstance(event, ev.Start):
-            self.state["vars"].update(_copied(_as_dict(event.data)))
+            data = event.data
+            if not (type(data) is dict and not data):  # most starts carry no data
+                self.state["vars"].update(_copied(_as_dict(data)))
             self.history.append({"type": "instance_started", "trigger": dict(event.trigger)})
             self.new_token(self.flow.start, [])
         elif self.state["status"] != _RUNNING:
@@ -376,8 +378,17 @@ class _Run:
         return add_duration(self.ctx.now, duration, self.flow.timezone, self.ctx.calendar)
 
     def leave(self, tid: str, step: Step) -> None:
+        """The step is done: its token moves on to the next step. Most steps end so: ``move``'s body
+        is repeated here to spare a call (test_interp_quick_steps.py compares the two)."""
         self.history.append({"type": "step_completed", "step": step.id, "token": tid})
-        self.move(tid, step.next or "")
+        token = self.state["tokens"][tid]
+        wait = token["wait"]
+        if wait and wait.get("timers"):
+            self.effects.append(fx.CancelTimers(tid))
+        token["step"] = step.next or ""
+        token["gen"] += 1
+        token["wait"] = None
+        self.ready.append(tid)
 
     def run_task(self, tid: str, step: Step) -> None:
         assert step.assignee is not None and step.form is not None
@@ -393,8 +404,7 @@ class _Run:
             else:
                 spec["user"] = str(value)
         if plan is not None:
-            context = self.context()
-            title = {lang: template.render(context) for lang, template in plan.texts}
+            title = _rendered(plan.texts, self.context())
         else:
             title = {lang: expr.compile_template(t).render(self.context()) for lang, t in step.title.items()}
         if not step.due:
@@ -535,8 +545,7 @@ class _Run:
         if plan is None:
             note = {lang: expr.compile_template(t).render(self.context()) for lang, t in step.timeline.items()}
         elif plan.texts:
-            context = self.context()
-            note = {lang: template.render(context) for lang, template in plan.texts}
+            note = _rendered(plan.texts, self.context())
         else:
             note = {}
         self.effects.append(fx.UpdateCustomer(values, step.add_tags, step.remove_tags, note))
@@ -695,6 +704,15 @@ LANGUAGES = frozenset({"zh", "en"})
 _ATOMS = frozenset({str, int, float, bool, type(None)})
 
 
+def _rendered(texts: list[tuple[str, expr.Template]], context: Mapping[str, Any]) -> dict[str, str]:
+    """A plan's per-language texts rendered: ``{lang: template.render(context) for ...}`` as a loop,
+    one Python frame where the comprehension makes two."""
+    rendered = {}
+    for lang, template in texts:
+        rendered[lang] = template.render(context)
+    return rendered
+
+
 def _backoff_seconds(step: Step) -> float:
     """Seconds between an action's delivery attempts."""
     return step.backoff.plain.total_seconds() if step.backoff else 60.0
@@ -710,7 +728,10 @@ def _copied(value: Any) -> Any:
     without deepcopy's per-object bookkeeping; anything else by deepcopy itself."""
     kind = type(value)
     if kind is dict:
-        return {key: _copied(item) for key, item in value.items()}
+        copied = {}  # a loop, atoms kept without a call each: no frame per item, none for a comprehension
+        for key, item in value.items():
+            copied[key] = item if type(item) in _ATOMS else _copied(item)
+        return copied
     if kind is list:
         return [_copied(item) for item in value]
     if kind in _ATOMS:

@@ -213,12 +213,14 @@ def _changes(customer: Customer, values: Mapping[str, Any]) -> tuple[list[str], 
                 changed.append(key)
     if attributes is not None and attributes != (_current(customer, "attributes") or {}):
         columns["attributes"] = attributes
-    birthday = columns["birthday"] if "birthday" in columns else _current(customer, "birthday")
+    # _current inlined for the two values every update reads
+    birthday = columns["birthday"] if "birthday" in columns else (
+        loaded["birthday"] if "birthday" in loaded else getattr(customer, "birthday"))
     key = None
     if birthday is not None:
         calendar = columns["birthday_calendar"] if "birthday_calendar" in columns else _current(customer, "birthday_calendar")
         key = birthday_key(birthday, calendar or "solar")
-    if key != _current(customer, "birthday_key"):
+    if key != (loaded["birthday_key"] if "birthday_key" in loaded else getattr(customer, "birthday_key")):
         columns["birthday_key"] = key
     return changed, columns
 

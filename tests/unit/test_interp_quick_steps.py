@@ -211,3 +211,76 @@ def test_a_step_failure_is_the_same_error_type() -> None:
     plan = interpreter._Plan(Step(id="u", type="update_customer", fields={"note": "{{ vars.a }}"}))
     with pytest.raises(StepFailed, match="cannot be stored"):
         plan.stored_fields({"vars": {"a": {1, 2}}})
+
+
+# --- event data copies and rendered texts -------------------------------------------------------
+
+
+def random_data(rng: random.Random, depth: int = 0) -> Any:
+    choice = rng.randrange(8 if depth < 3 else 4)
+    if choice == 0:
+        return rng.choice([None, True, False, 0, 7, 2.5, "", "好"])
+    if choice == 1:
+        return rng.choice([date(2026, 1, 2), ("t", 1), b"raw", 10**30])
+    if choice in (2, 3):
+        return rng.choice(["a", 1, None])
+    if choice in (4, 5):
+        return {rng.choice(["a", "b", "c", 1]): random_data(rng, depth + 1) for _ in range(rng.randrange(4))}
+    return [random_data(rng, depth + 1) for _ in range(rng.randrange(4))]
+
+
+def containers(value: Any) -> list[int]:
+    if isinstance(value, dict):
+        return [id(value)] + [i for item in value.values() for i in containers(item)]
+    if isinstance(value, list):
+        return [id(value)] + [i for item in value for i in containers(item)]
+    return []
+
+
+def test_copied_event_data_is_a_deep_copy() -> None:
+    rng = random.Random(11)
+    for _ in range(2000):
+        data = random_data(rng)
+        copied = interpreter._copied(data)
+        assert copied == copy.deepcopy(data)
+        assert repr(copied) == repr(data)  # the same types, keys in the same order
+        assert not set(containers(copied)) & set(containers(data))
+
+
+def test_rendered_texts_are_those_of_each_template() -> None:
+    texts = [("zh", expr.compile_template("欢迎：{{ customer.name }}")), ("en", expr.compile_template("Hi {{ customer.name }}")),
+             ("xx", expr.compile_template("plain"))]
+    context = {"customer": {"name": "王"}}
+    assert interpreter._rendered(texts, context) == {lang: template.render(context) for lang, template in texts}
+    assert list(interpreter._rendered(texts, context)) == ["zh", "en", "xx"]
+
+
+@pytest.mark.parametrize("wait", [None, {"kind": "task", "timers": False}, {"kind": "timer", "timers": True},
+                                  {"kind": "action"}])
+@pytest.mark.parametrize("next_step", [None, "after"])
+def test_leaving_a_step_is_logging_it_and_moving_on(wait: dict[str, Any] | None, next_step: str | None) -> None:
+    flow = load_flow_text(UPDATES, "t.yaml")
+    step = Step(id="here", type="set", next=next_step)
+    runs = []
+    for leave in (True, False):
+        state = start_state(flow)
+        state["tokens"]["t1"] = {"step": "here", "gen": 3, "wait": copy.deepcopy(wait), "splits": []}
+        run = interpreter._Run(flow, state, Context(NOW, {"id": 9}, None))
+        if leave:
+            run.leave("t1", step)
+        else:
+            run.history.append({"type": "step_completed", "step": step.id, "token": "t1"})
+            run.move("t1", step.next or "")
+        runs.append((run.state, run.effects, run.history, run.ready))
+    assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("data", [{}, {"a": 1}, {"a": {"b": [1]}}])
+def test_start_data_lands_in_the_variables(data: dict[str, Any]) -> None:
+    flow = load_flow_text(UPDATES, "t.yaml")
+    out = advance(flow, start_state(flow), ev.Start(data, {"type": "manual"}), Context(NOW, {"id": 9}, {"id": 1}))
+    assert {key: out.state["vars"][key] for key in data} == data
+    if data:
+        assert out.state["vars"] is not data
+    with pytest.raises(TypeError):
+        advance(flow, start_state(flow), ev.Start(None, {"type": "manual"}), Context(NOW, {"id": 9}, {"id": 1}))  # type: ignore[arg-type]
