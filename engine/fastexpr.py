@@ -82,7 +82,22 @@ def _filters() -> dict[str, Callable[..., Any]]:
     }
 
 
+def _text_filters() -> dict[str, Callable[[str], Any]]:
+    """The filters above without arguments, as functions of a text ``_text`` has let through: what
+    the sandbox's filter gives for a defined string, without its checks of other values."""
+    from engine import expr
+
+    return {
+        "e164": expr.e164_of_text,
+        "normalize_email": expr.normalized_email_of_text,
+        "lower": str.lower,
+        "upper": str.upper,
+        "trim": str.strip,
+    }
+
+
 _FILTERS: dict[str, Callable[..., Any]] = {}
+_TEXT_FILTERS: dict[str, Callable[[str], Any]] = {}
 
 
 def compile_expression(node: nodes.Node, reserved: frozenset[str]) -> Evaluator | None:
@@ -289,9 +304,23 @@ def _compile_filter(node: nodes.Filter, reserved: frozenset[str]) -> Evaluator:
         return default
     if not _FILTERS:
         _FILTERS.update(_filters())
+        _TEXT_FILTERS.update(_text_filters())
     function = _FILTERS.get(node.name)
     if function is None:
         raise _Unsupported
-    if not args:  # a filter without arguments (e164, lower...): no tuple of them to build
-        return lambda ctx: function(_defined(value_of(ctx)))
+    if not args:  # a filter without arguments (e164, lower...): the text checked here, in one call
+        return _text_filter(value_of, _TEXT_FILTERS[node.name])
     return lambda ctx: function(_defined(value_of(ctx)), *(_defined(arg(ctx)) for arg in args))
+
+
+def _text_filter(value_of: Evaluator, function: Callable[[str], Any]) -> Evaluator:
+    """``value | filter`` for a filter of ``_TEXT_FILTERS``: Fallback unless the value is a text
+    within the size limit (undefined included, as ``_defined`` and ``_text`` would have it)."""
+
+    def text_filter(ctx: Mapping[str, Any]) -> Any:
+        value = value_of(ctx)
+        if type(value) is not str or len(value) > MAX_PLAIN_CHARS:
+            raise Fallback
+        return function(value)
+
+    return text_filter

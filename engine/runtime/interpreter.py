@@ -26,7 +26,7 @@ from engine import expr
 from engine.calendar import BusinessCalendar
 from engine.errors import ExpressionError
 from engine.flow.model import Flow, Step
-from engine.profile import choice_problems
+from engine.profile import CHOICES, choice_problems
 from engine.runtime import effects as fx
 from engine.runtime import events as ev
 from engine.runtime.state import Status, check_transition, new_state
@@ -92,10 +92,11 @@ def _working_copy(state: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("vars", "visits"):
         if key in work:
             work[key] = dict(work[key])
-    if "tokens" in work:
-        work["tokens"] = {tid: _token_copy(token) for tid, token in work["tokens"].items()}
-    if "splits" in work:
-        work["splits"] = {sid: _split_copy(split) for sid, split in work["splits"].items()}
+    tokens, splits = work.get("tokens"), work.get("splits")
+    if tokens is not None:
+        work["tokens"] = {tid: _token_copy(token) for tid, token in tokens.items()} if tokens else {}
+    if splits is not None:  # none but while parallel branches run
+        work["splits"] = {sid: _split_copy(split) for sid, split in splits.items()} if splits else {}
     return work
 
 
@@ -201,8 +202,10 @@ class _Run:
 
     def handle(self, event: ev.Event) -> None:
         if isinstance(event, ev.Start):
-            self.state["vars"].update(_copied(_as_dict(event.data)))
-            self.log("instance_started", trigger=dict(event.trigger))
+            data = event.data
+            if not (type(data) is dict and not data):  # most starts carry no data
+                self.state["vars"].update(_copied(_as_dict(data)))
+            self.history.append({"type": "instance_started", "trigger": dict(event.trigger)})
             self.new_token(self.flow.start, [])
         elif self.state["status"] != _RUNNING:
             self.log("ignored", reason=f"instance is {self.state['status']}", event=type(event).__name__)
@@ -340,9 +343,10 @@ class _Run:
 
     def run_ready(self) -> None:
         state, ready, steps, history = self.state, self.ready, self.flow.steps, self.history
+        tokens = state["tokens"]  # changed in place by the steps, never replaced
         while ready and state["status"] == _RUNNING:
             tid = ready.pop(0)
-            token = state["tokens"].get(tid)
+            token = tokens.get(tid)
             if token is None or token["wait"]:
                 continue
             self.steps_run += 1
@@ -374,8 +378,17 @@ class _Run:
         return add_duration(self.ctx.now, duration, self.flow.timezone, self.ctx.calendar)
 
     def leave(self, tid: str, step: Step) -> None:
+        """The step is done: its token moves on to the next step. Most steps end so: ``move``'s body
+        is repeated here to spare a call (test_interp_quick_steps.py compares the two)."""
         self.history.append({"type": "step_completed", "step": step.id, "token": tid})
-        self.move(tid, step.next or "")
+        token = self.state["tokens"][tid]
+        wait = token["wait"]
+        if wait and wait.get("timers"):
+            self.effects.append(fx.CancelTimers(tid))
+        token["step"] = step.next or ""
+        token["gen"] += 1
+        token["wait"] = None
+        self.ready.append(tid)
 
     def run_task(self, tid: str, step: Step) -> None:
         assert step.assignee is not None and step.form is not None
@@ -391,11 +404,15 @@ class _Run:
             else:
                 spec["user"] = str(value)
         if plan is not None:
-            context = self.context()
-            title = {lang: template.render(context) for lang, template in plan.texts}
+            title = _rendered(plan.texts, self.context())
         else:
             title = {lang: expr.compile_template(t).render(self.context()) for lang, t in step.title.items()}
-        due_at = self.due(step.due) if step.due else None
+        if not step.due:
+            due_at = None
+        elif plan is not None:
+            due_at = plan.due_at(self.ctx.now, self.flow.timezone, self.ctx.calendar)
+        else:
+            due_at = self.due(step.due)
         # Several named people each get a task: with "all" every one must answer, with "any"
         # the first answer cancels the others' tasks.
         people = spec.get("users")
@@ -443,7 +460,7 @@ class _Run:
             params = expr.render_value(localize(dict(step.params), language), self.context())
         visit = self.state["visits"][step.id]
         key = f"{self.ctx.instance.get('id')}:{step.id}:{visit}"
-        backoff = step.backoff.plain.total_seconds() if step.backoff else 60.0
+        backoff = plan.backoff if plan is not None else _backoff_seconds(step)
         self.effects.append(
             fx.SendMessage(tid, step.id, step.connector or "", params, key, step.max_attempts, backoff, step.wait)
         )
@@ -513,10 +530,11 @@ class _Run:
             raise StepFailed("this instance has no customer to update")
         plan = _plan(step)
         if plan is not None:
-            values = _stored(plan.fields(self.context()))
+            values = plan.stored_fields(self.context())
+            problems = choice_problems(values) if plan.may_break_choices(values) else None
         else:
             values = _stored(expr.render_value(dict(step.fields), self.context()))
-        problems = choice_problems(values)
+            problems = choice_problems(values)
         if problems:
             raise StepFailed("; ".join(f"{field}: {message}" for field, message in problems))
         self.customer.update(values)
@@ -527,8 +545,7 @@ class _Run:
         if plan is None:
             note = {lang: expr.compile_template(t).render(self.context()) for lang, t in step.timeline.items()}
         elif plan.texts:
-            context = self.context()
-            note = {lang: template.render(context) for lang, template in plan.texts}
+            note = _rendered(plan.texts, self.context())
         else:
             note = {}
         self.effects.append(fx.UpdateCustomer(values, step.add_tags, step.remove_tags, note))
@@ -590,11 +607,19 @@ class _Plan:
     compiled, its values' structure walked (``expr.value_renderer``). Rendering them is all that is
     left per run, which gives what compiling them each time gives, errors included."""
 
-    __slots__ = ("fields", "texts", "assignee", "cases", "_spec", "_params", "_step")
+    __slots__ = ("fields", "texts", "assignee", "cases", "backoff", "_text_keys", "_choices", "_spec", "_params",
+                 "_step", "_due")
 
     def __init__(self, step: Step) -> None:
         self._step = step
         self.fields = expr.value_renderer(dict(step.fields))  # update_customer
+        # Rendered fields whose keys are all text and values all atoms are stored as they are.
+        self._text_keys = all(type(key) is str for key in step.fields)
+        # The enumerated profile fields among them, the only ones choice_problems can object to.
+        names = {str(key) for key in step.fields}
+        self._choices = tuple((key, allowed) for key, allowed in CHOICES.items() if key in names)
+        self.backoff = _backoff_seconds(step)  # action
+        self._due: tuple[datetime, str, BusinessCalendar, datetime] | None = None  # task: the last due time
         # The per-language texts of a step: a task's title, an update_customer's timeline note.
         texts = step.title if step.type == "task" else step.timeline if step.type == "update_customer" else {}
         self.texts = [(lang, expr.compile_template(t)) for lang, t in texts.items()]
@@ -603,6 +628,36 @@ class _Plan:
         self.cases = [expr.compile_expression(case.when) for case in step.cases] if step.type == "decision" else []
         self._spec = step.assignee.as_dict() if step.type == "task" and step.assignee is not None else None
         self._params: dict[str, Callable[[Mapping[str, Any]], Any]] = {}
+
+    def stored_fields(self, context: Mapping[str, Any]) -> dict[str, Any]:
+        """``_stored(self.fields(context))``: the rendered dict itself (new at each render) when
+        ``_stored`` would copy it unchanged."""
+        values = self.fields(context)
+        if not self._text_keys:
+            return _stored(values)  # type: ignore[no-any-return]
+        for value in values.values():
+            if type(value) not in _ATOMS:
+                return _stored(values)  # type: ignore[no-any-return]
+        return values  # type: ignore[no-any-return]
+
+    def may_break_choices(self, values: Mapping[str, Any]) -> bool:
+        """Whether ``choice_problems(values)`` (of this step's stored fields) may find a problem."""
+        for key, allowed in self._choices:
+            value = values.get(key)
+            if value is not None and value not in allowed:
+                return True
+        return False
+
+    def due_at(self, now: datetime, tz: str, calendar: BusinessCalendar) -> datetime:
+        """A task's due time from ``now``: the one worked out last when ``now`` and the calendar are
+        the same objects (a batch's requests share them), else ``add_duration``'s."""
+        last = self._due
+        if last is not None and last[0] is now and last[1] == tz and last[2] is calendar:
+            return last[3]
+        assert self._step.due is not None
+        due = add_duration(now, self._step.due, tz, calendar)
+        self._due = (now, tz, calendar, due)
+        return due
 
     def assignee_spec(self) -> dict[str, Any]:
         """A task's ``assignee.as_dict()``, a copy the run may change (its list of users too)."""
@@ -649,6 +704,20 @@ LANGUAGES = frozenset({"zh", "en"})
 _ATOMS = frozenset({str, int, float, bool, type(None)})
 
 
+def _rendered(texts: list[tuple[str, expr.Template]], context: Mapping[str, Any]) -> dict[str, str]:
+    """A plan's per-language texts rendered: ``{lang: template.render(context) for ...}`` as a loop,
+    one Python frame where the comprehension makes two."""
+    rendered = {}
+    for lang, template in texts:
+        rendered[lang] = template.render(context)
+    return rendered
+
+
+def _backoff_seconds(step: Step) -> float:
+    """Seconds between an action's delivery attempts."""
+    return step.backoff.plain.total_seconds() if step.backoff else 60.0
+
+
 def _as_dict(data: Mapping[str, Any]) -> dict[str, Any]:
     """``dict(data)``; a dict as it is, for ``_copied`` to copy it once rather than twice."""
     return data if type(data) is dict else dict(data)
@@ -659,7 +728,10 @@ def _copied(value: Any) -> Any:
     without deepcopy's per-object bookkeeping; anything else by deepcopy itself."""
     kind = type(value)
     if kind is dict:
-        return {key: _copied(item) for key, item in value.items()}
+        copied = {}  # a loop, atoms kept without a call each: no frame per item, none for a comprehension
+        for key, item in value.items():
+            copied[key] = item if type(item) in _ATOMS else _copied(item)
+        return copied
     if kind is list:
         return [_copied(item) for item in value]
     if kind in _ATOMS:

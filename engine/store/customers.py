@@ -132,28 +132,38 @@ def _clean(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[FieldError]]:
     """Normalise profile values; collect every field error instead of stopping at the first."""
     out = dict(data)
     errors: list[FieldError] = []
+    if not out.keys().isdisjoint(_NORMALISED):  # most flow updates set none: a grade, a channel...
+        _normalise(out, errors)
+    for key, message in choice_problems(out):
+        _bad(errors, key, message)
+    consent = out.get("consent")
+    if consent is not None and not (isinstance(consent, dict) and all(isinstance(v, bool) for v in consent.values())):
+        _bad(errors, "consent", "consent must map channels to true or false, e.g. {\"sms\": false}")
+    return out, errors
 
-    def bad(name: str, message: str) -> None:
-        errors.append(FieldError(f"$.{name}", name, message, "format"))
 
-    if out.keys().isdisjoint(_NORMALISED):  # most flow updates: a grade, a channel...
-        return _checked(out, errors, bad)
+def _bad(errors: list[FieldError], name: str, message: str) -> None:
+    errors.append(FieldError(f"$.{name}", name, message, "format"))
+
+
+def _normalise(out: dict[str, Any], errors: list[FieldError]) -> None:
+    """The contact fields, the name and region, the dates of ``out`` normalised in place."""
     for key in ("name", "region"):
         if isinstance(out.get(key), str):
             out[key] = out[key].strip()
     if "name" in out and not out["name"]:
-        bad("name", "name must not be empty")
+        _bad(errors, "name", "name must not be empty")
     if out.get("phone"):
         phone = e164(str(out["phone"]))
         if phone is None:
-            bad("phone", f"{out['phone']!r} is not a valid phone number")
+            _bad(errors, "phone", f"{out['phone']!r} is not a valid phone number")
         out["phone"] = phone
     elif "phone" in out:
         out["phone"] = None
     if out.get("email"):
         email = normalize_email(str(out["email"]))
         if email is None:
-            bad("email", f"{out['email']!r} is not a valid e-mail address")
+            _bad(errors, "email", f"{out['email']!r} is not a valid e-mail address")
         out["email"] = email
     elif "email" in out:
         out["email"] = None
@@ -161,32 +171,20 @@ def _clean(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[FieldError]]:
         try:
             out["birthday"] = date.fromisoformat(out["birthday"])
         except ValueError:
-            bad("birthday", f"{out['birthday']!r} is not a date (YYYY-MM-DD)")
+            _bad(errors, "birthday", f"{out['birthday']!r} is not a date (YYYY-MM-DD)")
     for key in ("last_purchase_at", "first_purchase_at"):
         if isinstance(out.get(key), str):
             try:
                 out[key] = datetime.fromisoformat(out[key])
             except ValueError:
-                bad(key, f"{out[key]!r} is not a date-time")
+                _bad(errors, key, f"{out[key]!r} is not a date-time")
                 continue
         if isinstance(out.get(key), datetime) and out[key].tzinfo is None:
-            bad(key, f"{out[key].isoformat()!r} needs a time zone (e.g. +08:00)")
-    return _checked(out, errors, bad)
+            _bad(errors, key, f"{out[key].isoformat()!r} needs a time zone (e.g. +08:00)")
 
 
-#: The fields ``_clean`` normalises or checks by themselves (consent's check included).
-_NORMALISED = frozenset({"name", "region", "phone", "email", "birthday", "last_purchase_at", "first_purchase_at",
-                         "consent"})
-
-
-def _checked(out: dict[str, Any], errors: list[FieldError], bad: Any) -> tuple[dict[str, Any], list[FieldError]]:
-    """The end of ``_clean``: the enumerated fields and the consent checked."""
-    for key, message in choice_problems(out):
-        bad(key, message)
-    consent = out.get("consent")
-    if consent is not None and not (isinstance(consent, dict) and all(isinstance(v, bool) for v in consent.values())):
-        bad("consent", "consent must map channels to true or false, e.g. {\"sms\": false}")
-    return out, errors
+#: The fields ``_normalise`` normalises or checks.
+_NORMALISED = frozenset({"name", "region", "phone", "email", "birthday", "last_purchase_at", "first_purchase_at"})
 
 
 def _apply(customer: Customer, values: Mapping[str, Any]) -> list[str]:
@@ -215,12 +213,14 @@ def _changes(customer: Customer, values: Mapping[str, Any]) -> tuple[list[str], 
                 changed.append(key)
     if attributes is not None and attributes != (_current(customer, "attributes") or {}):
         columns["attributes"] = attributes
-    birthday = columns["birthday"] if "birthday" in columns else _current(customer, "birthday")
+    # _current inlined for the two values every update reads
+    birthday = columns["birthday"] if "birthday" in columns else (
+        loaded["birthday"] if "birthday" in loaded else getattr(customer, "birthday"))
     key = None
     if birthday is not None:
         calendar = columns["birthday_calendar"] if "birthday_calendar" in columns else _current(customer, "birthday_calendar")
         key = birthday_key(birthday, calendar or "solar")
-    if key != _current(customer, "birthday_key"):
+    if key != (loaded["birthday_key"] if "birthday_key" in loaded else getattr(customer, "birthday_key")):
         columns["birthday_key"] = key
     return changed, columns
 
