@@ -709,3 +709,11 @@ def test_a_savepoint_rolled_back_over_a_batch_whose_answers_were_not_checked_yet
         assert s.get(Task, tasks[0]).status == "open"
         assert s.get(Task, tasks[1]).completed_by == "li"
     assert [cf.describe(iid)["status"] for iid in started] == ["running", "running"]  # type: ignore[arg-type]
+
+
+def test_empty_batches_do_nothing(cf):
+    deploy_call(cf)
+    assert cf.start_batch("call", []) == []
+    assert cf.complete_batch([]) == []
+    with cf.session() as s:
+        assert s.scalar(select(func.count()).select_from(Instance)) == 0
