@@ -187,6 +187,8 @@ def complete_tasks(
     session: Session, rt: Runtime, answers: Sequence[tuple[int, Mapping[str, Any], str]], *, locale: str = "zh",
 ) -> list[Task]:
     """``complete_task`` for each (task id, answer, user), in this order, in the caller's transaction."""
+    if not answers:
+        return []  # nothing to compare-and-set (an UPDATE needs a row of parameters)
     task_ids = [task_id for task_id, _data, _user in answers]
     tasks = _by_id(session, _TASKS, task_ids)
     for task_id in task_ids:

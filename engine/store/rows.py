@@ -713,12 +713,15 @@ def watch(engine: Any) -> None:
     """Let ``send`` pipeline on this engine's connections, each pipeline synced before anything
     else runs on its connection: any other statement (a read must see the writes sent before it,
     and a statement of the ORM would not get its result in pipeline mode), a savepoint, a commit.
-    A rollback drops it (the transaction is lost anyway)."""
+    A rollback drops it (the transaction is lost anyway), and so does a rollback to a savepoint:
+    what was sent since the last statement was sent within that savepoint, and goes with it. Synced
+    there, a failed check (a task answered meanwhile) would fail the rollback and leave it all in place."""
     if engine in _watched:
         return
     event.listen(engine, "before_cursor_execute", _sync_before)
     event.listen(engine, "commit", _sync_before_commit)
     event.listen(engine, "rollback", _drop)
+    event.listen(engine, "rollback_savepoint", _drop_to_savepoint)
     event.listen(engine, "reset", _drop_on_reset)
     _watched.add(engine)
 
@@ -757,6 +760,10 @@ def _drop(conn: Connection) -> None:
     pipeline = conn.info.get(_PIPELINE)
     if pipeline is not None:
         pipeline.drop()
+
+
+def _drop_to_savepoint(conn: Connection, _name: str, _context: Any) -> None:
+    _drop(conn)
 
 
 def _drop_on_reset(_dbapi_conn: Any, record: Any, _state: Any) -> None:

@@ -21,7 +21,7 @@ from sqlalchemy import event, func, insert, inspect, select, update
 from sqlalchemy.orm.exc import StaleDataError
 
 from engine import core
-from engine.errors import Conflict, CustomerLookupError
+from engine.errors import Conflict, CustomerLookupError, SubmissionInvalid
 from engine.store import batch as batch_store
 from engine.store.batch import complete_tasks, start_instances
 from engine.store.instances import NotEnrolled, Writes
@@ -660,3 +660,61 @@ def test_subflows_started_in_a_batch_take_ids_the_batch_did_not_give(cf, wait):
     assert sorted(r.customer_id for r in kids) == customers and all(r.status == "completed" for r in kids)
     if wait == "true":
         assert sorted(r.parent_id for r in kids) == parents
+
+
+# After the task, the customer's e-mail is set from the answer: "no_answer" is no e-mail address, so
+# applying the answer fails in Python (SubmissionInvalid), before the batch reads or writes anything.
+BAD_EMAIL = """
+id: bad_email
+name: {zh: 坏邮箱, en: Bad e-mail}
+triggers: [{type: manual}]
+steps:
+  - id: call
+    type: task
+    form: follow_up
+    assignee: {user: wang}
+    next: tidy
+  - id: tidy
+    type: update_customer
+    fields: {email: "{{ vars.call.outcome }}"}
+    next: done
+  - id: done
+    type: end
+"""
+
+
+@pytest.mark.postgres
+def test_a_savepoint_rolled_back_over_a_batch_whose_answers_were_not_checked_yet_keeps_none_of_it(cf_pg):
+    """The batch's compare-and-set of its tasks is sent without waiting, checked at the next
+    statement. When the batch fails before that (here: applying an answer) and the caller rolls
+    its savepoint back, the rollback drops the unchecked statements with the rest: it does not
+    fail on their check (a task answered meanwhile) and leave the savepoint's writes in place.
+    (Either error may come out: which one the batch meets first is not the point.)"""
+    cf = cf_pg
+    cf.deploy_flow_text(BAD_EMAIL, "bad_email.yaml", by="test")
+    started = cf.start_batch("bad_email", [new_customer(cf, n) for n in range(2)])
+    tasks = [task_of(cf, iid) for iid in started]  # type: ignore[arg-type]
+    rt = cf.runtime()
+    table = Task.__table__
+
+    def answer() -> None:  # another window answers the second task, and that commits first
+        with cf.db.begin() as other:
+            other.execute(update(table).where(table.c.id == tasks[1]).values(status="completed", completed_by="li"))
+
+    with cf.sessions.begin() as s:
+        with pytest.raises((SubmissionInvalid, Conflict)), s.begin_nested(), _Before(cf, "UPDATE task SET", answer) as meanwhile:
+            complete_tasks(s, rt, [(t, ANSWER, "wang") for t in tasks])
+        assert meanwhile.fired
+        assert s.get(Task, tasks[0]).status == "open"  # read again: the savepoint's writes are gone
+    with cf.session() as s:
+        assert s.get(Task, tasks[0]).status == "open"
+        assert s.get(Task, tasks[1]).completed_by == "li"
+    assert [cf.describe(iid)["status"] for iid in started] == ["running", "running"]  # type: ignore[arg-type]
+
+
+def test_empty_batches_do_nothing(cf):
+    deploy_call(cf)
+    assert cf.start_batch("call", []) == []
+    assert cf.complete_batch([]) == []
+    with cf.session() as s:
+        assert s.scalar(select(func.count()).select_from(Instance)) == 0
