@@ -359,12 +359,16 @@ class _Run:
             visits[step_id] = visits.get(step_id, 0) + 1
             history.append({"type": "step_entered", "step": step_id, "token": tid})
             run = _STEP_RUNNERS.get(step.type)
+            effects = len(self.effects)
             try:
                 if run is None:
                     getattr(self, f"run_{step.type}")(tid, step)  # raises the AttributeError it always did
                 else:
                     run(self, tid, step)
             except (ExpressionError, StepFailed, ValueError, TypeError, KeyError) as exc:
+                # A failed step leaves none of its effects: a task step that made its tasks, then
+                # failed to work out a reminder, would leave tasks that a retry makes again.
+                del self.effects[effects:]
                 self.incident(tid, step, str(exc))
 
     def incident(self, tid: str, step: Step, message: str, *, raise_effect: bool = True) -> None:

@@ -451,3 +451,30 @@ def test_a_task_wait_saved_without_its_task_count_still_cancels_the_others() -> 
     del d.state["tokens"][tid]["wait"]["tasks"]  # as a state written before the count was kept
     out = d.send(ev.TaskDone(tid, gen, {}, "wang"))
     assert fx.CancelTasks(tid, reason="completed_by_other") in out.effects
+
+
+def test_a_task_step_that_fails_after_making_its_task_leaves_no_task() -> None:
+    """The escalation time cannot be worked out (no working day in over a year): the step becomes
+    an incident without the task it made first, so a retry does not leave a second one open."""
+    from engine.calendar import BusinessCalendar
+
+    text = """
+steps:
+  - id: review
+    type: task
+    form: f
+    assignee: {user: wang}
+    due: {hours: 4}
+    escalation:
+      - after: {business_days: 1}
+        to_role: lead
+    next: done
+  - id: done
+    type: end
+"""
+    days_off = {NOW.date() + timedelta(days=n): False for n in range(400)}
+    ctx = Context(now=NOW, instance={"id": 7, "flow": "t", "started_at": NOW.isoformat()},
+                  calendar=BusinessCalendar(overrides=days_off))
+    out = advance(flow(text), start_state(flow(text)), ev.Start(), ctx)
+    assert [type(e) for e in out.effects] == [fx.RaiseIncident]
+    assert "no working day" in out.effects[0].message
