@@ -42,7 +42,8 @@ from itertools import chain
 from typing import Any
 
 from sqlalchemy import (
-    JSON, Boolean, Connection, Date, DateTime, Enum, Float, Integer, String, Table, column, event, func, insert, select,
+    JSON, Boolean, Connection, Date, DateTime, Enum, Float, Integer, String, Table, bindparam, column, event, func, insert,
+    select,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
@@ -587,8 +588,8 @@ def new_ids(conn: Connection, table: Table, count: int) -> list[int] | None:
     if id_column is None or table.autoincrement_column is not id_column:
         return None
     if conn.dialect.name == "postgresql":
-        sequence = func.pg_get_serial_sequence(conn.dialect.identifier_preparer.format_table(table), "id")
-        ids = list(conn.execute(select(func.nextval(sequence)).select_from(func.generate_series(1, count))).scalars())
+        name = conn.dialect.identifier_preparer.format_table(table)
+        ids = list(conn.execute(_NEXT_VALUES, {"table": name, "count": count}).scalars())
         return None if None in ids else ids  # no sequence: nextval(NULL) is NULL
     if conn.dialect.name == "sqlite":
         if table.dialect_options["sqlite"]["autoincrement"] or id_column.type.compile(dialect=conn.dialect) != "INTEGER":
@@ -598,6 +599,12 @@ def new_ids(conn: Connection, table: Table, count: int) -> list[int] | None:
             return None  # SQLite would pick ids at random: let it
         return list(range(first, first + count))
     return None
+
+
+#: The next ``:count`` values of the sequence of table ``:table``'s id (PostgreSQL); the sequence's
+#: name is a subquery, worked out once per statement rather than once per value.
+_NEXT_VALUES = select(func.nextval(select(func.pg_get_serial_sequence(bindparam("table", type_=String), "id"))
+                                   .scalar_subquery())).select_from(func.generate_series(1, bindparam("count", type_=Integer)))
 
 
 # --- PostgreSQL: statements sent without waiting for their results (pipeline mode) ---------------
