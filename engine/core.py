@@ -678,10 +678,13 @@ class Careflow(SecurityOperations, SegmentOperations):
         try:
             with self._batch_collector(), self.transition() as s:
                 rt = self.runtime()
-                tasks = batch_store.complete_tasks(s, rt, items, locale=locale)
-                audit_many(s, [(user, "task.complete", "task", task.id, {"instance_id": task.instance_id,
-                                "step": task.step_id, "form": task.form_id, "data": task.data})
-                               for task, (_task_id, _data, user) in zip(tasks, items, strict=True)], at=rt.now)
+
+                def audited(answered: list[Task]) -> None:
+                    audit_many(s, [(user, "task.complete", "task", task.id, {"instance_id": task.instance_id,
+                                    "step": task.step_id, "form": task.form_id, "data": task.data})
+                                   for task, (_task_id, _data, user) in zip(answered, items, strict=True)], at=rt.now)
+
+                tasks = batch_store.complete_tasks(s, rt, items, locale=locale, answered=audited)
                 return [task_summary(task) for task in tasks]
         except BATCH_ERRORS as exc:
             log.info("batch of %d task answers failed (%s); completing them one by one", len(items), exc)

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from engine.clock import SystemClock
 from engine.store.models import AuditEntry
-from engine.store.rows import execute as execute_rows
+from engine.store.rows import execute as execute_rows, pipelining, send as send_rows
 
 #: Keys whose values never reach the log, at any depth.
 SECRET_KEYS = frozenset({"password", "password_hash", "token", "secret", "secrets", "api_key", "authorization"})
@@ -81,10 +81,12 @@ def audit(
 def audit_many(session: Session, entries: list[tuple[str | None, str, str | None, Any, Mapping[str, Any] | None]],
                *, at: datetime) -> None:
     """``audit`` for many (actor, action, target type, target id, data) at once: the same rows, with
-    one statement (a batch of requests writes its entries so; the ORM would add one object each):
-    an INSERT, or a COPY on PostgreSQL (engine/store/rows.py)."""
+    one statement (a batch of requests writes its entries so; the ORM would add one object each).
+    On PostgreSQL it is sent without waiting for the server (``rows.send``), its errors raised by
+    the next statement or the commit (engine/store/rows.py)."""
     if entries:
-        execute_rows(session.connection(), _INSERT, [
+        conn = session.connection()
+        (send_rows if pipelining(conn) else execute_rows)(conn, _INSERT, [
             {"at": at, "actor": actor, "action": action, "target_type": target_type,
              "target_id": None if target_id is None else str(target_id), "data": scrub(dict(data or {})), "ip": None}
             for actor, action, target_type, target_id, data in entries

@@ -25,7 +25,7 @@ caller's transaction), since the second request must see what the first one wrot
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import BigInteger, String, bindparam, inspect, select, text, update
@@ -185,8 +185,13 @@ _INSTANCE_COLUMNS = frozenset({"id", "customer_id", "flow_version_id"})
 
 def complete_tasks(
     session: Session, rt: Runtime, answers: Sequence[tuple[int, Mapping[str, Any], str]], *, locale: str = "zh",
+    answered: Callable[[list[Task]], None] | None = None,
 ) -> list[Task]:
-    """``complete_task`` for each (task id, answer, user), in this order, in the caller's transaction."""
+    """``complete_task`` for each (task id, answer, user), in this order, in the caller's transaction.
+
+    ``answered`` gets the tasks, in this order, once they hold their answers and before their
+    instances move on: what the caller writes about them then (the audit entries) goes to the
+    server with the batch's first writes, rather than after all of them."""
     if not answers:
         return []  # nothing to compare-and-set (an UPDATE needs a row of parameters)
     task_ids = [task_id for task_id, _data, _user in answers]
@@ -237,6 +242,8 @@ def complete_tasks(
         set_committed_values(tasks[task_id], {"status": "completed", "completed_by": username, "completed_at": rt.now,
                                               "data": cleaned, "outcome": "completed"})
     written_here_all(session, [tasks[task_id] for task_id in task_ids])
+    if answered is not None:
+        answered([tasks[task_id] for task_id in task_ids])
     writes = Writes(session, batch=True)
     for (task_id, _data, username), cleaned in zip(answers, cleaned_answers, strict=True):
         done = columns_of(tasks[task_id], _TASK_COLUMNS)  # none of these is changed by running the request

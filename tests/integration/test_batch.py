@@ -718,3 +718,27 @@ def test_empty_batches_do_nothing(cf):
     assert cf.complete_batch([]) == []
     with cf.session() as s:
         assert s.scalar(select(func.count()).select_from(Instance)) == 0
+
+
+def test_a_batch_audits_each_answer_as_one_request_does_before_its_instances_move_on(cf):
+    """The audit entries of a batch of answers are those ``complete`` writes, and they go to the
+    database before the rows of the requests (on PostgreSQL with the first chunk, not after all)."""
+    deploy_call(cf)
+    singles = [cf.start("call", customer_id=new_customer(cf, n)) for n in range(2)]
+    batched = cf.start_batch("call", [new_customer(cf, n) for n in range(2, 4)])
+    for iid in singles:
+        cf.complete(task_of(cf, iid), ANSWER, "wang")
+    with _Sent(cf) as sent:
+        done = cf.complete_batch([(task_of(cf, iid), ANSWER, "wang") for iid in batched])
+    assert [d["status"] for d in done] == ["completed"] * 2  # type: ignore[index]
+    first_audit = next(n for n, s in enumerate(sent) if s.startswith(("INSERT INTO audit_entry", "COPY audit_entry")))
+    assert first_audit < next(n for n, s in enumerate(sent) if s.startswith(("INSERT INTO history_entry", "COPY history_entry")))
+
+    def entries(instance_ids: list[int]) -> list[tuple[Any, ...]]:
+        with cf.session() as s:
+            rows = s.scalars(select(AuditEntry).where(AuditEntry.action == "task.complete")).all()
+            by_instance = {row.data["instance_id"]: row for row in rows}
+            return [(by_instance[i].actor, by_instance[i].target_type, by_instance[i].at,
+                     {k: v for k, v in by_instance[i].data.items() if k != "instance_id"}) for i in instance_ids]
+
+    assert entries(batched) == entries(singles)
