@@ -191,7 +191,8 @@ def complete_tasks(
 
     ``answered`` gets the tasks, in this order, once they hold their answers and before their
     instances move on: what the caller writes about them then (the audit entries) goes to the
-    server with the batch's first writes, rather than after all of them."""
+    server with the batch's first writes, rather than after all of them. (A batch run request
+    after request, see the module's docstring, calls it at its end.)"""
     if not answers:
         return []  # nothing to compare-and-set (an UPDATE needs a row of parameters)
     task_ids = [task_id for task_id, _data, _user in answers]
@@ -204,8 +205,11 @@ def complete_tasks(
     customer_ids = [instances[i].customer_id for i in instance_ids if i in instances]
     if (len(set(task_ids)) != len(task_ids) or len(set(instance_ids)) != len(instance_ids)
             or len(set(customer_ids)) != len(customer_ids) or None in customer_ids):
-        return [task_store.complete_task(session, rt, task_id, data, username, locale=locale)
-                for task_id, data, username in answers]
+        answered_tasks = [task_store.complete_task(session, rt, task_id, data, username, locale=locale)
+                          for task_id, data, username in answers]
+        if answered is not None:
+            answered(answered_tasks)
+        return answered_tasks
     users: dict[str, User] = {}
     views: dict[tuple[str, tuple[str, ...], tuple[str, ...]], forms.Form] = {}  # the same form's view for each task
     cleaned_answers = []

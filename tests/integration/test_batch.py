@@ -742,3 +742,17 @@ def test_a_batch_audits_each_answer_as_one_request_does_before_its_instances_mov
                      {k: v for k, v in by_instance[i].data.items() if k != "instance_id"}) for i in instance_ids]
 
     assert entries(batched) == entries(singles)
+
+
+def test_a_batch_run_answer_after_answer_audits_every_answer(cf):
+    """Two tasks of one customer in a batch: the answers are run one after the other (the second
+    must see what the first wrote), and each is audited as in a batch run together."""
+    deploy_call(cf)
+    deploy_call(cf, "recall")
+    cid = new_customer(cf)
+    tasks = [task_of(cf, cf.start(flow, customer_id=cid)) for flow in ("call", "recall")]
+    done = cf.complete_batch([(t, ANSWER, "wang") for t in tasks])
+    assert [d["status"] for d in done] == ["completed"] * 2  # type: ignore[index]
+    with cf.session() as s:
+        audited = s.scalars(select(AuditEntry.target_id).where(AuditEntry.action == "task.complete")).all()
+    assert sorted(audited) == sorted(str(t) for t in tasks)
