@@ -1071,14 +1071,20 @@ _PLAIN_CHECKS: dict[int, tuple[Any, Any]] = {}
 
 
 def _plain_check_for(schema: Mapping[str, Any]) -> Any:
-    cached = _PLAIN_CHECKS.get(id(schema))
-    if cached is not None and cached[0] is schema:
+    return _by_identity(_PLAIN_CHECKS, schema, _plain_check)
+
+
+def _by_identity(cache: dict[int, tuple[Any, Any]], obj: Any, compute: Any) -> Any:
+    """``compute(obj)``, remembered per object (a loaded schema or form never changes). The object is
+    kept with its value, so that its id is not reused meanwhile; at most 256 are kept."""
+    cached = cache.get(id(obj))
+    if cached is not None and cached[0] is obj:
         return cached[1]
-    if len(_PLAIN_CHECKS) >= 256:
-        _PLAIN_CHECKS.clear()
-    check = _plain_check(schema)
-    _PLAIN_CHECKS[id(schema)] = (schema, check)
-    return check
+    if len(cache) >= 256:
+        cache.clear()
+    value = compute(obj)
+    cache[id(obj)] = (obj, value)
+    return value
 
 
 def _known(schema: Mapping[str, Any], keywords: frozenset[str]) -> bool:
@@ -1129,14 +1135,7 @@ _FLAT_ATOMS = frozenset({str, int, float, bool})
 
 
 def _plain_order_for(form: Form) -> tuple[str, ...] | None:
-    cached = _PLAIN_ORDERS.get(id(form))
-    if cached is not None and cached[0] is form:
-        return cached[1]
-    if len(_PLAIN_ORDERS) >= 256:
-        _PLAIN_ORDERS.clear()
-    order = _plain_order(form)
-    _PLAIN_ORDERS[id(form)] = (form, order)
-    return order
+    return _by_identity(_PLAIN_ORDERS, form, _plain_order)  # type: ignore[no-any-return]
 
 
 def _plain_order(form: Form) -> tuple[str, ...] | None:

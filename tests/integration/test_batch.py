@@ -39,6 +39,7 @@ from engine.store.models import (
     TimelineEntry,
 )
 from tests.conftest import make_careflow
+from tests.integration.test_ended_instances import KID, MOM
 from tests.integration.test_store_writes import ANSWER, RACE, deploy_call, new_customer
 
 
@@ -614,30 +615,9 @@ def test_a_started_instance_is_written_once_with_the_state_its_first_run_leaves(
     assert waiting == set(started)
 
 
-SUB_KID = """
-id: kid
-name: {zh: 子流程, en: Kid}
-triggers: [{type: manual}]
-enrollment: {concurrent: unlimited, reenroll: always}
-steps:
-  - id: done
-    type: end
-    outcome: kid_done
-"""
-
-SUB_MOM = """
-id: mom
-name: {zh: 母流程, en: Mom}
-triggers: [{type: manual}]
-steps:
-  - id: sub
-    type: subflow
-    flow: kid
-    wait: %s
-    next: done
-  - id: done
-    type: end
-"""
+def mom_flow(wait: str) -> str:
+    """test_ended_instances' parent flow, waiting for its subflow or not (``wait``: true / false)."""
+    return MOM.replace("wait: true", f"wait: {wait}")
 
 
 @pytest.mark.parametrize("wait", ["true", "false"])
@@ -645,8 +625,8 @@ def test_subflows_started_in_a_batch_take_ids_the_batch_did_not_give(cf, wait):
     """The batch gives its instances their ids first; a subflow that one of them starts takes the
     next free id when it is inserted (on SQLite max(id) + 1): the batch's rows are written before
     it, so no id is given twice and the batch needs no retry (called directly, it would raise)."""
-    cf.deploy_flow_text(SUB_KID, "kid.yaml", by="test")
-    cf.deploy_flow_text(SUB_MOM % wait, "mom.yaml", by="test")
+    cf.deploy_flow_text(KID, "kid.yaml", by="test")
+    cf.deploy_flow_text(mom_flow(wait), "mom.yaml", by="test")
     customers = [new_customer(cf, n) for n in range(3)]
     rt = cf.runtime()
     with cf.sessions.begin() as s:

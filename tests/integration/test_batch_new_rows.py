@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from engine.store.instances import Writes
 from engine.store.models import Task
-from tests.integration.test_batch import SUB_MOM, stored
+from tests.integration.test_batch import mom_flow, stored
 from tests.integration.test_store_writes import ANSWER, new_customer
 
 QUICK = """
@@ -97,7 +97,7 @@ def test_instances_whose_first_run_picks_a_user(cf, caplog):
 @pytest.mark.parametrize("refused", [False, True])
 def test_instances_whose_first_run_starts_a_subflow_that_waits_or_is_refused(cf, caplog, wait, refused):
     cf.deploy_flow_text(KID, "kid.yaml", by="test")
-    cf.deploy_flow_text(SUB_MOM % wait, "mom.yaml", by="test")
+    cf.deploy_flow_text(mom_flow(wait), "mom.yaml", by="test")
     customers = [new_customer(cf, n) for n in range(10)]
     if refused:
         for c in customers:
