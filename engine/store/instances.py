@@ -217,10 +217,10 @@ class Writes:
         self._write(wait=True)
 
     def _write(self, *, wait: bool) -> None:
+        pipelined = bool(self._pipelined)
         if self.claims:
             claims, self.claims = self.claims, []
-            _check_claims(self.session, claims)  # a read: it waits for the chunks sent before
-        pipelined = bool(self._pipelined)
+            _check_claims(self.session, claims, pipelined)
         if not (self._changes or self._ops):
             if pipelined and wait:
                 sync_rows(self.session.connection())
@@ -983,14 +983,21 @@ def _prepare_customer_update(
     return changed, columns
 
 
-def _check_claims(session: Session, claims: list[tuple[int, str, Any]]) -> None:
+def _check_claims(session: Session, claims: list[tuple[int, str, Any]], pipelined: bool = False) -> None:
     """Conflict unless every claimed phone/e-mail value is held by no other customer, in the database
     or in the claims. A batch that fails here is retried one request at a time by its caller, which
-    then checks each value as it goes (a value freed earlier in the batch is then accepted)."""
+    then checks each value as it goes (a value freed earlier in the batch is then accepted).
+
+    Pipelined (PostgreSQL), the database is not read: a read would wait for the chunks sent before.
+    The unique indexes on phone and e-mail refuse the UPDATE that gives a customer a value another
+    customer holds, which fails the batch at the sync as any refused row does (and its caller
+    retries it one request at a time, as above)."""
     wanted: dict[tuple[str, Any], int] = {}
     for customer_id, key, value in claims:
         if wanted.setdefault((key, value), customer_id) != customer_id:
             raise Conflict(f"customers {wanted[(key, value)]} and {customer_id} would both have this {key}")
+    if pipelined:
+        return
     phones = [value for (key, value) in wanted if key == "phone"]
     emails = [value for (key, value) in wanted if key == "email"]
     rows = session.connection().execute(_HOLDERS, {"b_phones": phones, "b_emails": emails})

@@ -204,6 +204,49 @@ def test_two_customers_of_a_batch_cannot_take_the_same_phone(cf):
     assert isinstance(results[0], int) and isinstance(results[1], Conflict)  # one by one, the first wins
 
 
+def _customer_typed_as(cf, name: str, phone: str) -> int:  # type: ignore[no-untyped-def]
+    """A customer whose phone is as typed, before the flow's first step writes it in E.164."""
+    now = cf.clock.now()
+    with cf.sessions.begin() as s:
+        return s.execute(insert(Customer).values(
+            name=name, phone=phone, tags=[], consent={}, attributes={}, birthday_calendar="solar", language="zh",
+            status="active", purchase_count=0, purchase_total=0.0, created_at=now, updated_at=now,
+        ).returning(Customer.id)).scalar_one()
+
+
+def test_a_phone_held_outside_the_batch_is_refused_in_a_later_chunk(cf, monkeypatch, caplog):
+    """On PostgreSQL a chunk's new phones are not read back before it is sent: the unique index
+    refuses the clashing UPDATE, which fails the batch at the sync, and only the clashing start
+    fails when each runs alone. SQLite reads the holders before it writes."""
+    monkeypatch.setattr(Writes, "CHUNK", 1)
+    deploy_call(cf)
+    new_customer(cf, 7)  # +8613800130007
+    batch = [new_customer(cf, 1), _customer_typed_as(cf, "重复", "138 0013 0007"), new_customer(cf, 2)]
+    with caplog.at_level(logging.INFO, "engine.core"):
+        results = cf.start_batch("call", batch)
+    assert [type(r) for r in results] == [int, Conflict, int]
+    expected = "customer_phone_key" if cf.db.dialect.name == "postgresql" else "already has this phone"
+    assert expected in caplog.text
+    with cf.session() as s:
+        assert s.get(Customer, batch[1]).phone == "138 0013 0007"
+
+
+def test_a_phone_an_earlier_chunk_gave_another_customer_is_refused(cf, monkeypatch, caplog):
+    """On PostgreSQL the phone an earlier chunk wrote is refused to a later chunk's customer by the
+    unique index (SQLite writes the batch at once and finds the two claims in it)."""
+    monkeypatch.setattr(Writes, "CHUNK", 1)
+    deploy_call(cf)
+    first = _customer_typed_as(cf, "甲", "13800130009")
+    second = _customer_typed_as(cf, "乙", "138-0013-0009")
+    with caplog.at_level(logging.INFO, "engine.core"):
+        results = cf.start_batch("call", [first, new_customer(cf, 1), second])
+    assert [type(r) for r in results] == [int, int, Conflict]
+    expected = "customer_phone_key" if cf.db.dialect.name == "postgresql" else "would both have this phone"
+    assert expected in caplog.text
+    with cf.session() as s:
+        assert s.get(Customer, second).phone == "138-0013-0009"
+
+
 def test_a_task_answered_meanwhile_fails_only_its_own_answer(cf):
     deploy_call(cf)
     started = cf.start_batch("call", [new_customer(cf, n) for n in range(3)])
