@@ -21,7 +21,7 @@ from sqlalchemy import event, func, insert, inspect, select, update
 from sqlalchemy.orm.exc import StaleDataError
 
 from engine import core
-from engine.errors import Conflict, CustomerLookupError, SubmissionInvalid
+from engine.errors import Conflict, CustomerLookupError, SubmissionInvalid, TaskLookupError
 from engine.store import batch as batch_store
 from engine.store.batch import complete_tasks, start_instances
 from engine.store.instances import NotEnrolled, Writes
@@ -256,6 +256,18 @@ def test_a_task_answered_meanwhile_fails_only_its_own_answer(cf):
     assert isinstance(results[1], Conflict)
     assert [results[0]["status"], results[2]["status"]] == ["completed", "completed"]  # type: ignore[index]
     assert all(cf.describe(iid)["status"] == "completed" for iid in started)  # type: ignore[arg-type]
+
+
+def test_an_unknown_task_fails_only_its_own_answer(cf):
+    """The batch reads its tasks, their instances and customers in one query (outer joins): a task
+    id that names no row is missing from it, and fails as the one-request call fails."""
+    deploy_call(cf)
+    started = cf.start_batch("call", [new_customer(cf, n) for n in range(2)])
+    tasks = [task_of(cf, iid) for iid in started]  # type: ignore[arg-type]
+    results = cf.complete_batch([(tasks[0], ANSWER, "wang"), (max(tasks) + 1000, ANSWER, "wang"), (tasks[1], ANSWER, "wang")])
+    assert isinstance(results[1], TaskLookupError)
+    assert [results[0]["status"], results[2]["status"]] == ["completed", "completed"]  # type: ignore[index]
+    assert [cf.describe(iid)["status"] for iid in started] == ["completed", "completed"]  # type: ignore[arg-type]
 
 
 def test_an_invalid_answer_fails_only_itself(cf):
