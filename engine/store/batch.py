@@ -28,8 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import BigInteger, String, bindparam, inspect, select, text, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import bindparam, inspect, select, true, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import instance_state
 
@@ -43,6 +42,7 @@ from engine.store import tasks as task_store
 from engine.store.definitions import flow_of_version, latest_flow
 from engine.store.instances import (
     CUSTOMER,
+    ENROLLMENT,
     INSTANCE,
     TASK,
     Runtime,
@@ -89,16 +89,31 @@ _TASKS_WITH_INSTANCES = (
                  .outerjoin(CUSTOMER, CUSTOMER.c.id == INSTANCE.c.customer_id))
     .where(in_list(TASK.c.id, "b_ids"))
 )
-_ENROLLMENTS = select(Enrollment).where(Enrollment.flow_id == bindparam("b_flow"), in_list(Enrollment.customer_id, "b_ids"))
-# On PostgreSQL, one probe of the (flow_id, customer_id) key per customer. With ``customer_id =
-# ANY(...)`` the planner, trusting statistics from when the table was small (a new database, a
-# new flow), read every enrollment of the flow and filtered them: a cost that grew with the flow's
-# enrollments, 1-2 ms per batch of 100 at a few thousand. The LIMIT (one row per key anyway)
-# keeps the subquery a per-customer index probe, whatever the statistics say.
-_ENROLLMENTS_PG = select(Enrollment).from_statement(text(
-    "SELECT e.* FROM unnest(CAST(:b_ids AS BIGINT[])) AS c(id) CROSS JOIN LATERAL "
-    "(SELECT * FROM enrollment WHERE flow_id = :b_flow AND customer_id = c.id LIMIT 1) AS e"
-).bindparams(bindparam("b_ids", type_=ARRAY(BigInteger)), bindparam("b_flow", type_=String)))
+_ENROLLMENTS = _Loader(Enrollment)
+_ENROLLMENT_COLUMNS = _ENROLLMENTS.statement.selected_columns
+_CUSTOMER_COLUMNS = _CUSTOMERS.statement.selected_columns
+# The batch's customers, each with its enrollment in the flow if any.
+_CUSTOMERS_ENROLLED = (
+    select(*_CUSTOMER_COLUMNS, *_ENROLLMENT_COLUMNS)
+    .select_from(CUSTOMER.outerjoin(ENROLLMENT, (ENROLLMENT.c.flow_id == bindparam("b_flow"))
+                                    & (ENROLLMENT.c.customer_id == CUSTOMER.c.id)))
+    .where(in_list(CUSTOMER.c.id, "b_ids"))
+)
+# On PostgreSQL, one probe of the (flow_id, customer_id) key per customer. As a plain join the
+# planner, trusting statistics from when the table was small (a new database, a new flow), read
+# every enrollment of the flow and filtered them: a cost that grew with the flow's enrollments,
+# 1-2 ms per batch of 100 at a few thousand. The LATERAL subquery's LIMIT (one row per key anyway)
+# keeps it a per-customer index probe, whatever the statistics say.
+_ENROLLMENT_PROBE = (
+    select(*_ENROLLMENT_COLUMNS)
+    .where(ENROLLMENT.c.flow_id == bindparam("b_flow"), ENROLLMENT.c.customer_id == CUSTOMER.c.id)
+    .limit(1).lateral("e")
+)
+_CUSTOMERS_ENROLLED_PG = (
+    select(*_CUSTOMER_COLUMNS, *(_ENROLLMENT_PROBE.c[column.name] for column in _ENROLLMENT_COLUMNS))
+    .select_from(CUSTOMER.outerjoin(_ENROLLMENT_PROBE, true()))
+    .where(in_list(CUSTOMER.c.id, "b_ids"))
+)
 _COMPLETE_OPEN_TASK = (
     update(TASK).where(TASK.c.id == bindparam("b_id"), TASK.c.status == "open")
     .values(status="completed", completed_by=bindparam("b_by"), completed_at=bindparam("b_at"),
@@ -166,6 +181,24 @@ def _tasks_with_instances(session: Session, task_ids: Sequence[int]) -> tuple[di
     return tasks, instances, customers
 
 
+def _customers_enrolled(session: Session, flow_id: str, ids: Sequence[int]) -> tuple[dict[int, Customer],
+                                                                                     dict[int, Enrollment]]:
+    """The customers with these ids, and their enrollments in the flow, each by customer id, read
+    with one query; each object made as ``_by_id`` makes it."""
+    if session.autoflush:
+        session.flush()
+    conn = session.connection()
+    statement = _CUSTOMERS_ENROLLED_PG if conn.dialect.name == "postgresql" else _CUSTOMERS_ENROLLED
+    customer_end = len(_CUSTOMERS.keys)
+    customers: dict[int, Customer] = {}
+    enrollments: dict[int, Enrollment] = {}
+    for row in conn.execute(statement, {"b_flow": flow_id, "b_ids": sorted(set(ids))}).all():
+        customers[row[0]] = _loaded(session, _CUSTOMERS, row[:customer_end])
+        if row[customer_end] is not None:
+            enrollments[row[0]] = _loaded(session, _ENROLLMENTS, row[customer_end:])
+    return customers, enrollments
+
+
 def start_instances(
     session: Session,
     rt: Runtime,
@@ -182,12 +215,10 @@ def start_instances(
         return [start_instance(session, rt, flow_id, customer_id=c, data=data, trigger=trigger, started_by=started_by)
                 for c in ids]
     version_id, flow = latest_flow(session, flow_id)
-    customers = _by_id(session, _CUSTOMERS, ids)
+    customers, enrollments = _customers_enrolled(session, flow.id, ids)
     for customer_id in ids:
         if customer_id not in customers:
             raise CustomerLookupError(customer_id)
-    lookup = _ENROLLMENTS_PG if session.connection().dialect.name == "postgresql" else _ENROLLMENTS
-    enrollments = {e.customer_id: e for e in session.scalars(lookup, {"b_flow": flow.id, "b_ids": ids})}
     for customer_id in ids:
         enrollment_allows(flow, enrollments.get(customer_id), customer_id, rt.now)
     rows = [instance_columns(rt, flow, version_id, c, started_by) for c in ids]
