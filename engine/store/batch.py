@@ -2,11 +2,12 @@
 
 Each function does what its one-request counterpart does for every request of the batch
 (``instances.start_instance``, ``tasks.complete_task``): the same checks, the same rows, the same
-outcome. What changes is how the rows are read and written: the customers, instances, tasks and
-enrollments of the whole batch are loaded with one query per table, and the rows of all its
-requests are written together at its end (``Writes(batch=True)``): one statement per table and
-statement shape (an executemany; on PostgreSQL a COPY or one bulk UPDATE, see rows.py), with the
-instances' optimistic lock (``revision``) checked for every row. On PostgreSQL they go in chunks of
+outcome. What changes is how the rows are read and written: the rows of the whole batch are
+loaded with one query (the customers with their enrollments in the flow; the tasks with their
+instances and those instances' customers), and the rows of all its requests are written
+together at its end (``Writes(batch=True)``): one statement per table and statement shape (an
+executemany; on PostgreSQL a COPY or one bulk UPDATE, see rows.py), with the instances' optimistic
+lock (``revision``) checked for every row. On PostgreSQL they go in chunks of
 requests sent without waiting for the server, all checked before the commit (``Writes.request_done``).
 
 The guarantees are those of one request per transaction, since the batch is one transaction:

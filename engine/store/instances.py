@@ -127,7 +127,8 @@ class Writes:
         self.session = session
         # A batch (see engine/store/batch.py) gathers the writes of many requests and flushes them
         # once: a request's end does not flush, and phone/e-mail uniqueness is checked for all its
-        # customers at once, at flush (``claims``: (customer id, column, value) to be unique).
+        # customers at once, at flush (``claims``: (customer id, column, value) to be unique; see
+        # ``_check_claims``).
         self.batch = batch
         self.claims: list[tuple[int, str, Any]] = []
         self._changes: dict[int, _Change] = {}
