@@ -121,16 +121,18 @@ class Writes:
     #: Requests of a batch per chunk sent without waiting (PostgreSQL).
     CHUNK = 34
 
-    __slots__ = ("session", "batch", "claims", "_changes", "_ops", "_open", "_requests", "_pipelined", "_new")
+    __slots__ = ("session", "batch", "claims", "released", "_changes", "_ops", "_open", "_requests", "_pipelined", "_new")
 
     def __init__(self, session: Session, *, batch: bool = False):
         self.session = session
         # A batch (see engine/store/batch.py) gathers the writes of many requests and flushes them
         # once: a request's end does not flush, and phone/e-mail uniqueness is checked for all its
         # customers at once, at flush (``claims``: (customer id, column, value) to be unique; see
-        # ``_check_claims``).
+        # ``_check_claims``). ``released``: the values the claimants' customers give up, by (column,
+        # value): the customer id.
         self.batch = batch
         self.claims: list[tuple[int, str, Any]] = []
+        self.released: dict[tuple[str, Any], int] = {}
         self._changes: dict[int, _Change] = {}
         self._ops: list[tuple[Table, list[dict[str, Any]]] | _Update] = []
         self._open: dict[Table, list[dict[str, Any]]] = {}
@@ -221,7 +223,9 @@ class Writes:
         pipelined = bool(self._pipelined)
         if self.claims:
             claims, self.claims = self.claims, []
-            _check_claims(self.session, claims, pipelined)
+            _check_claims(self.session, claims, self.released, pipelined)
+        if self.released:
+            self.released = {}  # given up in the database once these writes run
         if not (self._changes or self._ops):
             if pipelined and wait:
                 sync_rows(self.session.connection())
@@ -967,7 +971,8 @@ def _prepare_customer_update(
     session: Session, customer: Customer, data: Mapping[str, Any], now: datetime, writes: Writes,
 ) -> tuple[list[str], dict[str, Any]]:
     """``customers.prepare_update``; in a batch, the phone/e-mail uniqueness check is left to the
-    batch's flush, which checks the new values of all its customers with one query (``claims``)."""
+    batch's flush, which checks the new values of all its customers at once (``claims``, and the
+    values given up for them, ``released``: see ``_check_claims``)."""
     if not writes.batch or cust._other_customers_unflushed(session, customer):
         return cust.prepare_update(session, customer, data, now)
     # The same steps as prepare_update, the unique check aside (see customers._check_unique: a value
@@ -976,15 +981,22 @@ def _prepare_customer_update(
     if errors:
         raise SubmissionInvalid(errors)
     for key in ("phone", "email"):
-        if values.get(key) and not cust._stored(customer, key, values[key]):
-            writes.claims.append((customer.id, key, values[key]))
+        if key not in values:
+            continue
+        value = values[key]
+        if value and not cust._stored(customer, key, value):
+            writes.claims.append((customer.id, key, value))
+        given_up = getattr(customer, key)
+        if given_up and given_up != value:
+            writes.released[(key, given_up)] = customer.id
     changed, columns = cust._changes(customer, values)
     if changed and customer.updated_at != now:
         columns["updated_at"] = now
     return changed, columns
 
 
-def _check_claims(session: Session, claims: list[tuple[int, str, Any]], pipelined: bool = False) -> None:
+def _check_claims(session: Session, claims: list[tuple[int, str, Any]], released: Mapping[tuple[str, Any], int],
+                  pipelined: bool = False) -> None:
     """Conflict unless every claimed phone/e-mail value is held by no other customer, in the database
     or in the claims. A batch that fails here is retried one request at a time by its caller, which
     then checks each value as it goes (a value freed earlier in the batch is then accepted).
@@ -992,12 +1004,18 @@ def _check_claims(session: Session, claims: list[tuple[int, str, Any]], pipeline
     Pipelined (PostgreSQL), the database is not read: a read would wait for the chunks sent before.
     The unique indexes on phone and e-mail refuse the UPDATE that gives a customer a value another
     customer holds, which fails the batch at the sync as any refused row does (and its caller
-    retries it one request at a time, as above)."""
+    retries it one request at a time, as above). A value that another customer of the same writes
+    (``released``) gives up is refused here: the server may run that customer's UPDATE first and
+    accept it, where the requests run in their order (the claimant's first) would not."""
     wanted: dict[tuple[str, Any], int] = {}
     for customer_id, key, value in claims:
         if wanted.setdefault((key, value), customer_id) != customer_id:
             raise Conflict(f"customers {wanted[(key, value)]} and {customer_id} would both have this {key}")
     if pipelined:
+        for (key, value), claimant in wanted.items():
+            holder = released.get((key, value), claimant)
+            if holder != claimant:
+                raise Conflict(f"customer {holder} gives up this {key} in the same writes as customer {claimant} takes it")
         return
     phones = [value for (key, value) in wanted if key == "phone"]
     emails = [value for (key, value) in wanted if key == "email"]

@@ -247,6 +247,50 @@ def test_a_phone_an_earlier_chunk_gave_another_customer_is_refused(cf, monkeypat
         assert s.get(Customer, second).phone == "138-0013-0009"
 
 
+SWAP = """
+id: swap
+name: {zh: 换号, en: Swap}
+triggers: [{type: manual}]
+steps:
+  - id: renumber
+    type: update_customer
+    fields:
+      phone: "{{ '13900139000' if customer.name == '甲' else '13800138000' }}"
+    next: done
+  - id: done
+    type: end
+"""
+
+
+def test_a_phone_given_up_later_in_the_same_chunk_is_refused_as_one_by_one(cf, monkeypatch, caplog):
+    """乙 takes the phone 甲 gives up, 乙's request first: one request at a time, 甲 still holds it
+    when 乙 asks, so 乙's start fails. In one pipelined chunk the server could run 甲's UPDATE first
+    and accept both: the chunk's check refuses the batch instead, and it is run one by one."""
+    monkeypatch.setattr(Writes, "CHUNK", 2)
+    cf.deploy_flow_text(SWAP, "swap.yaml")
+    giver = _customer_typed_as(cf, "甲", "+8613800138000")
+    taker = _customer_typed_as(cf, "乙", "+8613700137000")
+    with caplog.at_level(logging.INFO, "engine.core"):
+        results = cf.start_batch("swap", [taker, giver])
+    assert [type(r) for r in results] == [Conflict, int]
+    expected = "gives up this phone" if cf.db.dialect.name == "postgresql" else "already has this phone"
+    assert expected in caplog.text
+    with cf.session() as s:
+        assert [s.get(Customer, taker).phone, s.get(Customer, giver).phone] == ["+8613700137000", "+8613900139000"]
+
+
+def test_a_phone_given_up_earlier_in_the_batch_is_taken(cf, monkeypatch):
+    """甲's request first: one by one, 乙 then takes the phone 甲 gave up; the batch ends the same."""
+    monkeypatch.setattr(Writes, "CHUNK", 2)
+    cf.deploy_flow_text(SWAP, "swap.yaml")
+    giver = _customer_typed_as(cf, "甲", "+8613800138000")
+    taker = _customer_typed_as(cf, "乙", "+8613700137000")
+    results = cf.start_batch("swap", [giver, taker])
+    assert [type(r) for r in results] == [int, int]
+    with cf.session() as s:
+        assert [s.get(Customer, taker).phone, s.get(Customer, giver).phone] == ["+8613800138000", "+8613900139000"]
+
+
 def test_a_task_answered_meanwhile_fails_only_its_own_answer(cf):
     deploy_call(cf)
     started = cf.start_batch("call", [new_customer(cf, n) for n in range(3)])
