@@ -104,8 +104,8 @@ class Writes:
     the client's then overlap (they take about a third and two thirds of a batch's time). The
     transaction is the same one; ``flush()`` waits for everything sent (``rows.sync``) and raises
     the first error or lost optimistic lock of any chunk, so a batch still fails whole before its
-    commit. Any other statement on the connection (a read: the claims' check of the next chunk,
-    ``_pick_user``...) syncs first, so it sees every write sent before it. COPY is not allowed
+    commit. Any other statement on the connection (a read: ``_pick_user``, the holders of a phone
+    a customer held only between two steps, see ``_check_claims``...) syncs first, so it sees every write sent before it. COPY is not allowed
     in pipeline mode: the rows of a plain INSERT go as one multi-row ``INSERT ... VALUES`` there.
 
     Why pipeline mode: it keeps the batch one transaction on one connection, in the order the
@@ -128,8 +128,8 @@ class Writes:
         # A batch (see engine/store/batch.py) gathers the writes of many requests and flushes them
         # once: a request's end does not flush, and phone/e-mail uniqueness is checked for all its
         # customers at once, at flush (``claims``: (customer id, column, value) to be unique; see
-        # ``_check_claims``). ``released``: the values the claimants' customers give up, by (column,
-        # value): the customer id.
+        # ``_check_claims``). ``released``: the phone/e-mail values customers of these writes give
+        # up, by (column, value): the last customer that gave it up.
         self.batch = batch
         self.claims: list[tuple[int, str, Any]] = []
         self.released: dict[tuple[str, Any], int] = {}
@@ -997,16 +997,19 @@ def _prepare_customer_update(
 
 def _check_claims(session: Session, claims: list[tuple[int, str, Any]], released: Mapping[tuple[str, Any], int],
                   pipelined: bool = False) -> None:
-    """Conflict unless every claimed phone/e-mail value is held by no other customer, in the database
-    or in the claims. A batch that fails here is retried one request at a time by its caller, which
-    then checks each value as it goes (a value freed earlier in the batch is then accepted).
+    """Conflict unless no two claims take the same value and no other customer holds a claimed
+    phone/e-mail value. A batch that fails here is retried one request at a time by its caller,
+    which then checks each value as it goes (a value freed earlier in the batch is then accepted).
 
-    Pipelined (PostgreSQL), the database is not read: a read would wait for the chunks sent before.
-    The unique indexes on phone and e-mail refuse the UPDATE that gives a customer a value another
-    customer holds, which fails the batch at the sync as any refused row does (and its caller
-    retries it one request at a time, as above). A value that another customer of the same writes
-    (``released``) gives up is refused here: the server may run that customer's UPDATE first and
-    accept it, where the requests run in their order (the claimant's first) would not."""
+    Not pipelined, the holders are read from the database. Pipelined (PostgreSQL), a read would wait
+    for the chunks sent before, so it is left to the unique indexes on phone and e-mail where they
+    can do it: they refuse the UPDATE that gives a customer a value another customer holds, which
+    fails the batch at the sync as any refused row does. Two cases they cannot see are checked here:
+    * a value that another customer of the same writes gives up (``released``): the server may run
+      that customer's UPDATE first and accept both, where the requests in their order (the
+      claimant's first) would not;
+    * a value the claimant no longer has when its row is written (a step set it, a later one
+      changed it): no UPDATE writes it. Its holders are read, as when not pipelined."""
     wanted: dict[tuple[str, Any], int] = {}
     for customer_id, key, value in claims:
         if wanted.setdefault((key, value), customer_id) != customer_id:
@@ -1016,7 +1019,9 @@ def _check_claims(session: Session, claims: list[tuple[int, str, Any]], released
             holder = released.get((key, value), claimant)
             if holder != claimant:
                 raise Conflict(f"customer {holder} gives up this {key} in the same writes as customer {claimant} takes it")
-        return
+        wanted = {claim: claimant for claim, claimant in wanted.items() if not _kept(session, claimant, *claim)}
+        if not wanted:
+            return
     phones = [value for (key, value) in wanted if key == "phone"]
     emails = [value for (key, value) in wanted if key == "email"]
     rows = session.connection().execute(_HOLDERS, {"b_phones": phones, "b_emails": emails})
@@ -1025,6 +1030,12 @@ def _check_claims(session: Session, claims: list[tuple[int, str, Any]], released
             claimant = wanted.get((key, value))
             if claimant is not None and claimant != holder:
                 raise Conflict(f"customer {holder} already has this phone or e-mail")
+
+
+def _kept(session: Session, customer_id: int, key: str, value: Any) -> bool:
+    """Whether the customer's ``key`` is ``value`` now, as its row will be written."""
+    customer = session.identity_map.get((Customer, (customer_id,), None))
+    return customer is not None and customer.__dict__.get(key) == value
 
 
 def _cancel_tasks(session: Session, rt: Runtime, instance: Instance, effect: fx.CancelTasks, writes: Writes) -> None:

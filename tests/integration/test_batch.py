@@ -291,6 +291,45 @@ def test_a_phone_given_up_earlier_in_the_batch_is_taken(cf, monkeypatch):
         assert [s.get(Customer, taker).phone, s.get(Customer, giver).phone] == ["+8613800138000", "+8613900139000"]
 
 
+HOP = """
+id: hop
+name: {zh: 跳号, en: Hop}
+triggers: [{type: manual}]
+steps:
+  - id: first
+    type: update_customer
+    fields:
+      phone: "{{ '13800138000' if customer.name == '乙' else customer.phone }}"
+    next: second
+  - id: second
+    type: update_customer
+    fields:
+      phone: "{{ vars.then if customer.name == '乙' else customer.phone }}"
+    next: done
+  - id: done
+    type: end
+"""
+
+
+@pytest.mark.parametrize("then", ["13900139001", "", "13700137000"])
+def test_a_phone_held_only_between_two_steps_is_refused_as_one_by_one(cf, monkeypatch, caplog, then):
+    """乙's first step takes 甲's phone, its second moves on (to a new phone, none, or back): the
+    row written never holds 甲's phone, so no unique index can refuse it. One by one, the first
+    step fails; the batch reads the holders of such a phone and fails, and is run one by one."""
+    monkeypatch.setattr(Writes, "CHUNK", 1)
+    cf.deploy_flow_text(HOP, "hop.yaml")
+    holder = _customer_typed_as(cf, "甲", "+8613800138000")
+    hopper = _customer_typed_as(cf, "乙", "+8613700137000")
+    other = _customer_typed_as(cf, "丙", "+8613600136000")
+    with caplog.at_level(logging.INFO, "engine.core"):
+        results = cf.start_batch("hop", [hopper, other], data={"then": then})
+    assert [type(r) for r in results] == [Conflict, int]
+    assert "already has this phone" in caplog.text
+    with cf.session() as s:
+        phones = [s.get(Customer, c).phone for c in (holder, hopper, other)]
+    assert phones == ["+8613800138000", "+8613700137000", "+8613600136000"]
+
+
 def test_a_task_answered_meanwhile_fails_only_its_own_answer(cf):
     deploy_call(cf)
     started = cf.start_batch("call", [new_customer(cf, n) for n in range(3)])
