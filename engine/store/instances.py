@@ -105,8 +105,9 @@ class Writes:
     transaction is the same one; ``flush()`` waits for everything sent (``rows.sync``) and raises
     the first error or lost optimistic lock of any chunk, so a batch still fails whole before its
     commit. Any other statement on the connection (a read: ``_pick_user``, the holders of a phone
-    a customer held only between two steps, see ``_check_claims``...) syncs first, so it sees every write sent before it. COPY is not allowed
-    in pipeline mode: the rows of a plain INSERT go as one multi-row ``INSERT ... VALUES`` there.
+    a customer held only between two steps, see ``_check_claims``...) syncs first, so it sees
+    every write sent before it. COPY is not allowed in pipeline mode: the rows of a plain INSERT go
+    as one multi-row ``INSERT ... VALUES`` there.
 
     Why pipeline mode: it keeps the batch one transaction on one connection, in the order the
     writes were made, and costs the client about what the statements sent at the end cost (the
@@ -973,25 +974,28 @@ def _prepare_customer_update(
     """``customers.prepare_update``; in a batch, the phone/e-mail uniqueness check is left to the
     batch's flush, which checks the new values of all its customers at once (``claims``, and the
     values given up for them, ``released``: see ``_check_claims``)."""
-    if not writes.batch or cust._other_customers_unflushed(session, customer):
+    if not writes.batch:
         return cust.prepare_update(session, customer, data, now)
-    # The same steps as prepare_update, the unique check aside (see customers._check_unique: a value
-    # the customer already has, as loaded or as written by this batch, is not checked again).
-    values, errors = cust._clean(data)
-    if errors:
-        raise SubmissionInvalid(errors)
+    if cust._other_customers_unflushed(session, customer):
+        changed, columns = cust.prepare_update(session, customer, data, now)
+    else:
+        # The same steps as prepare_update, the unique check aside (see customers._check_unique: a
+        # value the customer already has, as loaded or as written by this batch, is not checked again).
+        values, errors = cust._clean(data)
+        if errors:
+            raise SubmissionInvalid(errors)
+        for key in ("phone", "email"):
+            value = values.get(key)
+            if value and not cust._stored(customer, key, value):
+                writes.claims.append((customer.id, key, value))
+        changed, columns = cust._changes(customer, values)
+        if changed and customer.updated_at != now:
+            columns["updated_at"] = now
     for key in ("phone", "email"):
-        if key not in values:
-            continue
-        value = values[key]
-        if value and not cust._stored(customer, key, value):
-            writes.claims.append((customer.id, key, value))
-        given_up = getattr(customer, key)
-        if given_up and given_up != value:
-            writes.released[(key, given_up)] = customer.id
-    changed, columns = cust._changes(customer, values)
-    if changed and customer.updated_at != now:
-        columns["updated_at"] = now
+        if key in columns:
+            given_up = getattr(customer, key)
+            if given_up:
+                writes.released[(key, given_up)] = customer.id
     return changed, columns
 
 
