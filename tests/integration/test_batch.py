@@ -174,15 +174,20 @@ def test_a_batch_finds_each_customers_enrollment_in_its_own_flow(cf):
     assert sorted(rows) == sorted([("recall", c, 1) for c in customers] + [("call", c, 1) for c in customers])
 
 
+def _customer_typed_as(cf, name: str, phone: str) -> int:  # type: ignore[no-untyped-def]
+    """A customer whose phone is as typed, before the flow's first step writes it in E.164."""
+    now = cf.clock.now()
+    with cf.sessions.begin() as s:
+        return s.execute(insert(Customer).values(
+            name=name, phone=phone, tags=[], consent={}, attributes={}, birthday_calendar="solar", language="zh",
+            status="active", purchase_count=0, purchase_total=0.0, created_at=now, updated_at=now,
+        ).returning(Customer.id)).scalar_one()
+
+
 def test_a_phone_another_customer_has_fails_only_its_own_start(cf):
     deploy_call(cf)  # its first step writes the customer's phone in E.164
     holder = new_customer(cf, 7)  # +8613800130007
-    with cf.sessions.begin() as s:  # the same number, as typed before it was tidied
-        now = cf.clock.now()
-        clash = s.execute(insert(Customer).values(
-            name="重复", phone="138 0013 0007", tags=[], consent={}, attributes={}, birthday_calendar="solar",
-            language="zh", status="active", purchase_count=0, purchase_total=0.0, created_at=now, updated_at=now,
-        ).returning(Customer.id)).scalar_one()
+    clash = _customer_typed_as(cf, "重复", "138 0013 0007")  # the same number, as typed before it was tidied
     other = new_customer(cf, 8)
     results = cf.start_batch("call", [clash, other])
     assert isinstance(results[0], Conflict)
@@ -194,24 +199,9 @@ def test_a_phone_another_customer_has_fails_only_its_own_start(cf):
 
 def test_two_customers_of_a_batch_cannot_take_the_same_phone(cf):
     deploy_call(cf)
-    now = cf.clock.now()
-    with cf.sessions.begin() as s:
-        ids = [s.execute(insert(Customer).values(
-            name=f"客户{i}", phone=phone, tags=[], consent={}, attributes={}, birthday_calendar="solar", language="zh",
-            status="active", purchase_count=0, purchase_total=0.0, created_at=now, updated_at=now,
-        ).returning(Customer.id)).scalar_one() for i, phone in enumerate(["13800130009", "138-0013-0009"])]
+    ids = [_customer_typed_as(cf, f"客户{i}", phone) for i, phone in enumerate(["13800130009", "138-0013-0009"])]
     results = cf.start_batch("call", ids)
     assert isinstance(results[0], int) and isinstance(results[1], Conflict)  # one by one, the first wins
-
-
-def _customer_typed_as(cf, name: str, phone: str) -> int:  # type: ignore[no-untyped-def]
-    """A customer whose phone is as typed, before the flow's first step writes it in E.164."""
-    now = cf.clock.now()
-    with cf.sessions.begin() as s:
-        return s.execute(insert(Customer).values(
-            name=name, phone=phone, tags=[], consent={}, attributes={}, birthday_calendar="solar", language="zh",
-            status="active", purchase_count=0, purchase_total=0.0, created_at=now, updated_at=now,
-        ).returning(Customer.id)).scalar_one()
 
 
 def test_a_phone_held_outside_the_batch_is_refused_in_a_later_chunk(cf, monkeypatch, caplog):
